@@ -1,0 +1,22 @@
+# The two commands of the README: `make demo` runs the local network, `make test` runs every test.
+# Both set up a fresh machine first (Debian packages, the control plane built from Go modules).
+
+CARGO ?= cargo
+
+.PHONY: deps demo test lint crds
+
+deps:
+	./scripts/install-deps.sh
+
+demo: deps
+	$(CARGO) run -p pictor-e2e --bin pictor-local -- demo
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: deps lint
+	$(CARGO) test --workspace
+
+crds:
+	$(CARGO) run -p pictor-crds --bin crdgen

@@ -1,0 +1,99 @@
+//! Spec pieces every job kind shares: what GPUs it needs, what it may spend, which providers it
+//! accepts, and where its data lives.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// GPU vendor a job accepts, as the node labeller publishes it in `pictor.network/gpu.vendor`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuVendor {
+    /// Any vendor the renderer or image supports.
+    #[default]
+    Any,
+    /// NVIDIA GPUs (`nvidia.com/gpu`).
+    Nvidia,
+    /// AMD GPUs (`amd.com/gpu`).
+    Amd,
+}
+
+impl GpuVendor {
+    /// The extended resource a pod asks for; `None` for `any`, which placement resolves.
+    pub fn resource_name(self) -> Option<&'static str> {
+        match self {
+            GpuVendor::Any => None,
+            GpuVendor::Nvidia => Some("nvidia.com/gpu"),
+            GpuVendor::Amd => Some("amd.com/gpu"),
+        }
+    }
+}
+
+/// Which providers may run the work: community members (gaming PCs, small labs), partner render
+/// farms, or either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Community members and partner farms alike.
+    #[default]
+    Any,
+    /// Community providers only.
+    Community,
+    /// Partner render farms only.
+    Partner,
+}
+
+/// The GPUs each pod of the job needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuRequirements {
+    /// GPU vendor: `any`, `nvidia` or `amd`.
+    #[serde(default)]
+    pub vendor: GpuVendor,
+
+    /// Allowed GPU models as `pictor.network/gpu.product` names them (for example
+    /// `NVIDIA-H100-80GB-HBM3`). Empty means any model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(m, size(m) > 0 && size(m) <= 63)").message("gpu.models entries must be non-empty GPU product names of at most 63 characters"))]
+    pub models: Vec<String>,
+
+    /// Least memory per GPU, in GiB. Unset means any.
+    #[serde(default, rename = "minMemoryGiB", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 4096").message("gpu.minMemoryGiB must be between 1 and 4096 GiB; leave it out to accept any memory size"))]
+    pub min_memory_gib: Option<i64>,
+
+    /// GPUs per pod: per render chunk, or per worker of a training job.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 16").message("gpu.count must be between 1 and 16 GPUs per pod"))]
+    pub count: i64,
+}
+
+impl Default for GpuRequirements {
+    fn default() -> Self {
+        Self { vendor: GpuVendor::Any, models: Vec::new(), min_memory_gib: None, count: 1 }
+    }
+}
+
+pub(crate) fn one() -> i64 {
+    1
+}
+
+/// What a job may spend, in octas (1 APT = 100,000,000 octas). Integers only: money is never a
+/// float.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// Highest price per GPU-hour the job accepts, in octas. Unset means any price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("budget.maxPricePerGpuHour is a whole number of octas per GPU-hour and must be at least 1"))]
+    pub max_price_per_gpu_hour: Option<i64>,
+
+    /// Most the whole job may cost, in octas. Placement never starts work that would exceed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("budget.maxTotal is a whole number of octas and must be at least 1"))]
+    pub max_total: Option<i64>,
+}
+
+/// CEL rule shared by every field that holds an object-storage URL.
+pub(crate) const STORAGE_URL_RULE: &str = "self.matches('^(file|s3|gs|az|http|https)://.+$')";

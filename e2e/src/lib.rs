@@ -1,0 +1,19 @@
+//! A real local control plane for Pictor's tests, benchmarks and demo.
+//!
+//! One etcd backs a hub API server and N member API servers (each under its own
+//! `--etcd-prefix`); every cluster gets a kube-controller-manager and a kwok that plays fake GPU
+//! nodes. All of it is built from Go modules by `e2e/control-plane/build.sh` and started here
+//! from Rust, so a test needs no container runtime. Every process stops when the
+//! [`ControlPlane`] is dropped, on panic too; a failed run keeps its logs and prints where.
+#![forbid(unsafe_code)]
+
+mod binaries;
+mod control_plane;
+pub mod fake_nodes;
+mod kubeconfig;
+mod process;
+
+pub use binaries::{Binaries, BinariesError};
+pub use control_plane::{Cluster, ControlPlane, ControlPlaneError, ControlPlaneOptions};
+pub use fake_nodes::{CATALOGUE, GpuModel};
+pub use process::ManagedProcess;
