@@ -1,10 +1,16 @@
-//! The hub operator of Pictor: the RenderJob and TrainingJob controllers, placement of
-//! WorkUnits on member clusters, the member controller and billing (DESIGN.md, "Two-level
-//! scheduling" and "Billing and settlement on Aptos"), plus the member agent that runs in each
-//! member.
+//! The hub operator of Pictor and the member agent (DESIGN.md, "Two-level scheduling", "The
+//! member agent speaks to the hub through the hub's Kubernetes API", "Billing and settlement on
+//! Aptos").
 //!
-//! What exists so far is the status machinery every controller shares; the controllers arrive
-//! with the federation, jobs and billing work.
+//! - [`membership`]: what `pictor member add/remove` creates and deletes on the hub.
+//! - [`agent`]: the member agent — heartbeat, inventory, WorkUnits run as local pods.
+//! - [`member_health`]: the hub's member controller — Ready from the heartbeat, Lost units.
+//! - [`conditions`]: the status machinery every controller shares.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod conditions;
+pub mod kubeconfig;
+pub mod labels;
+pub mod member_health;
+pub mod membership;

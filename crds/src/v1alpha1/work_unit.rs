@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Work placed on one member: the pods to run (one for a render chunk, N for a training gang),
 /// the job it belongs to and the agreed price. Lives in the member's namespace
@@ -86,7 +87,7 @@ pub enum JobKind {
 
 /// One pod of a unit, in the narrow form a member accepts: an image, its command and GPUs.
 /// Members never run arbitrary pod specs (no host paths, no privileges) from the network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplate {
     /// Pod name suffix, unique within the unit (e.g. `worker-0`).
@@ -119,6 +120,12 @@ pub struct PodTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub memory: Option<String>,
+    /// Pod annotations, only under `pictor.network/` (the network may not steer a member's
+    /// other controllers through them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    #[x_kube(validation = Rule::new("self.all(k, k.startsWith('pictor.network/'))").message("pod annotations must be under pictor.network/"))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Where a unit stands on its member.

@@ -1,0 +1,241 @@
+//! The member agent: runs in a member cluster and speaks to the hub only through the hub's
+//! Kubernetes API, with the narrow credentials `pictor member add` printed.
+//!
+//! Three loops over in-memory stores fed by watches: the heartbeat renews the agent's Lease on
+//! the hub; the inventory loop summarises the member's GPU nodes into its GpuCluster status when
+//! they change; the work loop turns the member's WorkUnits into local pods and reports their
+//! state back. When the hub is unreachable the stores keep their last contents, pods keep
+//! running, and reports go out once the hub answers again.
+
+mod heartbeat;
+pub mod inventory;
+pub mod work_pods;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use pictor_crds::v1alpha1::{GpuCluster, GpuInventory, WorkUnit};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use work_pods::{AgentAction, PodSettings};
+
+/// Field manager of everything the agent writes.
+pub const FIELD_MANAGER: &str = "pictor-agent";
+
+/// How an agent runs.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Member name (its GpuCluster on the hub).
+    pub member: String,
+    /// Namespace in the member cluster where unit pods run.
+    pub namespace: String,
+    /// Scheduler of the unit pods.
+    pub scheduler_name: String,
+    /// How often the Lease is renewed.
+    pub heartbeat_interval: Duration,
+    /// Lease duration written into the Lease.
+    pub lease_duration: Duration,
+    /// Identity written as the Lease holder.
+    pub identity: String,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The member cluster refused a call the agent cannot work without.
+    #[error("member cluster: {what}: {source}")]
+    Member { what: String, source: kube::Error },
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(hub: kube::Client, member: kube::Client, config: AgentConfig) -> Result<(), AgentError> {
+    ensure_namespace(&member, &config.namespace).await?;
+    let hub_namespace = crate::labels::member_namespace(&config.member);
+    let changed = Arc::new(Notify::new());
+
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (units, unit_writer) = reflector::store::<WorkUnit>();
+    let node_watch = mirror(node_writer, Api::<Node>::all(member.clone()), changed.clone());
+    // Every pod counts for the inventory (GPUs held by pods of other owners are not free).
+    let pod_watch = mirror(pod_writer, Api::<Pod>::all(member.clone()), changed.clone());
+    let unit_watch =
+        mirror(unit_writer, Api::<WorkUnit>::namespaced(hub.clone(), &hub_namespace), changed.clone());
+
+    let settings =
+        PodSettings { namespace: config.namespace.clone(), scheduler_name: config.scheduler_name.clone() };
+    let work = work_loop(
+        hub.clone(),
+        member.clone(),
+        hub_namespace.clone(),
+        settings,
+        units,
+        pods.clone(),
+        changed.clone(),
+    );
+    let inventory = inventory_loop(hub.clone(), config.member.clone(), nodes, pods);
+    let heartbeat = heartbeat::renew_forever(hub, hub_namespace, config.clone());
+    tracing::info!(member = %config.member, namespace = %config.namespace, "agent started");
+    tokio::join!(node_watch, pod_watch, unit_watch, work, inventory, heartbeat);
+    Ok(())
+}
+
+/// Keeps a store in step with the API server and wakes the loops on every change. Watch errors
+/// (a hub outage) back off and retry; the store keeps its last contents meanwhile.
+async fn mirror<K>(writer: reflector::store::Writer<K>, api: Api<K>, changed: Arc<Notify>)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| {
+            changed.notify_one();
+            futures::future::ready(())
+        })
+        .await
+}
+
+async fn ensure_namespace(member: &kube::Client, name: &str) -> Result<(), AgentError> {
+    let api = Api::<Namespace>::all(member.clone());
+    let namespace = Namespace {
+        metadata: kube::api::ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(source) => Err(AgentError::Member { what: format!("create namespace {name}"), source }),
+    }
+}
+
+/// Turns units into pods and pods into unit status, whenever either store changes.
+async fn work_loop(
+    hub: kube::Client,
+    member: kube::Client,
+    hub_namespace: String,
+    settings: PodSettings,
+    units: reflector::Store<WorkUnit>,
+    pods: reflector::Store<Pod>,
+    changed: Arc<Notify>,
+) {
+    let local_pods = Api::<Pod>::namespaced(member, &settings.namespace);
+    let hub_units = Api::<WorkUnit>::namespaced(hub, &hub_namespace);
+    loop {
+        // Wake on any change, and at least every few seconds so a failed write is retried.
+        let _ = tokio::time::timeout(Duration::from_secs(3), changed.notified()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let unit_list = units.state();
+        let pod_list: Vec<_> = pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(settings.namespace.as_str()))
+            .collect();
+        let unit_refs: Vec<&WorkUnit> = unit_list.iter().map(|u| u.as_ref()).collect();
+        let pod_refs: Vec<&Pod> = pod_list.iter().map(|p| p.as_ref()).collect();
+        let synced = units.wait_until_ready().now_or_never_ready();
+        for action in work_pods::plan(&unit_refs, &pod_refs, synced, &settings, &now()) {
+            if let Err(e) = apply_action(&local_pods, &hub_units, action).await {
+                tracing::warn!(error = %e, "agent action failed; retrying on the next change");
+            }
+        }
+    }
+}
+
+/// Whether a store has seen its first full list, without waiting.
+trait ReadyNow {
+    fn now_or_never_ready(self) -> bool;
+}
+
+impl<F: std::future::Future<Output = Result<(), reflector::store::WriterDropped>>> ReadyNow for F {
+    fn now_or_never_ready(self) -> bool {
+        futures::FutureExt::now_or_never(self).is_some_and(|r| r.is_ok())
+    }
+}
+
+async fn apply_action(
+    pods: &Api<Pod>,
+    units: &Api<WorkUnit>,
+    action: AgentAction,
+) -> Result<(), kube::Error> {
+    match action {
+        AgentAction::CreatePod(pod) => match pods.create(&PostParams::default(), &pod).await {
+            Ok(created) => {
+                tracing::info!(pod = ?created.metadata.name, "created unit pod");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        },
+        AgentAction::DeletePod(name) => match pods.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                tracing::info!(pod = %name, "deleted pod of a removed or lost unit");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(e),
+        },
+        AgentAction::ReportStatus { unit, status } => {
+            let body = serde_json::json!({
+                "apiVersion": "pictor.network/v1alpha1",
+                "kind": "WorkUnit",
+                "status": status,
+            });
+            units
+                .patch_status(&unit, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+                .await?;
+            tracing::info!(unit = %unit, phase = ?status.phase, gpu_seconds = status.gpu_seconds, "reported unit status");
+            Ok(())
+        }
+    }
+}
+
+/// Writes the member's inventory into its GpuCluster status whenever it changes. Checking once
+/// a second over the in-memory stores debounces bursts of node and pod events into one write.
+async fn inventory_loop(
+    hub: kube::Client,
+    member: String,
+    nodes: reflector::Store<Node>,
+    pods: reflector::Store<Pod>,
+) {
+    let clusters = Api::<GpuCluster>::all(hub);
+    let mut written: Option<GpuInventory> = None;
+    let _ = nodes.wait_until_ready().await;
+    let _ = pods.wait_until_ready().await;
+    loop {
+        let node_list = nodes.state();
+        let pod_list = pods.state();
+        let inventory =
+            inventory::summarise(node_list.iter().map(|n| n.as_ref()), pod_list.iter().map(|p| p.as_ref()));
+        if written.as_ref() != Some(&inventory) {
+            let body = serde_json::json!({
+                "apiVersion": "pictor.network/v1alpha1",
+                "kind": "GpuCluster",
+                "status": {"inventory": inventory},
+            });
+            match clusters
+                .patch_status(&member, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        total = inventory.total_gpus,
+                        free = inventory.free_gpus,
+                        "reported inventory"
+                    );
+                    written = Some(inventory);
+                }
+                Err(e) => tracing::warn!(error = %e, "inventory not reported; retrying"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

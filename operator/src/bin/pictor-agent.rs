@@ -1,0 +1,57 @@
+//! `pictor-agent`: the member agent, run in each member cluster by the pictor-provider chart.
+
+use clap::Parser;
+use pictor_operator::agent::{self, AgentConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "Connects a member cluster to the Pictor hub: heartbeat, inventory, WorkUnits as pods")]
+struct Args {
+    /// Member name, as `pictor member add` admitted it.
+    #[arg(long, env = "PICTOR_MEMBER")]
+    member: String,
+    /// kubeconfig that `pictor member add` printed (the agent's only credentials on the hub).
+    #[arg(long, env = "PICTOR_HUB_KUBECONFIG")]
+    hub_kubeconfig: PathBuf,
+    /// kubeconfig of the member cluster (default: in-cluster or KUBECONFIG).
+    #[arg(long, env = "PICTOR_MEMBER_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace of the member cluster where unit pods run.
+    #[arg(long, env = "PICTOR_WORK_NAMESPACE", default_value = "pictor-work")]
+    namespace: String,
+    /// Scheduler that binds unit pods.
+    #[arg(long, env = "PICTOR_SCHEDULER_NAME", default_value = "pictor-scheduler")]
+    scheduler_name: String,
+    /// Seconds between heartbeats.
+    #[arg(long, default_value_t = 2)]
+    heartbeat_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let hub = pictor_operator::kubeconfig::client(Some(&args.hub_kubeconfig)).await?;
+    let member = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
+    let heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
+    let identity = format!("{}-{}", args.member, std::process::id());
+    let config = AgentConfig {
+        member: args.member,
+        namespace: args.namespace,
+        scheduler_name: args.scheduler_name,
+        heartbeat_interval: heartbeat,
+        lease_duration: heartbeat * 5,
+        identity,
+    };
+    tokio::select! {
+        result = agent::run(hub, member, config) => result?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The hub's member controller: a member is Ready while its agent's Lease is fresh; a member
+//! silent past the grace period turns NotReady and its unfinished WorkUnits become Lost, so the
+//! job controllers place that work again elsewhere.
+
+use crate::conditions::{Observation, set_condition};
+use crate::labels;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Resource, ResourceExt};
+use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, WorkUnit, WorkUnitPhase};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Field manager of what the member controller writes.
+pub const FIELD_MANAGER: &str = "pictor-member-controller";
+
+/// What the heartbeat says about a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Heartbeat fresh.
+    pub ready: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// For a person.
+    pub message: String,
+    /// Last renewal seen.
+    pub last_heartbeat: Option<Time>,
+}
+
+/// Judges a member by its agent's Lease.
+pub fn judge(lease: Option<&Lease>, now: Time, grace: Duration) -> Verdict {
+    let renewed = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref()).map(|t| Time(t.0));
+    match renewed {
+        None => Verdict {
+            ready: false,
+            reason: "AgentNeverConnected",
+            message: "the member's agent has not renewed its Lease yet; install pictor-provider with the kubeconfig `pictor member add` printed".into(),
+            last_heartbeat: None,
+        },
+        Some(at) => {
+            let silent = now.0.duration_since(at.0).as_secs_f64().max(0.0);
+            if silent <= grace.as_secs_f64() {
+                Verdict { ready: true, reason: "HeartbeatFresh", message: format!("heartbeat {silent:.0}s ago"), last_heartbeat: Some(at) }
+            } else {
+                Verdict {
+                    ready: false,
+                    reason: "HeartbeatMissed",
+                    message: format!("no heartbeat for {silent:.0}s (grace {}s); unfinished units are Lost", grace.as_secs()),
+                    last_heartbeat: Some(at),
+                }
+            }
+        }
+    }
+}
+
+/// Units of a silent member that must be given up: those not finished (and not already Lost).
+pub fn units_to_lose<'a>(units: impl IntoIterator<Item = &'a WorkUnit>) -> Vec<&'a WorkUnit> {
+    units
+        .into_iter()
+        .filter(|u| {
+            matches!(
+                u.status.as_ref().and_then(|s| s.phase),
+                None | Some(WorkUnitPhase::Pending | WorkUnitPhase::Running)
+            )
+        })
+        .collect()
+}
+
+/// Why a reconcile failed; every variant is retried with a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberHealthError {
+    /// A write to the hub failed.
+    #[error("{what}: {source}")]
+    Hub { what: String, source: kube::Error },
+}
+
+impl MemberHealthError {
+    /// Label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            MemberHealthError::Hub { .. } => "hub_write_failed",
+        }
+    }
+}
+
+struct Context {
+    client: kube::Client,
+    leases: reflector::Store<Lease>,
+    units: reflector::Store<WorkUnit>,
+    grace: Duration,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action, MemberHealthError> {
+    let member = cluster.name_any();
+    let namespace = labels::member_namespace(&member);
+    let lease_key = reflector::ObjectRef::<Lease>::new(labels::AGENT).within(&namespace);
+    let lease = ctx.leases.get(&lease_key);
+    let now = now();
+    let verdict = judge(lease.as_deref(), now.clone(), ctx.grace);
+
+    let mut conditions = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let observation = Observation {
+        type_: CONDITION_READY,
+        status: verdict.ready,
+        reason: verdict.reason,
+        message: verdict.message.clone(),
+    };
+    set_condition(&mut conditions, observation, cluster.meta().generation, now.clone());
+    let body = serde_json::json!({
+        "apiVersion": "pictor.network/v1alpha1",
+        "kind": "GpuCluster",
+        "status": {"lastHeartbeat": verdict.last_heartbeat, "conditions": conditions,
+                   "observedGeneration": cluster.meta().generation},
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<GpuCluster>::all(ctx.client.clone())
+        .patch_status(&member, &params, &Patch::Apply(&body))
+        .await
+        .map_err(|source| MemberHealthError::Hub { what: format!("write status of {member}"), source })?;
+
+    if !verdict.ready && verdict.last_heartbeat.is_some() {
+        let all_units = ctx.units.state();
+        let units = all_units
+            .iter()
+            .filter(|u| u.namespace().as_deref() == Some(namespace.as_str()))
+            .map(|u| u.as_ref());
+        let api = Api::<WorkUnit>::namespaced(ctx.client.clone(), &namespace);
+        for unit in units_to_lose(units) {
+            let name = unit.name_any();
+            let mut unit_conditions = unit.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            let observation = Observation {
+                type_: CONDITION_READY,
+                status: false,
+                reason: "MemberLost",
+                message: format!("member {member} went silent: {}", verdict.message),
+            };
+            set_condition(&mut unit_conditions, observation, unit.meta().generation, now.clone());
+            let body = serde_json::json!({
+                "apiVersion": "pictor.network/v1alpha1",
+                "kind": "WorkUnit",
+                "status": {"phase": "Lost", "message": format!("member {member} went silent"), "conditions": unit_conditions},
+            });
+            api.patch_status(&name, &params, &Patch::Apply(&body)).await.map_err(|source| {
+                MemberHealthError::Hub { what: format!("mark {namespace}/{name} Lost"), source }
+            })?;
+            tracing::warn!(member = %member, unit = %name, "unit Lost: its member is silent");
+        }
+    }
+    // Staleness is a matter of time, not of events: look again well within the grace period.
+    Ok(Action::requeue(ctx.grace / 3))
+}
+
+fn error_policy(_cluster: Arc<GpuCluster>, error: &MemberHealthError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(reason = error.metric_label(), error = %error, "member reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the member controller until the process stops.
+pub async fn run(client: kube::Client, grace: Duration) {
+    let (leases, lease_writer) = reflector::store::<Lease>();
+    let (units, unit_writer) = reflector::store::<WorkUnit>();
+    let lease_watch = reflector(
+        lease_writer,
+        watcher(
+            Api::<Lease>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={}", labels::AGENT)),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| futures::future::ready(()));
+    let unit_watch =
+        reflector(unit_writer, watcher(Api::<WorkUnit>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| futures::future::ready(()));
+    // The watches must run before the stores can fill; reconciles wait for the first lists.
+    let lease_watch = tokio::spawn(lease_watch);
+    let unit_watch = tokio::spawn(unit_watch);
+    let _ = tokio::join!(leases.wait_until_ready(), units.wait_until_ready());
+    let ctx = Arc::new(Context { client: client.clone(), leases, units, grace });
+    let controller = Controller::new(Api::<GpuCluster>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "member reconcile");
+            }
+            futures::future::ready(())
+        });
+    tokio::select! {
+        _ = controller => {},
+        _ = lease_watch => {},
+        _ = unit_watch => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn lease(renewed: i64) -> Lease {
+        Lease {
+            spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
+                renew_time: Some(MicroTime(Timestamp::from_second(renewed).unwrap())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn at(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    #[test]
+    fn fresh_lease_is_ready_and_stale_one_is_not() {
+        let grace = Duration::from_secs(30);
+        assert!(judge(Some(&lease(100)), at(120), grace).ready);
+        let stale = judge(Some(&lease(100)), at(131), grace);
+        assert_eq!((stale.ready, stale.reason), (false, "HeartbeatMissed"));
+        assert_eq!(stale.last_heartbeat, Some(at(100)));
+        let never = judge(None, at(0), grace);
+        assert_eq!((never.ready, never.reason), (false, "AgentNeverConnected"));
+    }
+
+    #[test]
+    fn only_unfinished_units_are_lost() {
+        let unit = |phase: Option<&str>| -> WorkUnit {
+            let mut u = serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
+                "metadata": {"name": phase.unwrap_or("none")},
+                "spec": {"jobRef": {"kind": "RenderJob", "namespace": "d", "name": "j", "uid": "1"},
+                         "pods": [{"name": "p", "image": "i", "gpuVendor": "nvidia", "gpus": 1}], "agreedPricePerGpuHour": 1}});
+            if let Some(p) = phase {
+                u["status"] = serde_json::json!({"phase": p});
+            }
+            serde_json::from_value(u).unwrap()
+        };
+        let units = [
+            unit(None),
+            unit(Some("Pending")),
+            unit(Some("Running")),
+            unit(Some("Succeeded")),
+            unit(Some("Failed")),
+            unit(Some("Lost")),
+        ];
+        let lost: Vec<_> = units_to_lose(&units).into_iter().map(|u| u.name_any()).collect();
+        assert_eq!(lost, ["none", "Pending", "Running"]);
+    }
+}
