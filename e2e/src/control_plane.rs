@@ -209,6 +209,26 @@ impl ControlPlane {
         self.processes().iter().map(ManagedProcess::pid).collect()
     }
 
+    /// Freezes the process started as `name` (e.g. `hub-kube-apiserver`) until [`Self::resume`]:
+    /// an outage as its clients see it.
+    pub fn suspend(&self, name: &str) -> std::io::Result<()> {
+        self.with_process(name, ManagedProcess::suspend)
+    }
+
+    /// Lets a suspended process go on.
+    pub fn resume(&self, name: &str) -> std::io::Result<()> {
+        self.with_process(name, ManagedProcess::resume)
+    }
+
+    fn with_process(&self, name: &str, f: fn(&ManagedProcess) -> std::io::Result<()>) -> std::io::Result<()> {
+        let processes = self.processes();
+        let process = processes
+            .iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no process {name}")))?;
+        f(process)
+    }
+
     /// Keeps the run folder after drop (logs, kubeconfigs), as a failed run does.
     pub fn keep_logs(&mut self) {
         self.keep_run_dir = true;

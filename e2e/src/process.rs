@@ -47,6 +47,22 @@ impl ManagedProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Freezes the process (SIGSTOP): it holds its connections but answers nothing, as a
+    /// server behind a network partition would.
+    pub fn suspend(&self) -> std::io::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a suspended process go on (SIGCONT).
+    pub fn resume(&self) -> std::io::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> std::io::Result<()> {
+        let status = Command::new("kill").arg(signal).arg(self.child.id().to_string()).status()?;
+        if status.success() { Ok(()) } else { Err(std::io::Error::other(format!("kill {signal}: {status}"))) }
+    }
+
     /// The last `lines` lines of the log, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

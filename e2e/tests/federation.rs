@@ -172,6 +172,29 @@ async fn members_join_run_units_and_leave() {
         assert_eq!(code, 403, "{what} must be forbidden");
     }
 
+    // A hub outage longer than the grace period: the unit finishes meanwhile, its pod keeps
+    // running, and the agent reports once the hub answers again; nobody is declared Lost.
+    units_a.create(&PostParams::default(), &unit("outage-0001", Some(4), 1)).await.unwrap();
+    eventually("outage-0001 Running", Duration::from_secs(60), || async {
+        (units_a.get("outage-0001").await.ok()?.status?.phase == Some(WorkUnitPhase::Running)).then_some(())
+    })
+    .await;
+    plane.suspend("hub-kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(GRACE_SECONDS + 4)).await;
+    let pod = member_pods.get("outage-0001-render").await.unwrap();
+    assert_eq!(pod.status.unwrap().phase.as_deref(), Some("Succeeded"), "the pod ran through the outage");
+    plane.resume("hub-kube-apiserver").unwrap();
+    eventually("outage-0001 reported Succeeded after the outage", Duration::from_secs(60), || async {
+        (units_a.get("outage-0001").await.ok()?.status?.phase == Some(WorkUnitPhase::Succeeded)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(GRACE_SECONDS)).await;
+    assert_eq!(
+        ready(&clusters.get("member-a").await.unwrap()),
+        Some(true),
+        "a hub outage is not the member's fault"
+    );
+
     // The agent restarted mid-unit neither loses the pod nor creates a second one.
     units_a.create(&PostParams::default(), &unit("long-0001", None, 1)).await.unwrap();
     let running_uid = eventually("long-0001 Running", Duration::from_secs(60), || async {

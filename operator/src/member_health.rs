@@ -31,8 +31,49 @@ pub struct Verdict {
     pub last_heartbeat: Option<Time>,
 }
 
-/// Judges a member by its agent's Lease.
-pub fn judge(lease: Option<&Lease>, now: Time, grace: Duration) -> Verdict {
+/// The controller's own link to the hub's API server. Silence is only the member's fault when
+/// the controller itself has heard the hub continuously for the whole grace period: after a hub
+/// outage every Lease looks stale, yet no member stopped.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLink {
+    last_contact: std::time::Instant,
+    reachable_since: std::time::Instant,
+}
+
+impl HubLink {
+    /// A link first heard at `now`.
+    pub fn new(now: std::time::Instant) -> Self {
+        Self { last_contact: now, reachable_since: now }
+    }
+
+    /// Records an answer from the hub at `now`; a gap longer than `outage` restarts the count.
+    pub fn contact(&mut self, now: std::time::Instant, outage: Duration) {
+        if now.saturating_duration_since(self.last_contact) > outage {
+            self.reachable_since = now;
+        }
+        self.last_contact = now;
+    }
+
+    /// How long the hub has answered without a gap.
+    pub fn reachable_for(&self, now: std::time::Instant) -> Duration {
+        now.saturating_duration_since(self.reachable_since)
+    }
+}
+
+/// Judges a member by its agent's Lease; `None` while a stale Lease cannot be blamed on the
+/// member because the hub itself has not been reachable for `grace` yet.
+pub fn judge(
+    lease: Option<&Lease>,
+    now: Time,
+    grace: Duration,
+    hub_reachable_for: Duration,
+) -> Option<Verdict> {
+    let verdict = judge_lease(lease, now, grace);
+    let blames_member = !verdict.ready && verdict.last_heartbeat.is_some();
+    (!blames_member || hub_reachable_for >= grace).then_some(verdict)
+}
+
+fn judge_lease(lease: Option<&Lease>, now: Time, grace: Duration) -> Verdict {
     let renewed = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref()).map(|t| Time(t.0));
     match renewed {
         None => Verdict {
@@ -92,6 +133,24 @@ struct Context {
     leases: reflector::Store<Lease>,
     units: reflector::Store<WorkUnit>,
     grace: Duration,
+    hub_link: std::sync::Mutex<HubLink>,
+}
+
+impl Context {
+    fn hub_answered(&self) {
+        let outage = self.grace / 2;
+        self.hub_link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contact(std::time::Instant::now(), outage);
+    }
+
+    fn hub_reachable_for(&self) -> Duration {
+        self.hub_link
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .reachable_for(std::time::Instant::now())
+    }
 }
 
 fn now() -> Time {
@@ -104,7 +163,10 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
     let lease_key = reflector::ObjectRef::<Lease>::new(labels::AGENT).within(&namespace);
     let lease = ctx.leases.get(&lease_key);
     let now = now();
-    let verdict = judge(lease.as_deref(), now.clone(), ctx.grace);
+    let Some(verdict) = judge(lease.as_deref(), now.clone(), ctx.grace, ctx.hub_reachable_for()) else {
+        tracing::info!(member = %member, "heartbeat stale right after a hub outage; waiting a grace period before judging");
+        return Ok(Action::requeue(ctx.grace / 3));
+    };
 
     let mut conditions = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let observation = Observation {
@@ -125,6 +187,7 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
         .patch_status(&member, &params, &Patch::Apply(&body))
         .await
         .map_err(|source| MemberHealthError::Hub { what: format!("write status of {member}"), source })?;
+    ctx.hub_answered();
 
     if !verdict.ready && verdict.last_heartbeat.is_some() {
         let all_units = ctx.units.state();
@@ -167,6 +230,16 @@ fn error_policy(_cluster: Arc<GpuCluster>, error: &MemberHealthError, _ctx: Arc<
 pub async fn run(client: kube::Client, grace: Duration) {
     let (leases, lease_writer) = reflector::store::<Lease>();
     let (units, unit_writer) = reflector::store::<WorkUnit>();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        leases,
+        units,
+        grace,
+        hub_link: std::sync::Mutex::new(HubLink::new(std::time::Instant::now())),
+    });
+    let link = ctx.clone();
+    // Agents renew every few seconds, so the Lease watch doubles as the controller's own proof
+    // that the hub answers.
     let lease_watch = reflector(
         lease_writer,
         watcher(
@@ -176,7 +249,12 @@ pub async fn run(client: kube::Client, grace: Duration) {
     )
     .default_backoff()
     .touched_objects()
-    .for_each(|_| futures::future::ready(()));
+    .for_each(move |event| {
+        if event.is_ok() {
+            link.hub_answered();
+        }
+        futures::future::ready(())
+    });
     let unit_watch =
         reflector(unit_writer, watcher(Api::<WorkUnit>::all(client.clone()), watcher::Config::default()))
             .default_backoff()
@@ -185,8 +263,7 @@ pub async fn run(client: kube::Client, grace: Duration) {
     // The watches must run before the stores can fill; reconciles wait for the first lists.
     let lease_watch = tokio::spawn(lease_watch);
     let unit_watch = tokio::spawn(unit_watch);
-    let _ = tokio::join!(leases.wait_until_ready(), units.wait_until_ready());
-    let ctx = Arc::new(Context { client: client.clone(), leases, units, grace });
+    let _ = tokio::join!(ctx.leases.wait_until_ready(), ctx.units.wait_until_ready());
     let controller = Controller::new(Api::<GpuCluster>::all(client), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -226,12 +303,31 @@ mod tests {
     #[test]
     fn fresh_lease_is_ready_and_stale_one_is_not() {
         let grace = Duration::from_secs(30);
-        assert!(judge(Some(&lease(100)), at(120), grace).ready);
-        let stale = judge(Some(&lease(100)), at(131), grace);
+        let up = grace;
+        assert!(judge(Some(&lease(100)), at(120), grace, up).unwrap().ready);
+        let stale = judge(Some(&lease(100)), at(131), grace, up).unwrap();
         assert_eq!((stale.ready, stale.reason), (false, "HeartbeatMissed"));
         assert_eq!(stale.last_heartbeat, Some(at(100)));
-        let never = judge(None, at(0), grace);
+        let never = judge(None, at(0), grace, Duration::ZERO).unwrap();
         assert_eq!((never.ready, never.reason), (false, "AgentNeverConnected"));
+    }
+
+    #[test]
+    fn a_stale_lease_right_after_a_hub_outage_is_not_blamed_on_the_member() {
+        let grace = Duration::from_secs(30);
+        assert_eq!(judge(Some(&lease(100)), at(200), grace, Duration::from_secs(5)), None);
+        assert!(
+            judge(Some(&lease(195)), at(200), grace, Duration::from_secs(5)).unwrap().ready,
+            "fresh is fresh"
+        );
+
+        let start = std::time::Instant::now();
+        let mut link = HubLink::new(start);
+        link.contact(start + Duration::from_secs(10), Duration::from_secs(15));
+        assert_eq!(link.reachable_for(start + Duration::from_secs(10)), Duration::from_secs(10));
+        // A 20 s silence of the hub itself restarts the count.
+        link.contact(start + Duration::from_secs(30), Duration::from_secs(15));
+        assert_eq!(link.reachable_for(start + Duration::from_secs(31)), Duration::from_secs(1));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! GPU nodes on a real control plane — for the demo and for development.
 
 use clap::{Parser, Subcommand};
-use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes};
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, ManagedProcess, fake_nodes, workspace_binary};
 use std::path::Path;
 
 #[derive(Parser)]
@@ -45,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let Command::Demo { hold } = Cli::parse().command;
 
     let started = std::time::Instant::now();
-    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: false }).await?;
+    // Until pictor-scheduler runs in the members, kube-scheduler binds their pods.
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: true }).await?;
     plane.install_crds().await?;
     let model = |short| fake_nodes::model(short).expect("a catalogue model");
     let fleets = [
@@ -56,6 +57,64 @@ async fn main() -> anyhow::Result<()> {
         plane.add_nodes(member, fake_nodes::fleet(&member.name, fleet)).await?;
     }
     println!("local network up in {:.1?}: hub and {} members", started.elapsed(), plane.members.len());
+
+    // The hub's operator, then each member joins with `pictor member add` and runs its agent with
+    // nothing but the kubeconfig that command printed.
+    let hub_kubeconfig = plane.hub.kubeconfig.display().to_string();
+    let operator = workspace_binary("pictor-operator", "pictor-operator");
+    let mut processes = vec![ManagedProcess::spawn(
+        "hub-pictor-operator",
+        &operator,
+        &[format!("--kubeconfig={hub_kubeconfig}")],
+        plane.run_dir(),
+    )?];
+    let pictor = workspace_binary("pictor-operator", "pictor");
+    let agent = workspace_binary("pictor-operator", "pictor-agent");
+    for (member, payout) in plane.members.iter().zip(["0xa11ce", "0xb0b"]) {
+        let agent_kubeconfig = plane.run_dir().join(format!("{}-agent-hub.kubeconfig", member.name));
+        println!(
+            "\n$ pictor member add {} --tier community --payout {payout} --region local -o {}",
+            member.name,
+            agent_kubeconfig.display()
+        );
+        let status = std::process::Command::new(&pictor)
+            .args([
+                "member",
+                "add",
+                &member.name,
+                "--tier",
+                "community",
+                "--payout",
+                payout,
+                "--region",
+                "local",
+            ])
+            .args([
+                "--price",
+                "NVIDIA-H100-80GB-HBM3=90000000",
+                "--default-price",
+                "40000000",
+                "--kubeconfig",
+                &hub_kubeconfig,
+                "-o",
+            ])
+            .arg(&agent_kubeconfig)
+            .status()?;
+        anyhow::ensure!(status.success(), "pictor member add {} failed", member.name);
+        let args = vec![
+            format!("--member={}", member.name),
+            format!("--hub-kubeconfig={}", agent_kubeconfig.display()),
+            format!("--kubeconfig={}", member.kubeconfig.display()),
+            "--scheduler-name=default-scheduler".to_string(),
+        ];
+        processes.push(ManagedProcess::spawn(
+            &format!("{}-agent", member.name),
+            &agent,
+            &args,
+            plane.run_dir(),
+        )?);
+    }
+    wait_for_members(&plane).await?;
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     show(
@@ -76,8 +135,9 @@ async fn main() -> anyhow::Result<()> {
             ],
         )?;
     }
+    show("members, Ready with the GPUs their agents reported", &plane.hub, &["get", "gpuclusters"])?;
     println!(
-        "\nNo controller runs yet, so the jobs stay as submitted: the operator, agents and scheduler come next."
+        "\nThe job controllers that split jobs into WorkUnits are not built yet, so the jobs stay as submitted."
     );
 
     if hold {
@@ -87,6 +147,35 @@ async fn main() -> anyhow::Result<()> {
         }
         println!("  kubectl is at {}", plane.binaries.path("kubectl").display());
         tokio::signal::ctrl_c().await?;
+    }
+    drop(processes);
+    Ok(())
+}
+
+/// Waits until every member's GpuCluster is Ready with an inventory.
+async fn wait_for_members(plane: &ControlPlane) -> anyhow::Result<()> {
+    use kube::api::Api;
+    use pictor_crds::v1alpha1::GpuCluster;
+    let clusters: Api<GpuCluster> = Api::all(plane.hub.client().await?);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for member in &plane.members {
+        loop {
+            let cluster = clusters.get_opt(&member.name).await?;
+            let status = cluster.and_then(|c| c.status);
+            let ready = status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready && status.is_some_and(|s| s.inventory.is_some()) {
+                break;
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "member {} did not become Ready; logs in {}",
+                member.name,
+                plane.run_dir().display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     }
     Ok(())
 }
