@@ -112,6 +112,15 @@ fn training_world_size_is_fixed_once_running() {
     let got = messages(&job(8, "Running"), Some(&job(4, "Running")));
     assert!(got.iter().any(|m| m.contains("spec.workers and spec.gpu cannot change")), "{got:?}");
     assert!(messages(&job(8, "Pending"), Some(&job(4, "Pending"))).is_empty());
+    // The operator's status writes on a job without command or args must pass every rule.
+    assert_eq!(messages(&job(4, "Succeeded"), Some(&job(4, "Running"))), Vec::<String>::new());
+    let mut with_args = job(4, "Running");
+    with_args["spec"]["args"] = json!(["--epochs=3"]);
+    let got = messages(&with_args, Some(&job(4, "Running")));
+    assert!(
+        got.iter().any(|m| m.contains("spec.image, spec.command and spec.args cannot change")),
+        "{got:?}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod binaries;
 mod control_plane;
 pub mod fake_nodes;
 mod kubeconfig;
+pub mod network;
 mod process;
 mod workspace_binaries;
 

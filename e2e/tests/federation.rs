@@ -7,52 +7,20 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use pictor_crds::v1alpha1::{GpuCluster, WorkUnit, WorkUnitPhase};
+use pictor_e2e::network::{self, eventually};
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, ManagedProcess, fake_nodes, workspace_binary};
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const GRACE_SECONDS: u64 = 6;
 
-/// Polls `check` until it returns `Some`, failing with `what` after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn member_add(hub: &Cluster, name: &str, payout: &str, out: &Path) {
-    let pictor = workspace_binary("pictor-operator", "pictor");
-    let output = std::process::Command::new(pictor)
-        .args(["member", "add", name, "--tier", "community", "--payout", payout, "--region", "local"])
-        .args(["--price", "NVIDIA-H100-80GB-HBM3=90000000", "--kubeconfig"])
-        .arg(&hub.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "member add {name}: {}", String::from_utf8_lossy(&output.stderr));
-    std::fs::write(out, &output.stdout).unwrap();
+    network::member_add(hub, name, payout, &["NVIDIA-H100-80GB-HBM3=90000000"], out).unwrap();
 }
 
 fn start_agent(plane: &ControlPlane, member: &Cluster, hub_kubeconfig: &Path) -> ManagedProcess {
-    let agent = workspace_binary("pictor-operator", "pictor-agent");
-    let args = vec![
-        format!("--member={}", member.name),
-        format!("--hub-kubeconfig={}", hub_kubeconfig.display()),
-        format!("--kubeconfig={}", member.kubeconfig.display()),
-        // Until pictor-scheduler runs in the members, kube-scheduler binds the unit pods.
-        "--scheduler-name=default-scheduler".into(),
-        "--heartbeat-seconds=1".into(),
-    ];
-    ManagedProcess::spawn(&format!("{}-agent", member.name), &agent, &args, plane.run_dir()).unwrap()
+    // Until pictor-scheduler runs in the members, kube-scheduler binds the unit pods.
+    network::start_agent(plane, member, hub_kubeconfig, "default-scheduler").unwrap()
 }
 
 fn unit(name: &str, run_seconds: Option<u32>, gpus: i64) -> WorkUnit {
@@ -99,20 +67,9 @@ async fn members_join_run_units_and_leave() {
         .await
         .unwrap();
 
-    let operator = workspace_binary("pictor-operator", "pictor-operator");
-    let _operator = ManagedProcess::spawn(
-        "hub-pictor-operator",
-        &operator,
-        &[
-            format!("--kubeconfig={}", plane.hub.kubeconfig.display()),
-            format!("--member-grace-seconds={GRACE_SECONDS}"),
-        ],
-        plane.run_dir(),
-    )
-    .unwrap();
+    let _operator = network::start_operator(&plane, GRACE_SECONDS, None).unwrap();
 
-    let kubeconfig_of =
-        |m: &Cluster| -> PathBuf { plane.run_dir().join(format!("{}-agent-hub.kubeconfig", m.name)) };
+    let kubeconfig_of = |m: &Cluster| network::agent_kubeconfig_path(&plane, m);
     member_add(&plane.hub, &a.name, "0xa11ce", &kubeconfig_of(a));
     member_add(&plane.hub, &b.name, "0xb0b", &kubeconfig_of(b));
     // Admitting again is harmless: same objects, a fresh token, the first one still valid.

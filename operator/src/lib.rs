@@ -9,8 +9,14 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod api_status;
 pub mod conditions;
+pub mod hub_index;
 pub mod kubeconfig;
 pub mod labels;
 pub mod member_health;
 pub mod membership;
+pub mod placement;
+pub mod render_job;
+pub mod training_job;
+pub mod work_units;

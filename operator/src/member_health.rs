@@ -3,13 +3,14 @@
 //! job controllers place that work again elsewhere.
 
 use crate::conditions::{Observation, set_condition};
+use crate::hub_index::HubIndex;
 use crate::labels;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{reflector, watcher};
 use kube::{Resource, ResourceExt};
 use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, WorkUnit, WorkUnitPhase};
 use std::sync::Arc;
@@ -128,21 +129,26 @@ impl MemberHealthError {
     }
 }
 
+/// The controller's link to the hub, shared with the watches that prove it answers.
+pub type SharedHubLink = Arc<std::sync::Mutex<HubLink>>;
+
+/// Records an answer from the hub on a shared link.
+pub fn hub_answered(link: &SharedHubLink, grace: Duration) {
+    link.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contact(std::time::Instant::now(), grace / 2);
+}
+
 struct Context {
     client: kube::Client,
-    leases: reflector::Store<Lease>,
-    units: reflector::Store<WorkUnit>,
+    index: HubIndex,
     grace: Duration,
-    hub_link: std::sync::Mutex<HubLink>,
+    hub_link: SharedHubLink,
 }
 
 impl Context {
     fn hub_answered(&self) {
-        let outage = self.grace / 2;
-        self.hub_link
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contact(std::time::Instant::now(), outage);
+        hub_answered(&self.hub_link, self.grace);
     }
 
     fn hub_reachable_for(&self) -> Duration {
@@ -161,7 +167,7 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
     let member = cluster.name_any();
     let namespace = labels::member_namespace(&member);
     let lease_key = reflector::ObjectRef::<Lease>::new(labels::AGENT).within(&namespace);
-    let lease = ctx.leases.get(&lease_key);
+    let lease = ctx.index.leases.get(&lease_key);
     let now = now();
     let Some(verdict) = judge(lease.as_deref(), now.clone(), ctx.grace, ctx.hub_reachable_for()) else {
         tracing::info!(member = %member, "heartbeat stale right after a hub outage; waiting a grace period before judging");
@@ -190,7 +196,7 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
     ctx.hub_answered();
 
     if !verdict.ready && verdict.last_heartbeat.is_some() {
-        let all_units = ctx.units.state();
+        let all_units = ctx.index.units.state();
         let units = all_units
             .iter()
             .filter(|u| u.namespace().as_deref() == Some(namespace.as_str()))
@@ -227,44 +233,9 @@ fn error_policy(_cluster: Arc<GpuCluster>, error: &MemberHealthError, _ctx: Arc<
 }
 
 /// Runs the member controller until the process stops.
-pub async fn run(client: kube::Client, grace: Duration) {
-    let (leases, lease_writer) = reflector::store::<Lease>();
-    let (units, unit_writer) = reflector::store::<WorkUnit>();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        leases,
-        units,
-        grace,
-        hub_link: std::sync::Mutex::new(HubLink::new(std::time::Instant::now())),
-    });
-    let link = ctx.clone();
-    // Agents renew every few seconds, so the Lease watch doubles as the controller's own proof
-    // that the hub answers.
-    let lease_watch = reflector(
-        lease_writer,
-        watcher(
-            Api::<Lease>::all(client.clone()),
-            watcher::Config::default().fields(&format!("metadata.name={}", labels::AGENT)),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(move |event| {
-        if event.is_ok() {
-            link.hub_answered();
-        }
-        futures::future::ready(())
-    });
-    let unit_watch =
-        reflector(unit_writer, watcher(Api::<WorkUnit>::all(client.clone()), watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .for_each(|_| futures::future::ready(()));
-    // The watches must run before the stores can fill; reconciles wait for the first lists.
-    let lease_watch = tokio::spawn(lease_watch);
-    let unit_watch = tokio::spawn(unit_watch);
-    let _ = tokio::join!(ctx.leases.wait_until_ready(), ctx.units.wait_until_ready());
-    let controller = Controller::new(Api::<GpuCluster>::all(client), watcher::Config::default())
+pub async fn run(client: kube::Client, index: HubIndex, hub_link: SharedHubLink, grace: Duration) {
+    let ctx = Arc::new(Context { client: client.clone(), index, grace, hub_link });
+    Controller::new(Api::<GpuCluster>::all(client), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -272,12 +243,8 @@ pub async fn run(client: kube::Client, grace: Duration) {
                 tracing::debug!(error = %e, "member reconcile");
             }
             futures::future::ready(())
-        });
-    tokio::select! {
-        _ = controller => {},
-        _ = lease_watch => {},
-        _ = unit_watch => {},
-    }
+        })
+        .await;
 }
 
 #[cfg(test)]

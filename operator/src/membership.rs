@@ -6,6 +6,7 @@
 //! are built by pure functions (tested without a cluster) and applied with server-side apply, so
 //! running `add` again changes nothing but the printed token.
 
+use crate::api_status::tolerate;
 use crate::labels;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -239,11 +240,8 @@ pub async fn add(
     apply(Api::<ClusterRoleBinding>::all(client.clone()), &objects.cluster_role_binding).await?;
     // The Lease is created once and never applied again: its renewTime belongs to the agent.
     let leases = Api::<Lease>::namespaced(client.clone(), &ns);
-    match leases.create(&PostParams::default(), &objects.lease).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(e) => return Err(hub("create the agent's Lease")(e)),
-    }
+    tolerate(leases.create(&PostParams::default(), &objects.lease).await, &[409])
+        .map_err(hub("create the agent's Lease"))?;
     let request_body = k8s_openapi::api::authentication::v1::TokenRequest {
         spec: k8s_openapi::api::authentication::v1::TokenRequestSpec {
             expiration_seconds: Some(token_seconds),
@@ -258,34 +256,31 @@ pub async fn add(
     token.status.map(|s| s.token).ok_or_else(|| MembershipError::Invalid("the hub returned no token".into()))
 }
 
+fn tolerate_missing(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    tolerate(result, &[404])
+}
+
 /// Deletes everything `add` created. The namespace takes its ServiceAccount (and with it every
 /// token it was given), Role, RoleBinding, Lease and WorkUnits along.
 pub async fn remove(client: &kube::Client, member: &str) -> Result<(), MembershipError> {
     let dp = DeleteParams::background();
     let cluster_role = labels::member_cluster_role(member);
-    ignore_missing(
+    tolerate_missing(
         Api::<ClusterRoleBinding>::all(client.clone()).delete(&cluster_role, &dp).await.map(|_| ()),
     )
     .map_err(hub("delete the ClusterRoleBinding"))?;
-    ignore_missing(Api::<ClusterRole>::all(client.clone()).delete(&cluster_role, &dp).await.map(|_| ()))
+    tolerate_missing(Api::<ClusterRole>::all(client.clone()).delete(&cluster_role, &dp).await.map(|_| ()))
         .map_err(hub("delete the ClusterRole"))?;
-    ignore_missing(
+    tolerate_missing(
         Api::<Namespace>::all(client.clone())
             .delete(&labels::member_namespace(member), &dp)
             .await
             .map(|_| ()),
     )
     .map_err(hub("delete the member namespace"))?;
-    ignore_missing(Api::<GpuCluster>::all(client.clone()).delete(member, &dp).await.map(|_| ()))
+    tolerate_missing(Api::<GpuCluster>::all(client.clone()).delete(member, &dp).await.map(|_| ()))
         .map_err(hub("delete the GpuCluster"))?;
     Ok(())
-}
-
-fn ignore_missing(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
-    match result {
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        other => other,
-    }
 }
 
 /// The kubeconfig a member's agent uses to reach the hub: the hub's address and CA, the token.

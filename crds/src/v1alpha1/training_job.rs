@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Member", type_ = "string", json_path = ".status.member"),
     printcolumn(name = "Cost", type_ = "string", json_path = ".status.cost", description = "GPU time paid so far, in APT"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.image == oldSelf.spec.image && self.spec.command == oldSelf.spec.command && self.spec.args == oldSelf.spec.args)").message("spec.image, spec.command and spec.args cannot change once training has started; create a new TrainingJob").field_path(".spec.image"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.image == oldSelf.spec.image && (has(self.spec.command) ? self.spec.command : []) == (has(oldSelf.spec.command) ? oldSelf.spec.command : []) && (has(self.spec.args) ? self.spec.args : []) == (has(oldSelf.spec.args) ? oldSelf.spec.args : []))").message("spec.image, spec.command and spec.args cannot change once training has started; create a new TrainingJob").field_path(".spec.image"),
     validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.phase) || oldSelf.status.phase == 'Pending' || (self.spec.workers == oldSelf.spec.workers && self.spec.gpu == oldSelf.spec.gpu)").message("spec.workers and spec.gpu cannot change once training has started: the gang's world size is fixed").field_path(".spec.workers")
 )]
 #[serde(rename_all = "camelCase")]

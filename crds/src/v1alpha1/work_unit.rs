@@ -57,6 +57,13 @@ pub struct WorkUnitSpec {
     /// Attempt number of this piece of work (1 for the first).
     #[serde(default = "super::requirements::one")]
     pub attempt: i64,
+
+    /// For a gang that rendezvouses (torchrun): the member gives the unit a headless Service
+    /// named after the unit with this port, and each pod the hostname of its template name, so
+    /// `<template>.<unit>` resolves to that pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1024 && self <= 65535").message("rendezvousPort must be 1024 to 65535"))]
+    pub rendezvous_port: Option<i64>,
 }
 
 /// Which job a unit belongs to. Cross-namespace owner references are not allowed, so this

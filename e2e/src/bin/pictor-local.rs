@@ -2,7 +2,15 @@
 //! GPU nodes on a real control plane — for the demo and for development.
 
 use clap::{Parser, Subcommand};
-use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, ManagedProcess, fake_nodes, workspace_binary};
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes, network};
+
+/// Prices of the demo's members, in octas per GPU-hour.
+const PRICES: [&str; 4] = [
+    "NVIDIA-H100-80GB-HBM3=90000000",
+    "NVIDIA-GeForce-RTX-4090=40000000",
+    "AMD-Instinct-MI300X=70000000",
+    "AMD-Radeon-RX-7900-XTX=30000000",
+];
 use std::path::Path;
 
 #[derive(Parser)]
@@ -60,61 +68,20 @@ async fn main() -> anyhow::Result<()> {
 
     // The hub's operator, then each member joins with `pictor member add` and runs its agent with
     // nothing but the kubeconfig that command printed.
-    let hub_kubeconfig = plane.hub.kubeconfig.display().to_string();
-    let operator = workspace_binary("pictor-operator", "pictor-operator");
-    let mut processes = vec![ManagedProcess::spawn(
-        "hub-pictor-operator",
-        &operator,
-        &[format!("--kubeconfig={hub_kubeconfig}")],
-        plane.run_dir(),
-    )?];
-    let pictor = workspace_binary("pictor-operator", "pictor");
-    let agent = workspace_binary("pictor-operator", "pictor-agent");
+    let mut processes = vec![network::start_operator(&plane, 30, Some(5))?];
     for (member, payout) in plane.members.iter().zip(["0xa11ce", "0xb0b"]) {
-        let agent_kubeconfig = plane.run_dir().join(format!("{}-agent-hub.kubeconfig", member.name));
+        let agent_kubeconfig = network::agent_kubeconfig_path(&plane, member);
         println!(
-            "\n$ pictor member add {} --tier community --payout {payout} --region local -o {}",
+            "$ pictor member add {} --tier community --payout {payout} --region local -o {}",
             member.name,
             agent_kubeconfig.display()
         );
-        let status = std::process::Command::new(&pictor)
-            .args([
-                "member",
-                "add",
-                &member.name,
-                "--tier",
-                "community",
-                "--payout",
-                payout,
-                "--region",
-                "local",
-            ])
-            .args([
-                "--price",
-                "NVIDIA-H100-80GB-HBM3=90000000",
-                "--default-price",
-                "40000000",
-                "--kubeconfig",
-                &hub_kubeconfig,
-                "-o",
-            ])
-            .arg(&agent_kubeconfig)
-            .status()?;
-        anyhow::ensure!(status.success(), "pictor member add {} failed", member.name);
-        let args = vec![
-            format!("--member={}", member.name),
-            format!("--hub-kubeconfig={}", agent_kubeconfig.display()),
-            format!("--kubeconfig={}", member.kubeconfig.display()),
-            "--scheduler-name=default-scheduler".to_string(),
-        ];
-        processes.push(ManagedProcess::spawn(
-            &format!("{}-agent", member.name),
-            &agent,
-            &args,
-            plane.run_dir(),
-        )?);
+        network::member_add(&plane.hub, &member.name, payout, &PRICES, &agent_kubeconfig)?;
+        processes.push(network::start_agent(&plane, member, &agent_kubeconfig, "default-scheduler")?);
     }
-    wait_for_members(&plane).await?;
+    network::wait_for_members(&plane, std::time::Duration::from_secs(120))
+        .await
+        .map_err(anyhow::Error::msg)?;
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     show(
@@ -149,33 +116,5 @@ async fn main() -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     }
     drop(processes);
-    Ok(())
-}
-
-/// Waits until every member's GpuCluster is Ready with an inventory.
-async fn wait_for_members(plane: &ControlPlane) -> anyhow::Result<()> {
-    use kube::api::Api;
-    use pictor_crds::v1alpha1::GpuCluster;
-    let clusters: Api<GpuCluster> = Api::all(plane.hub.client().await?);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    for member in &plane.members {
-        loop {
-            let cluster = clusters.get_opt(&member.name).await?;
-            let status = cluster.and_then(|c| c.status);
-            let ready = status
-                .as_ref()
-                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            if ready && status.is_some_and(|s| s.inventory.is_some()) {
-                break;
-            }
-            anyhow::ensure!(
-                std::time::Instant::now() < deadline,
-                "member {} did not become Ready; logs in {}",
-                member.name,
-                plane.run_dir().display()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-    }
     Ok(())
 }

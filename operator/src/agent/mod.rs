@@ -11,8 +11,9 @@ mod heartbeat;
 pub mod inventory;
 pub mod work_pods;
 
+use crate::api_status::tolerate;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -63,27 +64,27 @@ pub async fn run(hub: kube::Client, member: kube::Client, config: AgentConfig) -
     let (nodes, node_writer) = reflector::store::<Node>();
     let (pods, pod_writer) = reflector::store::<Pod>();
     let (units, unit_writer) = reflector::store::<WorkUnit>();
+    let (services, service_writer) = reflector::store::<Service>();
     let node_watch = mirror(node_writer, Api::<Node>::all(member.clone()), changed.clone());
     // Every pod counts for the inventory (GPUs held by pods of other owners are not free).
     let pod_watch = mirror(pod_writer, Api::<Pod>::all(member.clone()), changed.clone());
     let unit_watch =
         mirror(unit_writer, Api::<WorkUnit>::namespaced(hub.clone(), &hub_namespace), changed.clone());
+    let service_watch = mirror(
+        service_writer,
+        Api::<Service>::namespaced(member.clone(), &config.namespace),
+        changed.clone(),
+    );
 
     let settings =
         PodSettings { namespace: config.namespace.clone(), scheduler_name: config.scheduler_name.clone() };
-    let work = work_loop(
-        hub.clone(),
-        member.clone(),
-        hub_namespace.clone(),
-        settings,
-        units,
-        pods.clone(),
-        changed.clone(),
-    );
+    let stores = WorkStores { units, pods: pods.clone(), services };
+    let work =
+        work_loop(hub.clone(), member.clone(), hub_namespace.clone(), settings, stores, changed.clone());
     let inventory = inventory_loop(hub.clone(), config.member.clone(), nodes, pods);
     let heartbeat = heartbeat::renew_forever(hub, hub_namespace, config.clone());
     tracing::info!(member = %config.member, namespace = %config.namespace, "agent started");
-    tokio::join!(node_watch, pod_watch, unit_watch, work, inventory, heartbeat);
+    tokio::join!(node_watch, pod_watch, unit_watch, service_watch, work, inventory, heartbeat);
     Ok(())
 }
 
@@ -110,24 +111,29 @@ async fn ensure_namespace(member: &kube::Client, name: &str) -> Result<(), Agent
         metadata: kube::api::ObjectMeta { name: Some(name.to_string()), ..Default::default() },
         ..Default::default()
     };
-    match api.create(&PostParams::default(), &namespace).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(source) => Err(AgentError::Member { what: format!("create namespace {name}"), source }),
-    }
+    tolerate(api.create(&PostParams::default(), &namespace).await, &[409])
+        .map_err(|source| AgentError::Member { what: format!("create namespace {name}"), source })
 }
 
-/// Turns units into pods and pods into unit status, whenever either store changes.
+/// What the work loop reads: the hub's units, the member's pods and Services.
+struct WorkStores {
+    units: reflector::Store<WorkUnit>,
+    pods: reflector::Store<Pod>,
+    services: reflector::Store<Service>,
+}
+
+/// Turns units into pods and pods into unit status, whenever a store changes.
 async fn work_loop(
     hub: kube::Client,
     member: kube::Client,
     hub_namespace: String,
     settings: PodSettings,
-    units: reflector::Store<WorkUnit>,
-    pods: reflector::Store<Pod>,
+    stores: WorkStores,
     changed: Arc<Notify>,
 ) {
-    let local_pods = Api::<Pod>::namespaced(member, &settings.namespace);
+    let WorkStores { units, pods, services } = stores;
+    let local_pods = Api::<Pod>::namespaced(member.clone(), &settings.namespace);
+    let local_services = Api::<Service>::namespaced(member, &settings.namespace);
     let hub_units = Api::<WorkUnit>::namespaced(hub, &hub_namespace);
     loop {
         // Wake on any change, and at least every few seconds so a failed write is retried.
@@ -141,9 +147,11 @@ async fn work_loop(
             .collect();
         let unit_refs: Vec<&WorkUnit> = unit_list.iter().map(|u| u.as_ref()).collect();
         let pod_refs: Vec<&Pod> = pod_list.iter().map(|p| p.as_ref()).collect();
+        let service_list = services.state();
+        let service_refs: Vec<&Service> = service_list.iter().map(|s| s.as_ref()).collect();
         let synced = units.wait_until_ready().now_or_never_ready();
-        for action in work_pods::plan(&unit_refs, &pod_refs, synced, &settings, &now()) {
-            if let Err(e) = apply_action(&local_pods, &hub_units, action).await {
+        for action in work_pods::plan(&unit_refs, &pod_refs, &service_refs, synced, &settings, &now()) {
+            if let Err(e) = apply_action(&local_pods, &local_services, &hub_units, action).await {
                 tracing::warn!(error = %e, "agent action failed; retrying on the next change");
             }
         }
@@ -163,10 +171,14 @@ impl<F: std::future::Future<Output = Result<(), reflector::store::WriterDropped>
 
 async fn apply_action(
     pods: &Api<Pod>,
+    services: &Api<Service>,
     units: &Api<WorkUnit>,
     action: AgentAction,
 ) -> Result<(), kube::Error> {
     match action {
+        AgentAction::CreateService(service) => {
+            tolerate(services.create(&PostParams::default(), &service).await, &[409])
+        }
         AgentAction::CreatePod(pod) => match pods.create(&PostParams::default(), &pod).await {
             Ok(created) => {
                 tracing::info!(pod = ?created.metadata.name, "created unit pod");

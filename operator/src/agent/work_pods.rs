@@ -4,8 +4,11 @@
 
 use crate::conditions::{Observation, set_condition};
 use crate::labels;
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use pictor_crds::v1alpha1::{CONDITION_READY, WorkUnit, WorkUnitPhase, WorkUnitStatus};
 use std::collections::{BTreeMap, HashMap};
@@ -84,6 +87,10 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                     ..Default::default()
                 },
                 spec: Some(PodSpec {
+                    // `<template>.<unit>` resolves to this pod through the unit's headless
+                    // Service: how torchrun workers find worker 0.
+                    hostname: unit.spec.rendezvous_port.map(|_| template.name.clone()),
+                    subdomain: unit.spec.rendezvous_port.and(unit.metadata.name.clone()),
                     scheduler_name: Some(settings.scheduler_name.clone()),
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
@@ -104,6 +111,13 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                                 .collect(),
                         )
                         .filter(|e: &Vec<EnvVar>| !e.is_empty()),
+                        ports: unit.spec.rendezvous_port.map(|port| {
+                            vec![ContainerPort {
+                                container_port: port as i32,
+                                name: Some("rendezvous".into()),
+                                ..Default::default()
+                            }]
+                        }),
                         resources: Some(ResourceRequirements {
                             limits: Some(limits),
                             requests: Some(requests).filter(|r| !r.is_empty()),
@@ -117,6 +131,41 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
             })
         })
         .collect()
+}
+
+/// The headless Service of a rendezvous gang, owned by the gang's first pod so the member's
+/// garbage collector removes it with the pods.
+pub fn service_for_unit(unit: &WorkUnit, settings: &PodSettings, first_pod: &Pod) -> Option<Service> {
+    let port = unit.spec.rendezvous_port?;
+    let uid = unit.metadata.uid.clone()?;
+    let owner = OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: first_pod.metadata.name.clone()?,
+        uid: first_pod.metadata.uid.clone()?,
+        ..Default::default()
+    };
+    Some(Service {
+        metadata: ObjectMeta {
+            name: unit.metadata.name.clone(),
+            namespace: Some(settings.namespace.clone()),
+            labels: Some(BTreeMap::from([(labels::WORK_UNIT_UID.to_string(), uid.clone())])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(BTreeMap::from([(labels::WORK_UNIT_UID.to_string(), uid)])),
+            ports: Some(vec![ServicePort {
+                name: Some("rendezvous".into()),
+                port: port as i32,
+                ..Default::default()
+            }]),
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        }),
+        status: None,
+    })
 }
 
 fn pod_phase(pod: &Pod) -> &str {
@@ -248,6 +297,8 @@ pub enum AgentAction {
     CreatePod(Box<Pod>),
     /// Delete a pod whose unit is gone or Lost.
     DeletePod(String),
+    /// Create the headless Service of a rendezvous gang.
+    CreateService(Box<Service>),
     /// Write a unit's status on the hub.
     ReportStatus { unit: String, status: Box<WorkUnitStatus> },
 }
@@ -259,6 +310,7 @@ pub enum AgentAction {
 pub fn plan(
     units: &[&WorkUnit],
     pods: &[&Pod],
+    services: &[&Service],
     units_synced: bool,
     settings: &PodSettings,
     now: &Time,
@@ -289,6 +341,14 @@ pub fn plan(
             actions
                 .extend(unit_pods.iter().filter_map(|p| p.metadata.name.clone()).map(AgentAction::DeletePod));
             continue;
+        }
+        let has_service = services.iter().any(|s| s.metadata.name == unit.metadata.name);
+        let first_pod = unit.spec.pods.first().and_then(|t| {
+            let name = pod_name(unit, &t.name);
+            unit_pods.iter().find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+        });
+        if !has_service && let Some(service) = first_pod.and_then(|p| service_for_unit(unit, settings, p)) {
+            actions.push(AgentAction::CreateService(Box::new(service)));
         }
         let may_start = matches!(current.phase, None | Some(WorkUnitPhase::Pending));
         if !may_start {
@@ -404,11 +464,11 @@ mod tests {
     #[test]
     fn new_units_get_their_pods_once_and_restarts_create_none_twice() {
         let u = unit(2, None);
-        let actions = plan(&[&u], &[], true, &settings(), &at(0));
+        let actions = plan(&[&u], &[], &[], true, &settings(), &at(0));
         assert_eq!(actions.iter().filter(|a| matches!(a, AgentAction::CreatePod(_))).count(), 2);
         // After a restart the agent finds one pod by label: it creates only the missing one.
         let existing = pod("shot-0001-worker-0", "Pending", 0, None);
-        let actions = plan(&[&u], &[&existing], true, &settings(), &at(0));
+        let actions = plan(&[&u], &[&existing], &[], true, &settings(), &at(0));
         let created: Vec<_> = actions
             .iter()
             .filter_map(|a| match a {
@@ -448,7 +508,7 @@ mod tests {
     fn a_lost_unit_stays_lost_keeps_a_late_report_and_its_pods_are_deleted() {
         let u = unit(1, Some("Lost"));
         let done = pod("shot-0001-worker-0", "Succeeded", 0, Some((30, 0)));
-        let actions = plan(&[&u], &[&done], true, &settings(), &at(40));
+        let actions = plan(&[&u], &[&done], &[], true, &settings(), &at(40));
         let report = actions
             .iter()
             .find_map(|a| match a {
@@ -467,18 +527,47 @@ mod tests {
     #[test]
     fn pods_of_deleted_units_go_only_once_the_hub_was_listed() {
         let orphan = pod("gone-worker-0", "Running", 0, None);
-        assert!(plan(&[], &[&orphan], false, &settings(), &at(0)).is_empty(), "not before the first list");
+        assert!(
+            plan(&[], &[&orphan], &[], false, &settings(), &at(0)).is_empty(),
+            "not before the first list"
+        );
         assert_eq!(
-            plan(&[], &[&orphan], true, &settings(), &at(0)),
+            plan(&[], &[&orphan], &[], true, &settings(), &at(0)),
             [AgentAction::DeletePod("gone-worker-0".into())]
         );
+    }
+
+    #[test]
+    fn a_rendezvous_gang_gets_hostnames_and_a_headless_service_owned_by_its_first_pod() {
+        let mut u = unit(2, None);
+        u.spec.rendezvous_port = Some(23456);
+        let pods = pods_for_unit(&u, &settings()).unwrap();
+        let spec = pods[1].spec.as_ref().unwrap();
+        assert_eq!(
+            (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+            (Some("worker-1"), Some("shot-0001"))
+        );
+        let mut first = pod("shot-0001-worker-0", "Pending", 0, None);
+        first.metadata.uid = Some("pod-uid".into());
+        let actions = plan(&[&u], &[&first], &[], true, &settings(), &at(0));
+        let service = actions
+            .iter()
+            .find_map(|a| match a {
+                AgentAction::CreateService(s) => Some(s.clone()),
+                _ => None,
+            })
+            .expect("a Service");
+        let svc_spec = service.spec.unwrap();
+        assert_eq!(svc_spec.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(svc_spec.ports.unwrap()[0].port, 23456);
+        assert_eq!(service.metadata.owner_references.unwrap()[0].uid, "pod-uid");
     }
 
     #[test]
     fn a_unit_without_a_vendor_fails_with_what_to_fix() {
         let mut u = unit(1, None);
         u.spec.pods[0].gpu_vendor = pictor_crds::v1alpha1::GpuVendor::Any;
-        let actions = plan(&[&u], &[], true, &settings(), &at(0));
+        let actions = plan(&[&u], &[], &[], true, &settings(), &at(0));
         let AgentAction::ReportStatus { status, .. } = &actions[0] else { panic!("{actions:?}") };
         assert_eq!(status.phase, Some(WorkUnitPhase::Failed));
         assert!(status.message.as_ref().unwrap().contains("names no GPU vendor"));

@@ -1,6 +1,10 @@
 //! `pictor-operator`: the hub's controllers.
 
 use clap::Parser;
+use pictor_operator::hub_index::HubIndex;
+use pictor_operator::member_health;
+use pictor_operator::render_job::{self, plan::RenderSettings};
+use pictor_operator::training_job;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,6 +17,15 @@ struct Args {
     /// Seconds a member may be silent before it is NotReady and its unfinished units Lost.
     #[arg(long, default_value_t = 30)]
     member_grace_seconds: u64,
+    /// Render worker image for jobs that name none.
+    #[arg(long, env = "PICTOR_RENDER_IMAGE", default_value = "ghcr.io/pictor-network/render-worker:0.1.0")]
+    render_image: String,
+    /// WorkUnits of one render job Pending or Running at once.
+    #[arg(long, default_value_t = 200)]
+    max_units_in_flight: usize,
+    /// Local networks on kwok only: unit pods "run" this many seconds (kwok completes them).
+    #[arg(long)]
+    fake_run_seconds: Option<u32>,
 }
 
 #[tokio::main]
@@ -25,7 +38,25 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let client = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
-    tracing::info!(grace_seconds = args.member_grace_seconds, "member controller started");
-    pictor_operator::member_health::run(client, Duration::from_secs(args.member_grace_seconds)).await;
+    let grace = Duration::from_secs(args.member_grace_seconds);
+    let link =
+        std::sync::Arc::new(std::sync::Mutex::new(member_health::HubLink::new(std::time::Instant::now())));
+    let lease_link = link.clone();
+    let index = HubIndex::start(
+        client.clone(),
+        std::sync::Arc::new(move || member_health::hub_answered(&lease_link, grace)),
+    )
+    .await;
+    tracing::info!(grace_seconds = args.member_grace_seconds, "hub index ready; controllers starting");
+    let render = RenderSettings {
+        default_image: args.render_image,
+        max_in_flight: args.max_units_in_flight,
+        fake_run_seconds: args.fake_run_seconds,
+    };
+    tokio::join!(
+        member_health::run(client.clone(), index.clone(), link, grace),
+        render_job::run(client.clone(), index.clone(), render),
+        training_job::run(client, index, args.fake_run_seconds),
+    );
     Ok(())
 }

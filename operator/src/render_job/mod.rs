@@ -1,0 +1,159 @@
+//! The RenderJob controller: splits a job's frames into chunks, places each chunk as a WorkUnit
+//! on a member, re-places failed and Lost chunks elsewhere, keeps the job's status current, and
+//! cleans every unit up through its finalizer.
+
+pub mod plan;
+
+use crate::api_status::tolerate;
+use crate::conditions::{Observation, set_condition};
+use crate::hub_index::HubIndex;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use pictor_crds::v1alpha1::{CONDITION_READY, JobKind, RenderJob, RenderJobPhase, WorkUnit};
+use plan::RenderSettings;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Field manager of what the render controller writes.
+pub const FIELD_MANAGER: &str = "pictor-render-controller";
+/// Finalizer that makes deleting a job delete its units first.
+pub const FINALIZER: &str = "pictor.network/work-units";
+
+/// Why a reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderJobError {
+    /// A hub call failed.
+    #[error("{what}: {source}")]
+    Hub { what: String, source: kube::Error },
+    /// The finalizer machinery failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl RenderJobError {
+    /// Label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            RenderJobError::Hub { .. } => "hub_call_failed",
+            RenderJobError::Finalizer(_) => "finalizer_failed",
+        }
+    }
+}
+
+fn hub(what: impl Into<String>) -> impl FnOnce(kube::Error) -> RenderJobError {
+    let what = what.into();
+    move |source| RenderJobError::Hub { what, source }
+}
+
+struct Context {
+    client: kube::Client,
+    index: HubIndex,
+    settings: RenderSettings,
+}
+
+async fn reconcile(job: Arc<RenderJob>, ctx: Arc<Context>) -> Result<Action, RenderJobError> {
+    let namespace = job.namespace().unwrap_or_default();
+    let api: Api<RenderJob> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, job, |event| async {
+        match event {
+            Event::Apply(job) => apply(&job, &ctx).await,
+            Event::Cleanup(job) => cleanup(&job, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => RenderJobError::Finalizer(other.to_string()),
+    })
+}
+
+async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError> {
+    let uid = job.uid().unwrap_or_default();
+    let units = ctx.index.units_of_job(&uid);
+    let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
+    let members = ctx.index.clusters.state();
+    let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
+    let mut claims = ctx.index.claims();
+    let plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings);
+
+    for unit in &plan.create {
+        let ns = unit.metadata.namespace.clone().unwrap_or_default();
+        let created =
+            Api::<WorkUnit>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), unit).await;
+        tolerate(created, &[409]).map_err(hub(format!("create unit {ns}/{}", unit.name_any())))?;
+    }
+    for (ns, name) in &plan.delete {
+        delete_unit(&ctx.client, ns, name).await?;
+    }
+
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut status = plan.status;
+    let (ready, reason, message) = plan.ready;
+    set_condition(
+        &mut status.conditions,
+        Observation { type_: CONDITION_READY, status: ready, reason, message },
+        job.meta().generation,
+        now.clone(),
+    );
+    let terminal = matches!(
+        status.phase,
+        Some(RenderJobPhase::Succeeded | RenderJobPhase::Failed | RenderJobPhase::Cancelled)
+    );
+    if terminal && status.completion_time.is_none() {
+        status.completion_time = Some(now);
+    }
+    if !terminal {
+        status.completion_time = None;
+    }
+    let body =
+        serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob", "status": status});
+    Api::<RenderJob>::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default())
+        .patch_status(&job.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(hub("write the job status"))?;
+    // Unit changes wake the job through the watch; the requeue catches members becoming free.
+    Ok(Action::requeue(if terminal { Duration::from_secs(300) } else { Duration::from_secs(5) }))
+}
+
+async fn delete_unit(client: &kube::Client, ns: &str, name: &str) -> Result<(), RenderJobError> {
+    let deleted =
+        Api::<WorkUnit>::namespaced(client.clone(), ns).delete(name, &DeleteParams::background()).await;
+    tolerate(deleted, &[404]).map_err(hub(format!("delete unit {ns}/{name}")))
+}
+
+async fn cleanup(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError> {
+    for unit in ctx.index.units_of_job(&job.uid().unwrap_or_default()) {
+        delete_unit(&ctx.client, &unit.namespace().unwrap_or_default(), &unit.name_any()).await?;
+    }
+    tracing::info!(job = %job.name_any(), "deleted the job's units");
+    Ok(Action::await_change())
+}
+
+fn error_policy(job: Arc<RenderJob>, error: &RenderJobError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(job = %job.name_any(), reason = error.metric_label(), error = %error, "render reconcile failed");
+    Action::requeue(Duration::from_secs(3))
+}
+
+/// The job a unit belongs to, when it is a render unit.
+fn job_of(unit: WorkUnit) -> Option<ObjectRef<RenderJob>> {
+    let job = &unit.spec.job_ref;
+    (job.kind == JobKind::RenderJob).then(|| ObjectRef::new(&job.name).within(&job.namespace))
+}
+
+/// Runs the RenderJob controller until the process stops.
+pub async fn run(client: kube::Client, index: HubIndex, settings: RenderSettings) {
+    let ctx = Arc::new(Context { client: client.clone(), index, settings });
+    Controller::new(Api::<RenderJob>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<WorkUnit>::all(client), watcher::Config::default(), job_of)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

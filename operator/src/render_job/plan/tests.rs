@@ -1,0 +1,183 @@
+use super::*;
+use serde_json::json;
+
+fn job(end: i64, extra: serde_json::Value) -> RenderJob {
+    let mut spec = json!({"scene": "s3://scenes/a.blend", "frames": {"start": 1, "end": end}, "chunkSize": 10,
+                          "output": {"location": "s3://out/a/"}, "retriesPerChunk": 2});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({"apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
+        "metadata": {"name": "shot", "namespace": "art", "uid": "job-uid", "generation": 1}, "spec": spec}))
+    .unwrap()
+}
+
+fn member(name: &str, vendor: &str, model: &str, free: i64, price: i64) -> GpuCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster", "metadata": {"name": name},
+        "spec": {"tier": "community", "payoutAddress": "0x1", "pricePerGpuHour": {model: price}},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "r", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                   "inventory": {"nodes": 1, "totalGpus": free, "freeGpus": free,
+                                 "pools": [{"vendor": vendor, "model": model, "memoryMib": 24000, "nodes": 1, "total": free, "free": free, "largestFreeOnNode": 1}]}}
+    }))
+    .unwrap()
+}
+
+fn unit(chunk: i64, attempt: i64, member: &str, phase: Option<&str>, gpu_seconds: i64) -> WorkUnit {
+    let mut u = json!({"apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
+        "metadata": {"name": format!("shot-{chunk:05}-{attempt}"), "namespace": format!("pictor-member-{member}"),
+                     "labels": {"pictor.network/chunk": chunk.to_string(), "pictor.network/job-uid": "job-uid"}},
+        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "art", "name": "shot", "uid": "job-uid"},
+                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
+                 "agreedPricePerGpuHour": 3600, "attempt": attempt}});
+    if let Some(p) = phase {
+        u["status"] = json!({"phase": p, "gpuSeconds": gpu_seconds, "completionTime": format!("2026-01-01T00:00:{:02}Z", chunk % 60)});
+    }
+    serde_json::from_value(u).unwrap()
+}
+
+fn settings() -> RenderSettings {
+    RenderSettings {
+        default_image: "pictor/render-worker:dev".into(),
+        max_in_flight: 100,
+        fake_run_seconds: Some(3),
+    }
+}
+
+fn run(job: &RenderJob, units: &[WorkUnit], members: &[GpuCluster]) -> RenderPlan {
+    let units: Vec<&WorkUnit> = units.iter().collect();
+    let members: Vec<&GpuCluster> = members.iter().collect();
+    plan(job, &units, &members, &mut Claims::new(), &settings())
+}
+
+#[test]
+fn chunks_cover_every_selected_frame_once() {
+    let range = FrameRange { start: 1, end: 240, step: 1 };
+    let c = chunks(&range, 10);
+    assert_eq!(c.len(), 24);
+    assert_eq!((c[23].first, c[23].last, c[23].frames), (231, 240, 10));
+    let stepped = chunks(&FrameRange { start: 1, end: 25, step: 2 }, 5);
+    let shape: Vec<_> = stepped.iter().map(|c| (c.first, c.last, c.frames)).collect();
+    assert_eq!(shape, [(1, 9, 5), (11, 19, 5), (21, 25, 3)]);
+}
+
+#[test]
+fn a_new_job_places_chunks_on_the_cheapest_members_within_their_free_gpus() {
+    let members = [member("a", "nvidia", "RTX-4090", 3, 100), member("b", "amd", "RX-7900", 10, 200)];
+    let p = run(&job(100, json!({})), &[], &members);
+    assert_eq!(p.create.len(), 10);
+    let on_a = p.create.iter().filter(|u| u.metadata.namespace.as_deref() == Some("pictor-member-a")).count();
+    assert_eq!(on_a, 3, "a has 3 free GPUs, the rest go to b");
+    let first = &p.create[0];
+    assert_eq!(first.metadata.name.as_deref(), Some("shot-00000-1"));
+    assert_eq!(first.spec.frames, "1-10");
+    assert!(first.spec.pods[0].args.contains(&"--first=1".to_string()));
+    assert_eq!(first.spec.pods[0].annotations["pictor.network/fake-run-seconds"], "3");
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Rendering));
+    assert_eq!(p.status.frames.as_ref().unwrap().running, 100);
+}
+
+#[test]
+fn every_frame_is_counted_once_and_lost_units_are_never_paid() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100)];
+    let units = [
+        unit(0, 1, "a", Some("Succeeded"), 10),
+        unit(0, 2, "a", Some("Succeeded"), 10), // a duplicate success of the same chunk
+        unit(1, 1, "b", Some("Lost"), 99),
+        unit(1, 2, "a", Some("Succeeded"), 20),
+    ];
+    let p = run(&job(20, json!({})), &units, &members);
+    assert!(p.create.is_empty());
+    let frames = p.status.frames.unwrap();
+    assert_eq!((frames.done, frames.total), (20, 20));
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Succeeded));
+    assert_eq!(
+        p.status.cost_octas,
+        10 + 20,
+        "GPU-seconds × 3600 octas/GPU-hour: the Lost unit and the duplicate are not paid"
+    );
+    assert_eq!(p.status.providers, ["a"]);
+    assert_eq!(p.status.progress.as_deref(), Some("100%"));
+}
+
+#[test]
+fn a_failed_chunk_goes_to_another_member_and_fails_the_job_after_its_retries() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
+    let p = run(&job(10, json!({})), &[unit(0, 1, "a", Some("Failed"), 0)], &members);
+    assert_eq!(p.create.len(), 1);
+    assert_eq!(p.create[0].metadata.namespace.as_deref(), Some("pictor-member-b"), "not again on a");
+    assert_eq!(p.create[0].spec.attempt, 2);
+    assert_eq!(p.status.failed_chunks.len(), 1);
+
+    let exhausted = [
+        unit(0, 1, "a", Some("Failed"), 0),
+        unit(0, 2, "b", Some("Failed"), 0),
+        unit(0, 3, "a", Some("Lost"), 0),
+    ];
+    let p = run(
+        &job(20, json!({})),
+        &[exhausted.to_vec(), vec![unit(1, 1, "b", Some("Running"), 0)]].concat(),
+        &members,
+    );
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Failed));
+    assert!(p.create.is_empty());
+    assert_eq!(
+        p.delete,
+        [("pictor-member-b".to_string(), "shot-00001-1".to_string())],
+        "the rest is cancelled"
+    );
+    assert_eq!(p.ready.1, "ChunkFailed");
+}
+
+#[test]
+fn a_member_failing_three_units_of_a_job_gets_no_more_of_it() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
+    let units = [
+        unit(0, 1, "a", Some("Failed"), 0),
+        unit(1, 1, "a", Some("Failed"), 0),
+        unit(2, 1, "a", Some("Failed"), 0),
+    ];
+    let p = run(&job(40, json!({})), &units, &members);
+    assert_eq!(p.create.len(), 4);
+    assert!(p.create.iter().all(|u| u.metadata.namespace.as_deref() == Some("pictor-member-b")));
+}
+
+#[test]
+fn a_budget_no_member_meets_keeps_the_job_pending_with_the_reason() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 90_000_000)];
+    let p = run(&job(10, json!({"budget": {"maxPricePerGpuHour": 1000}})), &[], &members);
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Pending));
+    assert_eq!(p.ready.1, "NoMemberFits");
+    assert!(
+        p.ready.2.contains("under 0.00001 APT/GPU-hour") && p.ready.2.contains("too expensive"),
+        "{}",
+        p.ready.2
+    );
+
+    let total = run(&job(100, json!({"budget": {"maxTotal": 1}})), &[], &members);
+    assert!(total.create.is_empty());
+    assert_eq!(total.ready.1, "BudgetExhausted");
+}
+
+#[test]
+fn suspending_cancels_the_running_units() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100)];
+    let p = run(&job(20, json!({"suspend": true})), &[unit(0, 1, "a", Some("Running"), 0)], &members);
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Cancelled));
+    assert_eq!(p.delete.len(), 1);
+    assert!(p.create.is_empty());
+}
+
+#[test]
+fn in_flight_units_are_bounded() {
+    let members = [member("a", "nvidia", "RTX-4090", 1000, 100)];
+    let j = job(100_000, json!({}));
+    let units: Vec<&WorkUnit> = vec![];
+    let ms: Vec<&GpuCluster> = members.iter().collect();
+    let s = RenderSettings { max_in_flight: 25, ..settings() };
+    let p = plan(&j, &units, &ms, &mut Claims::new(), &s);
+    assert_eq!(p.create.len(), 25, "100,000 frames do not mean 10,000 objects at once");
+}

@@ -1,0 +1,132 @@
+//! The TrainingJob controller: runs each attempt as one gang WorkUnit in one member and starts
+//! the gang again after a failure, up to the job's limit.
+
+pub mod plan;
+
+use crate::api_status::tolerate;
+use crate::conditions::{Observation, set_condition};
+use crate::hub_index::HubIndex;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use pictor_crds::v1alpha1::{CONDITION_READY, JobKind, TrainingJob, TrainingJobPhase, WorkUnit};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Field manager of what the training controller writes.
+pub const FIELD_MANAGER: &str = "pictor-training-controller";
+/// Finalizer that makes deleting a job delete its units first.
+pub const FINALIZER: &str = "pictor.network/work-units";
+
+/// Why a reconcile failed; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingJobError {
+    /// A hub call failed.
+    #[error("{what}: {source}")]
+    Hub { what: String, source: kube::Error },
+    /// The finalizer machinery failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+fn hub(what: impl Into<String>) -> impl FnOnce(kube::Error) -> TrainingJobError {
+    let what = what.into();
+    move |source| TrainingJobError::Hub { what, source }
+}
+
+struct Context {
+    client: kube::Client,
+    index: HubIndex,
+    fake_run_seconds: Option<u32>,
+}
+
+async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, TrainingJobError> {
+    let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, job, |event| async {
+        match event {
+            Event::Apply(job) => apply(&job, &ctx).await,
+            Event::Cleanup(job) => {
+                for unit in ctx.index.units_of_job(&job.uid().unwrap_or_default()) {
+                    delete_unit(&ctx.client, &unit.namespace().unwrap_or_default(), &unit.name_any()).await?;
+                }
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => TrainingJobError::Finalizer(other.to_string()),
+    })
+}
+
+async fn delete_unit(client: &kube::Client, ns: &str, name: &str) -> Result<(), TrainingJobError> {
+    let deleted =
+        Api::<WorkUnit>::namespaced(client.clone(), ns).delete(name, &DeleteParams::background()).await;
+    tolerate(deleted, &[404]).map_err(hub(format!("delete unit {ns}/{name}")))
+}
+
+async fn apply(job: &TrainingJob, ctx: &Context) -> Result<Action, TrainingJobError> {
+    let units = ctx.index.units_of_job(&job.uid().unwrap_or_default());
+    let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
+    let members = ctx.index.clusters.state();
+    let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
+    let plan = plan::plan(job, &unit_refs, &member_refs, &mut ctx.index.claims(), ctx.fake_run_seconds);
+    if let Some(unit) = &plan.create {
+        let ns = unit.metadata.namespace.clone().unwrap_or_default();
+        let created =
+            Api::<WorkUnit>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), unit).await;
+        tolerate(created, &[409]).map_err(hub(format!("create unit {ns}/{}", unit.name_any())))?;
+    }
+    for (ns, name) in &plan.delete {
+        delete_unit(&ctx.client, ns, name).await?;
+    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let mut status = plan.status;
+    let (ready, reason, message) = plan.ready;
+    set_condition(
+        &mut status.conditions,
+        Observation { type_: CONDITION_READY, status: ready, reason, message },
+        job.meta().generation,
+        now.clone(),
+    );
+    let terminal = matches!(
+        status.phase,
+        Some(TrainingJobPhase::Succeeded | TrainingJobPhase::Failed | TrainingJobPhase::Cancelled)
+    );
+    status.completion_time = if terminal { status.completion_time.or(Some(now)) } else { None };
+    let body =
+        serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "TrainingJob", "status": status});
+    Api::<TrainingJob>::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default())
+        .patch_status(&job.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await
+        .map_err(hub("write the job status"))?;
+    Ok(Action::requeue(if terminal { Duration::from_secs(300) } else { Duration::from_secs(5) }))
+}
+
+fn error_policy(job: Arc<TrainingJob>, error: &TrainingJobError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(job = %job.name_any(), error = %error, "training reconcile failed");
+    Action::requeue(Duration::from_secs(3))
+}
+
+fn job_of(unit: WorkUnit) -> Option<ObjectRef<TrainingJob>> {
+    let job = &unit.spec.job_ref;
+    (job.kind == JobKind::TrainingJob).then(|| ObjectRef::new(&job.name).within(&job.namespace))
+}
+
+/// Runs the TrainingJob controller until the process stops.
+pub async fn run(client: kube::Client, index: HubIndex, fake_run_seconds: Option<u32>) {
+    let ctx = Arc::new(Context { client: client.clone(), index, fake_run_seconds });
+    Controller::new(Api::<TrainingJob>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<WorkUnit>::all(client), watcher::Config::default(), job_of)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
