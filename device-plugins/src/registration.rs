@@ -1,0 +1,56 @@
+//! Talking to the kubelet's Registration service over its unix socket, and to any gRPC server on
+//! a unix socket (the test kubelet uses the same dialer to reach a plugin).
+
+use crate::v1beta1::registration_client::RegistrationClient;
+use crate::v1beta1::{DevicePluginOptions, RegisterRequest, VERSION};
+use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("cannot reach {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the kubelet refused to register {resource}: {status}")]
+    Refused { resource: String, status: tonic::Status },
+}
+
+/// A gRPC channel to the server on the unix socket at `path`.
+pub async fn unix_channel(path: &Path) -> Result<Channel, RegistrationError> {
+    let socket = path.to_path_buf();
+    // The URI is never dialled: the connector below opens the socket instead.
+    Endpoint::from_static("http://[::1]:1")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+        }))
+        .await
+        .map_err(|source| RegistrationError::Connect { path: path.to_path_buf(), source })
+}
+
+/// Registers the plugin serving on `endpoint` (a socket file name in the same folder as
+/// `kubelet_socket`) for `resource`.
+pub async fn register(
+    kubelet_socket: &Path,
+    endpoint: &str,
+    resource: &str,
+    options: DevicePluginOptions,
+) -> Result<(), RegistrationError> {
+    let mut client = RegistrationClient::new(unix_channel(kubelet_socket).await?);
+    let request = RegisterRequest {
+        version: VERSION.to_string(),
+        endpoint: endpoint.to_string(),
+        resource_name: resource.to_string(),
+        options: Some(options),
+    };
+    client
+        .register(request)
+        .await
+        .map_err(|status| RegistrationError::Refused { resource: resource.to_string(), status })?;
+    Ok(())
+}
