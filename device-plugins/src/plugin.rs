@@ -102,16 +102,26 @@ pub async fn run(
         inventory.vendor
     );
     let (inventory_tx, inventory_rx) = watch::channel(inventory);
-    let monitor_stop = Arc::new(AtomicBool::new(false));
+    let monitor_stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let monitor = tokio::task::spawn_blocking({
-        let stop = monitor_stop.clone();
+        let stop = monitor_stop.0.clone();
         move || watch_health(backend.as_ref(), &inventory_tx, &stop)
     });
 
     let result = serve_and_register(&config, inventory_rx, shutdown).await;
-    monitor_stop.store(true, Ordering::Relaxed);
+    drop(monitor_stop);
     monitor.await?;
     result
+}
+
+/// Stops the health monitor also when `run` is dropped instead of finishing: a blocking thread
+/// left looping would keep the runtime from shutting down.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The life of the plugin: serve, register, wait for the kubelet to go away, start over.
@@ -182,7 +192,8 @@ fn socket_identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
 
 /// Feeds health events into the watched inventory; runs on a blocking thread until `stop`.
 fn watch_health(backend: &dyn GpuBackend, inventory: &watch::Sender<GpuInventory>, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
+    // Nobody left to tell (the plugin was dropped) also means stop.
+    while !stop.load(Ordering::Relaxed) && !inventory.is_closed() {
         let events = match backend.wait_health_events(HEALTH_WAIT) {
             Ok(events) => events,
             Err(e) => {
