@@ -36,7 +36,7 @@ pub struct NvmlBackend {
 
 fn unavailable(error: NvmlError) -> BackendError {
     let reason = match error {
-        NvmlError::LibloadingError(e) => format!("libnvidia-ml.so not found ({e})"),
+        NvmlError::LibloadingError(e) => format!("libnvidia-ml.so not found: {e}"),
         NvmlError::DriverNotLoaded => "the NVIDIA driver is not loaded".to_string(),
         NvmlError::LibraryNotFound => "libnvidia-ml.so not found".to_string(),
         other => other.to_string(),
