@@ -107,11 +107,12 @@ impl GpuBackend for RocmBackend {
                 Err(_) => sysfs::render_node(&pci_bus_id),
             };
             let health = watched.get(&index).map_or(Health::Healthy, |w| w.health);
-            if !watched.contains_key(&index) {
-                let uncorrectable = uncorrectable_errors(smi, index);
-                let id = pci_bus_id.clone();
-                watched.insert(index, Watched { id, uncorrectable, health, ecc_failed: false });
-            }
+            watched.entry(index).or_insert_with(|| Watched {
+                id: pci_bus_id.clone(),
+                uncorrectable: uncorrectable_errors(smi, index),
+                health,
+                ecc_failed: false,
+            });
             gpus.push(Gpu {
                 // The PCI bus id: stable across reboots and how AMD's tools name a GPU.
                 id: pci_bus_id.clone(),

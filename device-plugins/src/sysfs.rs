@@ -1,7 +1,7 @@
 //! Topology the vendor libraries do not report (or not on every version), read from Linux's
 //! view of the PCI bus: which root complex and NUMA node a GPU sits on, and its DRM render node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 
@@ -36,8 +36,9 @@ pub fn numa_node(bus_id: &str) -> Option<i64> {
     text.trim().parse::<i64>().ok().filter(|n| *n >= 0)
 }
 
+#[cfg(feature = "rocm")]
 /// `/dev/dri/renderD<N>` of the GPU, from the `drm/renderD<N>` entry under its PCI device.
-pub fn render_node(bus_id: &str) -> Option<PathBuf> {
+pub fn render_node(bus_id: &str) -> Option<std::path::PathBuf> {
     let entries = std::fs::read_dir(Path::new(PCI_DEVICES).join(bus_id).join("drm")).ok()?;
     entries
         .filter_map(Result::ok)
@@ -46,10 +47,13 @@ pub fn render_node(bus_id: &str) -> Option<PathBuf> {
         .map(|name| Path::new("/dev/dri").join(name))
 }
 
+#[cfg(feature = "rocm")]
 const KFD_NODES: &str = "/sys/class/kfd/kfd/topology/nodes";
 /// The io_link type the KFD topology gives an xGMI link.
+#[cfg(feature = "rocm")]
 const KFD_LINK_XGMI: u64 = 11;
 
+#[cfg(feature = "rocm")]
 /// One GPU as the AMD kernel driver's topology (KFD) describes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KfdGpu {
@@ -60,6 +64,7 @@ pub struct KfdGpu {
     pub xgmi_peers: Vec<String>,
 }
 
+#[cfg(feature = "rocm")]
 /// The GPUs of the KFD topology (CPU nodes, which have no gfx target, are left out).
 pub fn kfd_gpus() -> Vec<KfdGpu> {
     let Ok(entries) = std::fs::read_dir(KFD_NODES) else { return vec![] };
@@ -95,6 +100,7 @@ pub fn kfd_gpus() -> Vec<KfdGpu> {
         .collect()
 }
 
+#[cfg(feature = "rocm")]
 fn key_values(text: &str) -> std::collections::BTreeMap<&str, u64> {
     text.lines()
         .filter_map(|l| l.split_once(' '))
@@ -102,6 +108,7 @@ fn key_values(text: &str) -> std::collections::BTreeMap<&str, u64> {
         .collect()
 }
 
+#[cfg(feature = "rocm")]
 /// A KFD node's properties as a GPU: `gfx_target_version` 90402 is gfx942 (major, then minor
 /// and stepping as one hex digit each); `domain` and `location_id` (bus << 8 | devfn) give
 /// the PCI bus id.
@@ -135,6 +142,7 @@ mod tests {
         assert_eq!(root_of(Path::new("/sys/devices/platform/x")), None);
     }
 
+    #[cfg(feature = "rocm")]
     #[test]
     fn kfd_properties_give_bus_id_and_gfx_target() {
         let mi300x =
