@@ -131,6 +131,9 @@ async fn serve_and_register(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PluginError> {
     tokio::pin!(shutdown);
+    // The kubelet makes the folder; creating it here lets the plugin start first (or in a test).
+    std::fs::create_dir_all(&config.socket_dir)
+        .map_err(|source| PluginError::Socket { path: config.socket_dir.clone(), source })?;
     let kubelet_socket = config.kubelet_socket();
     let mut generation = 0;
     loop {
@@ -144,9 +147,9 @@ async fn serve_and_register(
             let options = plugin_options();
             match register(&kubelet_socket, &endpoint, &config.resource_name, options).await {
                 Ok(()) => break socket_identity(&kubelet_socket),
-                Err(RegistrationError::Connect { path, source }) => {
+                Err(RegistrationError::Connect { path, reason }) => {
                     if !told {
-                        info!("waiting for the kubelet at {}: {source}", path.display());
+                        info!("waiting for the kubelet at {}: {reason}", path.display());
                         told = true;
                     }
                 }

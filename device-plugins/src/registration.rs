@@ -10,12 +10,10 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
-    #[error("cannot reach {path}: {source}")]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// Nobody listens there (yet): the reason carries the whole chain, since tonic's own error
+    /// says only "transport error".
+    #[error("cannot reach {path}: {reason}")]
+    Connect { path: PathBuf, reason: String },
     #[error("the kubelet refused to register {resource}: {status}")]
     Refused { resource: String, status: tonic::Status },
 }
@@ -30,7 +28,21 @@ pub async fn unix_channel(path: &Path) -> Result<Channel, RegistrationError> {
             async move { UnixStream::connect(socket).await.map(TokioIo::new) }
         }))
         .await
-        .map_err(|source| RegistrationError::Connect { path: path.to_path_buf(), source })
+        .map_err(|e| RegistrationError::Connect { path: path.to_path_buf(), reason: error_chain(&e) })
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Wrappers often repeat their cause word for word.
+        if !text.ends_with(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Registers the plugin serving on `endpoint` (a socket file name in the same folder as
