@@ -49,6 +49,43 @@ fn query(what: impl Into<String>) -> impl FnOnce(NvmlError) -> BackendError {
     move |e| BackendError::Query { backend: BACKEND, what, reason: e.to_string() }
 }
 
+/// Why an NVML event makes its GPU unhealthy, or `None` when it does not (the application's
+/// own faults: the GPU is fine for the next container).
+fn unhealthy_because(event_type: EventTypes, xid: Option<&XidError>) -> Option<String> {
+    if event_type.contains(EventTypes::DOUBLE_BIT_ECC_ERROR) {
+        return Some("double-bit ECC error".to_string());
+    }
+    match xid {
+        Some(XidError::Value(xid)) if APPLICATION_XIDS.contains(xid) => None,
+        Some(XidError::Value(xid)) => Some(format!("critical XID {xid}")),
+        _ => Some("critical XID (unknown)".to_string()),
+    }
+}
+
+/// Each GPU's NVLink peers as GPU IDs, from the PCI bus ids at the far end of its active links.
+/// A far end that is no GPU of ours is an NVSwitch: the GPUs linked to a switch are all peers.
+fn nvlink_peers(gpus: &[(String, String)], far_ends: &[Vec<String>]) -> Vec<Vec<String>> {
+    let by_bus: BTreeMap<&str, &str> = gpus.iter().map(|(id, bus)| (bus.as_str(), id.as_str())).collect();
+    let switched: Vec<&str> = gpus
+        .iter()
+        .zip(far_ends)
+        .filter(|(_, ends)| ends.iter().any(|bus| !by_bus.contains_key(bus.as_str())))
+        .map(|((id, _), _)| id.as_str())
+        .collect();
+    gpus.iter()
+        .zip(far_ends)
+        .map(|((id, _), ends)| {
+            let mut peers: BTreeSet<&str> =
+                ends.iter().filter_map(|bus| by_bus.get(bus.as_str()).copied()).collect();
+            if switched.contains(&id.as_str()) {
+                peers.extend(switched.iter().copied());
+            }
+            peers.remove(id.as_str());
+            peers.into_iter().map(str::to_string).collect()
+        })
+        .collect()
+}
+
 impl NvmlBackend {
     /// Loads NVML; [`BackendError::Unavailable`] when the node has no NVIDIA driver.
     pub fn new() -> Result<Self, BackendError> {
@@ -139,18 +176,9 @@ impl GpuBackend for NvmlBackend {
                 compute,
             });
         }
-        let by_bus: BTreeMap<String, String> =
-            gpus.iter().map(|g| (g.pci_bus_id.clone(), g.id.clone())).collect();
-        for (gpu, remote) in gpus.iter_mut().zip(links) {
-            // A link to an NVSwitch has the switch's bus id, not a GPU's: every GPU behind the
-            // same switch is then a peer.
-            let mut peers: BTreeSet<String> =
-                remote.iter().filter_map(|bus| by_bus.get(bus).cloned()).collect();
-            if remote.iter().any(|bus| !by_bus.contains_key(bus)) {
-                peers.extend(by_bus.values().cloned());
-            }
-            peers.remove(&gpu.id);
-            gpu.peers = peers.into_iter().collect();
+        let ids: Vec<(String, String)> = gpus.iter().map(|g| (g.id.clone(), g.pci_bus_id.clone())).collect();
+        for (gpu, peers) in gpus.iter_mut().zip(nvlink_peers(&ids, &links)) {
+            gpu.peers = peers;
         }
         Ok(GpuInventory { vendor: Vendor::Nvidia, driver_version, gpus })
     }
@@ -167,17 +195,52 @@ impl GpuBackend for NvmlBackend {
             Err(NvmlError::Timeout) => return Ok(vec![]),
             Err(e) => return Err(query("waiting for events")(e)),
         };
-        let reason = if data.event_type.contains(EventTypes::DOUBLE_BIT_ECC_ERROR) {
-            "double-bit ECC error".to_string()
-        } else {
-            match data.event_data {
-                Some(XidError::Value(xid)) if APPLICATION_XIDS.contains(&xid) => return Ok(vec![]),
-                Some(XidError::Value(xid)) => format!("critical XID {xid}"),
-                _ => "critical XID (unknown)".to_string(),
-            }
+        let Some(reason) = unhealthy_because(data.event_type, data.event_data.as_ref()) else {
+            return Ok(vec![]);
         };
         let id = data.device.uuid().map_err(query("UUID of the GPU of an event"))?;
         self.unhealthy.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone());
         Ok(vec![HealthEvent { id, health: Health::Unhealthy, reason }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_faults_make_it_unhealthy_application_faults_do_not() {
+        let xid = |x| Some(XidError::Value(x));
+        assert_eq!(
+            unhealthy_because(EventTypes::CRITICAL_XID_ERROR, xid(79).as_ref()).unwrap(),
+            "critical XID 79"
+        );
+        assert_eq!(unhealthy_because(EventTypes::CRITICAL_XID_ERROR, xid(13).as_ref()), None);
+        assert_eq!(unhealthy_because(EventTypes::CRITICAL_XID_ERROR, xid(31).as_ref()), None);
+        assert!(unhealthy_because(EventTypes::DOUBLE_BIT_ECC_ERROR, None).unwrap().contains("ECC"));
+        assert!(unhealthy_because(EventTypes::CRITICAL_XID_ERROR, Some(&XidError::Unknown)).is_some());
+    }
+
+    fn gpu(i: u8) -> (String, String) {
+        (format!("GPU-{i}"), format!("0000:{i:02x}:00.0"))
+    }
+
+    #[test]
+    fn direct_links_name_their_peers() {
+        let gpus = [gpu(1), gpu(2), gpu(3)];
+        let ends = vec![vec![gpus[1].1.clone(), gpus[1].1.clone()], vec![gpus[0].1.clone()], vec![]];
+        let peers = nvlink_peers(&gpus, &ends);
+        assert_eq!(peers, [vec!["GPU-2".to_string()], vec!["GPU-1".to_string()], vec![]]);
+    }
+
+    #[test]
+    fn gpus_behind_an_nvswitch_are_all_peers() {
+        let gpus = [gpu(1), gpu(2), gpu(3)];
+        let switch = "0000:f0:00.0".to_string();
+        let ends = vec![vec![switch.clone()], vec![switch], vec![]];
+        let peers = nvlink_peers(&gpus, &ends);
+        assert_eq!(peers[0], ["GPU-2"]);
+        assert_eq!(peers[1], ["GPU-1"]);
+        assert!(peers[2].is_empty(), "a GPU without NVLink has no peers");
     }
 }

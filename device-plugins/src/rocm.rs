@@ -9,9 +9,11 @@ use crate::sysfs;
 use rocm_smi_lib::{RocmErr, RocmSmi};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const BACKEND: &str = "ROCm-SMI";
+/// How often health is polled.
+const POLL_EVERY: Duration = Duration::from_secs(5);
 
 pub struct RocmBackend {
     state: Mutex<State>,
@@ -21,6 +23,7 @@ struct State {
     smi: RocmSmi,
     /// Per GPU index, what polling compares against.
     watched: BTreeMap<u32, Watched>,
+    polled: Option<Instant>,
 }
 
 struct Watched {
@@ -53,6 +56,20 @@ fn product_name(name: &str) -> String {
     if name.to_ascii_uppercase().starts_with("AMD") { name.to_string() } else { format!("AMD {name}") }
 }
 
+/// A GPU's health from one poll: new uncorrectable errors, or no answer, make it unhealthy;
+/// one that ever had uncorrectable errors stays so; otherwise it is healthy (again).
+fn polled_health(answers: bool, new_errors: u64, ecc_failed: bool) -> (Health, String) {
+    if new_errors > 0 {
+        (Health::Unhealthy, format!("{new_errors} new uncorrectable ECC error(s)"))
+    } else if !answers {
+        (Health::Unhealthy, "the GPU stopped answering ROCm-SMI".to_string())
+    } else if ecc_failed {
+        (Health::Unhealthy, "uncorrectable ECC errors earlier".to_string())
+    } else {
+        (Health::Healthy, "the GPU answers again".to_string())
+    }
+}
+
 impl RocmBackend {
     /// Initialises ROCm-SMI; [`BackendError::Unavailable`] when the node has no AMD GPU.
     pub fn new() -> Result<Self, BackendError> {
@@ -66,7 +83,7 @@ impl RocmBackend {
                 reason: "no AMD GPU found".to_string(),
             });
         }
-        Ok(RocmBackend { state: Mutex::new(State { smi, watched: BTreeMap::new() }) })
+        Ok(RocmBackend { state: Mutex::new(State { smi, watched: BTreeMap::new(), polled: None }) })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -90,7 +107,7 @@ impl GpuBackend for RocmBackend {
 
     fn inventory(&self) -> Result<GpuInventory, BackendError> {
         let mut state = self.state();
-        let State { smi, watched } = &mut *state;
+        let State { smi, watched, .. } = &mut *state;
         let count = smi.get_device_count();
         let driver_version = smi.get_rsmi_driver_version().map_err(query("driver version"))?;
         let kfd: BTreeMap<String, sysfs::KfdGpu> =
@@ -133,10 +150,15 @@ impl GpuBackend for RocmBackend {
     }
 
     fn wait_health_events(&self, timeout: Duration) -> Result<Vec<HealthEvent>, BackendError> {
-        // ROCm-SMI 0.3 exposes no event wait: poll once per timeout.
+        // ROCm-SMI 0.3 exposes no event wait: poll, but only every POLL_EVERY (an ECC read
+        // is a dozen sysfs reads per GPU).
         std::thread::sleep(timeout);
         let mut state = self.state();
-        let State { smi, watched } = &mut *state;
+        if state.polled.is_some_and(|at| at.elapsed() < POLL_EVERY) {
+            return Ok(vec![]);
+        }
+        state.polled = Some(Instant::now());
+        let State { smi, watched, .. } = &mut *state;
         let mut events = Vec::new();
         for (index, gpu) in watched.iter_mut() {
             let answers = smi.get_device_busy_percent(*index).is_ok();
@@ -144,15 +166,7 @@ impl GpuBackend for RocmBackend {
             let new_errors = uncorrectable.saturating_sub(gpu.uncorrectable);
             gpu.uncorrectable = uncorrectable;
             gpu.ecc_failed |= new_errors > 0;
-            let (now, reason) = if new_errors > 0 {
-                (Health::Unhealthy, format!("{new_errors} new uncorrectable ECC error(s)"))
-            } else if !answers {
-                (Health::Unhealthy, "the GPU stopped answering ROCm-SMI".to_string())
-            } else if gpu.ecc_failed {
-                (Health::Unhealthy, String::new())
-            } else {
-                (Health::Healthy, "the GPU answers again".to_string())
-            };
+            let (now, reason) = polled_health(answers, new_errors, gpu.ecc_failed);
             if now != gpu.health {
                 gpu.health = now;
                 events.push(HealthEvent { id: gpu.id.clone(), health: now, reason });
@@ -170,6 +184,17 @@ mod tests {
     fn packed_pci_ids_unpack_to_bus_ids() {
         assert_eq!(bus_id(0xc100), "0000:c1:00.0");
         assert_eq!(bus_id((1 << 32) | (0x03 << 8) | (2 << 3) | 1), "0001:03:02.1");
+    }
+
+    #[test]
+    fn polling_flips_health_and_ecc_failures_stick() {
+        assert_eq!(polled_health(true, 0, false).0, Health::Healthy);
+        assert_eq!(polled_health(false, 0, false).0, Health::Unhealthy);
+        assert_eq!(
+            polled_health(true, 2, true),
+            (Health::Unhealthy, "2 new uncorrectable ECC error(s)".into())
+        );
+        assert_eq!(polled_health(true, 0, true).0, Health::Unhealthy, "memory errors do not heal");
     }
 
     #[test]
