@@ -32,15 +32,20 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// The kubelet's side of registration: accepts v1beta1 and records every request.
+/// The kubelet's side of registration: accepts v1beta1 and records every request (or refuses
+/// all, as a kubelet does whose resource name is taken).
 struct RecordingRegistration {
     seen: mpsc::UnboundedSender<RegisterRequest>,
+    refuse: Option<&'static str>,
 }
 
 #[tonic::async_trait]
 impl Registration for RecordingRegistration {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<Empty>, Status> {
         let request = request.into_inner();
+        if let Some(why) = self.refuse {
+            return Err(Status::already_exists(why));
+        }
         if request.version != "v1beta1" {
             return Err(Status::invalid_argument(format!("unsupported version {}", request.version)));
         }
@@ -58,11 +63,15 @@ struct TestKubelet {
 
 impl TestKubelet {
     fn start(dir: &Path, seen: mpsc::UnboundedSender<RegisterRequest>) -> Self {
+        Self::serve(dir, RecordingRegistration { seen, refuse: None })
+    }
+
+    fn serve(dir: &Path, registration: RecordingRegistration) -> Self {
         let listener = UnixListener::bind(dir.join("kubelet.sock")).expect("kubelet.sock binds");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
-                .add_service(RegistrationServer::new(RecordingRegistration { seen }))
+                .add_service(RegistrationServer::new(registration))
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
                     let _ = stopped.await;
                 })
@@ -280,5 +289,24 @@ async fn plugin_waits_for_a_kubelet_that_is_not_there_yet() {
     assert_eq!(registered.resource_name, "nvidia.com/gpu");
     shutdown.send(()).unwrap();
     within("the plugin to stop", running).await.unwrap().unwrap();
+    kubelet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_stops_with_the_kubelets_reason_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seen, _) = mpsc::unbounded_channel();
+    let why = "resource amd.com/gpu is already registered";
+    let kubelet = TestKubelet::serve(dir.path(), RecordingRegistration { seen, refuse: Some(why) });
+    let fake = FakeBackend::new(FakeBackend::preset("rx7900xtx", 1).unwrap());
+    let mut config = PluginConfig::new("amd.com/gpu", dir.path());
+    config.poll_interval = Duration::from_millis(100);
+    let result =
+        within("the refused plugin to stop", plugin::run(config, Arc::new(fake), std::future::pending()))
+            .await;
+    let error = result.expect_err("a refused registration ends the plugin").to_string();
+    assert!(error.contains("refused to register amd.com/gpu") && error.contains(why), "{error}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["kubelet.sock"], "the plugin removed its own socket");
     kubelet.stop().await;
 }
