@@ -5,8 +5,13 @@ use crate::v1beta1::registration_client::RegistrationClient;
 use crate::v1beta1::{DevicePluginOptions, RegisterRequest, VERSION};
 use hyper_util::rt::TokioIo;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::net::UnixStream;
+use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A kubelet that accepted the connection but does not answer is treated as not there yet.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
@@ -60,9 +65,15 @@ pub async fn register(
         resource_name: resource.to_string(),
         options: Some(options),
     };
-    client
-        .register(request)
-        .await
-        .map_err(|status| RegistrationError::Refused { resource: resource.to_string(), status })?;
-    Ok(())
+    let unreachable =
+        |reason: String| RegistrationError::Connect { path: kubelet_socket.to_path_buf(), reason };
+    match tokio::time::timeout(REGISTER_TIMEOUT, client.register(request)).await {
+        Err(_) => Err(unreachable(format!("no answer within {REGISTER_TIMEOUT:?}"))),
+        Ok(Ok(_)) => Ok(()),
+        // The kubelet going away mid-call is no refusal: the caller tries again.
+        Ok(Err(status)) if matches!(status.code(), Code::Unavailable | Code::Cancelled) => {
+            Err(unreachable(status.to_string()))
+        }
+        Ok(Err(status)) => Err(RegistrationError::Refused { resource: resource.to_string(), status }),
+    }
 }
