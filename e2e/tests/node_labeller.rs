@@ -1,7 +1,8 @@
 //! The node labeller on a real local control plane: a kwok node that starts without GPU labels
 //! gets the `pictor.network/gpu.*` labels of its (fake) GPUs, with the same values the fake node
-//! catalogue uses; they follow the inventory when it changes, go away when the GPUs do, belong
-//! to the `pictor-node-labeller` field manager alone, and leave everyone else's labels be.
+//! catalogue uses; a hand-edited one is put back, they follow the inventory when it changes, go
+//! away when the GPUs do, belong to the `pictor-node-labeller` field manager alone, and leave
+//! everyone else's labels be.
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
@@ -95,7 +96,7 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
         node_name: name.clone(),
         backend: Arc::new(fake.clone()) as Arc<dyn GpuBackend>,
         interval: Duration::from_millis(200),
-        resync: Duration::from_secs(600),
+        resync: Duration::from_secs(2),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(labeller.run(async {
@@ -112,10 +113,13 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     assert_eq!(owned_labels(&labelled), keys);
     eprintln!("labels arrived: {expected:?}");
 
-    // Somebody overwrites one by hand; the labeller does not fight on every round, but the
-    // inventory changing (the box now holds one RTX 4090) brings every label up to date.
+    // Somebody overwrites one by hand: the periodic re-apply puts it back, and leaves theirs be.
     let hand = serde_json::json!({"metadata": {"labels": {"team": "ml", "pictor.network/gpu.count": "99"}}});
     nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&hand)).await.unwrap();
+    let restored = until_labels(&nodes, &name, &expected).await;
+    assert_eq!(restored.metadata.labels.as_ref().unwrap()["team"], "ml");
+
+    // The inventory changes (the box now holds one RTX 4090): every label follows.
     fake.set_inventory(FakeBackend::preset("rtx4090", 1).unwrap());
     let relabelled = until_labels(&nodes, &name, &catalogue_labels(&rtx4090)).await;
     assert_eq!(
