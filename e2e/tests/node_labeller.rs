@@ -1,15 +1,18 @@
-//! The node labeller on a real local control plane: a kwok node that starts without GPU labels
+//! The node labeller on a real local control plane, with the rights the provider's manifest
+//! (device-plugins/deploy/) gives it and nothing more: a kwok node that starts without GPU labels
 //! gets the `pictor.network/gpu.*` labels of its (fake) GPUs, with the same values the fake node
 //! catalogue uses; a hand-edited one is put back, they follow the inventory when it changes, go
 //! away when the GPUs do, belong to the `pictor-node-labeller` field manager alone, and leave
 //! everyone else's labels be.
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
+use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use pictor_device_plugins::labeller::{FIELD_MANAGER, LABEL_PREFIX, NodeLabeller};
 use pictor_device_plugins::{FakeBackend, GpuBackend};
 use pictor_e2e::fake_nodes::{self, GpuModel};
-use pictor_e2e::{ControlPlane, ControlPlaneOptions};
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -71,6 +74,34 @@ fn owned_labels(node: &Node) -> Vec<String> {
     keys
 }
 
+/// Runs kubectl against `cluster` and returns stdout, failing the test with stderr.
+fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let out = cluster.kubectl().args(args).output().expect("kubectl runs");
+    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Installs the DaemonSet manifest a provider applies, and returns a client with exactly the
+/// rights it gives the labeller's ServiceAccount.
+async fn install_manifest(cluster: &Cluster) -> kube::Client {
+    let manifest =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-plugins/deploy/pictor-device-plugins.yaml");
+    kubectl(
+        cluster,
+        &["apply", "--server-side", "--field-manager=pictor-e2e", "-f", manifest.to_str().unwrap()],
+    );
+    let account = "system:serviceaccount:pictor-system:pictor-device-plugins";
+    for (verb, expected) in [("patch", "yes"), ("get", "yes"), ("delete", "no"), ("create", "no")] {
+        let out = cluster.kubectl().args(["auth", "can-i", verb, "nodes", "--as", account]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected, "can the labeller {verb} nodes?");
+    }
+    let token = kubectl(cluster, &["create", "token", "pictor-device-plugins", "-n", "pictor-system"]);
+    let kubeconfig =
+        Kubeconfig::from_yaml(&cluster.kubeconfig_for("pictor-device-plugins", token.trim())).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     let started = Instant::now();
@@ -86,9 +117,23 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     labels.retain(|k, _| !k.starts_with(LABEL_PREFIX));
     labels.insert("team".into(), "render".into());
     plane.add_nodes(member, vec![node]).await.unwrap();
-    let client = member.client().await.unwrap();
-    let nodes: Api<Node> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(member.client().await.unwrap());
     assert!(gpu_labels(&nodes.get(&name).await.unwrap()).is_empty(), "the node starts without GPU labels");
+
+    // The provider's manifest: its DaemonSet wants a pod on the node, its RBAC is all the
+    // labeller below gets.
+    let client = install_manifest(member).await;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(member.client().await.unwrap(), "pictor-system");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ds = daemonsets.get("pictor-device-plugins").await.unwrap();
+        if ds.status.as_ref().is_some_and(|s| s.desired_number_scheduled == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the DaemonSet never wanted a pod on {name}: {:?}", ds.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("manifest installed, DaemonSet wants a pod on {name} ({:?})", started.elapsed());
 
     let fake = FakeBackend::new(FakeBackend::preset("h100", 8).unwrap());
     let labeller = NodeLabeller {
