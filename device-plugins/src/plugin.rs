@@ -310,6 +310,8 @@ impl DevicePlugin for DevicePluginService {
     async fn list_and_watch(&self, _: Request<Empty>) -> Result<Response<Self::ListAndWatchStream>, Status> {
         let mut inventory = self.inventory.clone();
         let mut stop = self.stop.clone();
+        // Each message is the whole list as it is now; changes that land while one is being
+        // sent are folded into the next, which is all the kubelet needs (it keeps only the last).
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             loop {
