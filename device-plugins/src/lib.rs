@@ -1,6 +1,34 @@
 //! Device plugins for every GPU node of a member (DESIGN.md, "Device plugins"): the kubelet
 //! device-plugin API v1beta1 served over a unix socket, NVML and ROCm-SMI backends behind one
 //! trait, and the node labeller that publishes `pictor.network/gpu.*` labels.
-//!
-//! Empty until the device-plugin work lands; the crate holds its place in the workspace.
 #![forbid(unsafe_code)]
+
+pub mod allocation;
+pub mod backend;
+pub mod fake;
+pub mod inventory;
+pub mod labeller;
+pub mod nvml;
+pub mod plugin;
+pub mod registration;
+#[cfg(feature = "rocm")]
+pub mod rocm;
+mod sysfs;
+pub mod topology;
+
+/// The kubelet device-plugin API, generated at build time from `proto/deviceplugin/v1beta1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1beta1 {
+    tonic::include_proto!("v1beta1");
+
+    /// The API version a plugin registers with.
+    pub const VERSION: &str = "v1beta1";
+    /// Where the kubelet looks for plugin sockets and serves its own.
+    pub const DEVICE_PLUGIN_DIR: &str = "/var/lib/kubelet/device-plugins/";
+    /// The kubelet's Registration socket, inside the device-plugin directory.
+    pub const KUBELET_SOCKET: &str = "kubelet.sock";
+}
+
+pub use backend::{BackendError, GpuBackend};
+pub use fake::FakeBackend;
+pub use inventory::{Gpu, GpuInventory, Health, HealthEvent, Vendor};

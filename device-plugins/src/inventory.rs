@@ -1,0 +1,117 @@
+//! What a node's GPUs are, as plain data: every backend produces a [`GpuInventory`], the device
+//! plugin serves it to the kubelet and the node labeller turns it into labels.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Who made the GPUs; decides the resource name and what a container needs to use them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vendor {
+    Nvidia,
+    Amd,
+}
+
+impl Vendor {
+    /// The extended resource the kubelet advertises for this vendor's GPUs.
+    pub fn resource_name(self) -> &'static str {
+        match self {
+            Vendor::Nvidia => "nvidia.com/gpu",
+            Vendor::Amd => "amd.com/gpu",
+        }
+    }
+
+    /// The value of the `pictor.network/gpu.vendor` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Vendor::Nvidia => "nvidia",
+            Vendor::Amd => "amd",
+        }
+    }
+}
+
+impl fmt::Display for Vendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Whether a GPU can take work; the kubelet's words for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Health {
+    #[default]
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    /// As the device-plugin API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "Healthy",
+            Health::Unhealthy => "Unhealthy",
+        }
+    }
+}
+
+/// One GPU as the backend sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gpu {
+    /// The device ID the kubelet sees: the UUID for NVIDIA (`GPU-…`), the PCI bus id for AMD.
+    pub id: String,
+    /// Product name as the driver reports it, e.g. `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+    pub memory_mib: u64,
+    /// PCI bus id in sysfs form, e.g. `0000:17:00.0`.
+    pub pci_bus_id: String,
+    /// The PCIe root complex the GPU hangs under (e.g. `pci0000:16`), when known.
+    #[serde(default)]
+    pub pci_root: Option<String>,
+    #[serde(default)]
+    pub numa_node: Option<i64>,
+    /// IDs of the GPUs this one has a direct NVLink / xGMI link to.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Device nodes only this GPU needs in a container (`/dev/nvidia3`, `/dev/dri/renderD131`).
+    #[serde(default)]
+    pub device_nodes: Vec<PathBuf>,
+    /// CUDA compute capability (`9.0`) or gfx target (`gfx942`).
+    pub compute: String,
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// All GPUs of one vendor on a node, and what they share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuInventory {
+    pub vendor: Vendor,
+    pub driver_version: String,
+    pub gpus: Vec<Gpu>,
+}
+
+impl GpuInventory {
+    /// Device nodes every container with at least one of these GPUs needs.
+    pub fn shared_device_nodes(&self) -> Vec<PathBuf> {
+        let nodes: &[&str] = match self.vendor {
+            Vendor::Nvidia => &["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"],
+            Vendor::Amd => &["/dev/kfd"],
+        };
+        nodes.iter().map(PathBuf::from).collect()
+    }
+
+    pub fn gpu(&self, id: &str) -> Option<&Gpu> {
+        self.gpus.iter().find(|g| g.id == id)
+    }
+}
+
+/// A GPU's health changed (a critical XID or an ECC error, or it recovered).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthEvent {
+    pub id: String,
+    pub health: Health,
+    /// Why, for the log: `XID 79`, `double-bit ECC error`, …
+    pub reason: String,
+}
