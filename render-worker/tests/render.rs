@@ -417,3 +417,77 @@ fn a_missing_scene_or_original_is_named_in_the_error() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("PNG, OPEN_EXR, JPEG, TIFF"));
 }
+
+/// Deleting the pod sends SIGTERM: the worker stops at once, says why, and takes Blender down
+/// with it instead of leaving it rendering for nobody.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_worker_and_its_blender() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("blender.pid");
+    let fake_blender = dir.path().join("blender");
+    std::fs::write(&fake_blender, "#!/bin/sh\necho $$ > \"$PICTOR_TEST_PID_FILE\"\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&fake_blender, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let scene = dir.path().join("scene.blend");
+    std::fs::write(&scene, "a scene").unwrap();
+    let result_file = dir.path().join("result.json");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_pictor-render-worker"))
+        .args([
+            "render",
+            "--scene",
+            scene.to_str().unwrap(),
+            "--first",
+            "1",
+            "--last",
+            "1",
+            "--device",
+            "cpu",
+        ])
+        .args(["--output", dir.path().join("out").to_str().unwrap()])
+        .args(["--blender", fake_blender.to_str().unwrap(), "--result-file", result_file.to_str().unwrap()])
+        .env("PICTOR_TEST_PID_FILE", &pid_file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let blender_pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().filter(|p| p.ends_with('\n')) {
+            break pid.trim().to_string();
+        }
+        assert!(Instant::now() < deadline, "the fake Blender never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let sent = std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!("the worker ignored SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Blender is gone (or a zombie waiting for its new parent to reap it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{blender_pid}/stat")).unwrap_or_default();
+        let running = stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'));
+        if !running {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = std::process::Command::new("kill").args(["-KILL", &blender_pid]).status();
+            panic!("Blender (pid {blender_pid}) outlived the worker");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!status.success());
+    let failure: Value = serde_json::from_str(&std::fs::read_to_string(&result_file).unwrap()).unwrap();
+    assert!(failure["error"].as_str().unwrap().contains("SIGTERM"), "{failure}");
+}

@@ -154,6 +154,20 @@ async fn verify(args: VerifyArgs) -> Result<String, String> {
     Ok(message)
 }
 
+/// Waits for SIGTERM (pod deletion) or SIGINT and names it.
+async fn termination_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -168,9 +182,17 @@ async fn main() -> ExitCode {
         Command::Render(args) => args.common.result_file.clone(),
         Command::Verify(args) => args.common.result_file.clone(),
     };
-    let outcome = match cli.command {
-        Command::Render(args) => render(args).await,
-        Command::Verify(args) => verify(args).await,
+    let work = async {
+        match cli.command {
+            Command::Render(args) => render(args).await,
+            Command::Verify(args) => verify(args).await,
+        }
+    };
+    // As a container's PID 1 the worker gets no default signal handling: without this, a
+    // deleted pod would wait out its grace period. Dropping the work kills Blender with it.
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        signal = termination_signal() => Err(format!("stopped by {signal} before the work was done")),
     };
     match outcome {
         Ok(message) => match termination::write_result_file(&result_file, &message) {
