@@ -383,6 +383,24 @@ mod tests {
     }
 
     #[test]
+    fn stores_are_built_from_their_own_settings_only() {
+        let error =
+            StorageObject::open("az://frames/job/frame_000001.png", &StorageSettings::default()).unwrap_err();
+        assert!(matches!(error, StorageError::Open { .. }), "{error}");
+        assert!(error.to_string().contains("az://frames/job/frame_000001.png"), "{error}");
+        let settings = StorageSettings::from_pairs([
+            ("AZURE_STORAGE_ACCOUNT_NAME", "pictor"),
+            ("AZURE_STORAGE_ACCOUNT_KEY", "a2V5"),
+            ("AWS_ENDPOINT_URL", "http://not-for-azure"),
+        ])
+        .unwrap();
+        let object = StorageObject::open("az://frames/job/frame_000001.png", &settings).unwrap();
+        assert_eq!(object.url(), "az://frames/job/frame_000001.png");
+        StorageObject::open("https://cdn.example.net/scenes/a.blend", &settings).unwrap();
+        StorageObject::open("gs://scenes/a.blend", &settings).unwrap();
+    }
+
+    #[test]
     fn unknown_setting_names_are_refused() {
         assert_eq!(
             StorageSettings::from_pairs([("AWS_ENDPOINT", "x"), ("S3_KEY", "y")]),

@@ -491,3 +491,61 @@ fn sigterm_stops_the_worker_and_its_blender() {
     let failure: Value = serde_json::from_str(&std::fs::read_to_string(&result_file).unwrap()).unwrap();
     assert!(failure["error"].as_str().unwrap().contains("SIGTERM"), "{failure}");
 }
+
+#[test]
+fn a_scene_over_http_renders_to_open_exr_and_verifies() {
+    let Some(blender) = blender() else { return };
+    let scene = scene(&blender);
+    let Some(server) = fixtures::HttpFolderServer::start(scene.parent().unwrap()) else { return };
+    let scene_url = format!("{}/{}", server.url, scene.file_name().unwrap().to_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("exr");
+    let result_file = dir.path().join("result.json");
+    let blender = blender.to_str().unwrap();
+    let result = result_file.to_str().unwrap();
+    let run = run_worker(
+        &[
+            "render",
+            "--scene",
+            &scene_url,
+            "--first",
+            "5",
+            "--last",
+            "5",
+            "--output",
+            output.to_str().unwrap(),
+            "--format",
+            "OPEN_EXR",
+            "--blender",
+            blender,
+            "--result-file",
+            result,
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "render from http failed");
+    let frame = output.join("frame_000005.exr");
+    assert_eq!(
+        stdout_json(&run)["frames"][0]["sha256"].as_str().unwrap(),
+        sha256(&std::fs::read(&frame).unwrap())
+    );
+
+    let run = run_worker(
+        &[
+            "verify",
+            "--scene",
+            &scene_url,
+            "--frame",
+            "5",
+            "--original",
+            frame.to_str().unwrap(),
+            "--blender",
+            blender,
+            "--result-file",
+            result,
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "verify failed");
+    assert_eq!(stdout_json(&run)["passed"], true);
+}
