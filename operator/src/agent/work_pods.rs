@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use pictor_crds::v1alpha1::{CONDITION_READY, WorkUnit, WorkUnitPhase, WorkUnitStatus};
+use pictor_crds::v1alpha1::{CONDITION_READY, OutputObject, WorkUnit, WorkUnitPhase, WorkUnitStatus};
 use std::collections::{BTreeMap, HashMap};
 
 /// Condition recording a result that arrived after the hub had given the unit up as Lost.
@@ -237,6 +237,17 @@ pub fn observed_status(unit: &WorkUnit, pods: &[&Pod], now: &Time) -> WorkUnitSt
         Vec::new()
     };
 
+    let outputs: Vec<OutputObject> = if terminal {
+        ordered
+            .iter()
+            .flatten()
+            .filter_map(|p| terminated(p)?.message.as_deref())
+            .flat_map(reported_outputs)
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     let mut status = current.clone();
     if current.phase == Some(WorkUnitPhase::Lost) {
         if terminal {
@@ -264,6 +275,7 @@ pub fn observed_status(unit: &WorkUnit, pods: &[&Pod], now: &Time) -> WorkUnitSt
     status.completion_time = completion_time;
     status.gpu_seconds = gpu_seconds;
     status.exit_codes = exit_codes;
+    status.outputs = outputs;
     status.message = message;
     status.observed_generation = unit.metadata.generation;
     let ready = matches!(phase, WorkUnitPhase::Running | WorkUnitPhase::Succeeded);
@@ -276,6 +288,22 @@ pub fn observed_status(unit: &WorkUnit, pods: &[&Pod], now: &Time) -> WorkUnitSt
     };
     set_condition(&mut status.conditions, observation, unit.metadata.generation, now.clone());
     status
+}
+
+/// The objects a worker reported in its termination message: the render worker's
+/// `{"frames":[{"url","sha256"}]}`, or `{"manifest":{"url","sha256"}}` when the list did not fit.
+pub fn reported_outputs(message: &str) -> Vec<OutputObject> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        #[serde(default)]
+        frames: serde_json::Value,
+        manifest: Option<OutputObject>,
+    }
+    let Ok(report) = serde_json::from_str::<Report>(message) else { return Vec::new() };
+    if let Some(manifest) = report.manifest {
+        return vec![manifest];
+    }
+    serde_json::from_value::<Vec<OutputObject>>(report.frames).unwrap_or_default()
 }
 
 /// Whether two statuses differ in what the agent reports (times of conditions aside).
@@ -491,6 +519,18 @@ mod tests {
         assert_eq!(status.exit_codes, [0, 0]);
         assert_eq!(status.gpu_seconds, 2 * 10 + 2 * 10);
         assert_eq!(status.conditions[0].status, "True");
+    }
+
+    #[test]
+    fn the_render_workers_report_becomes_the_units_outputs() {
+        let frames = r#"{"frames":[{"frame":1,"url":"s3://o/frame_000001.png","sha256":"ab"}],"device":"CPU","renderSeconds":3.5}"#;
+        assert_eq!(
+            reported_outputs(frames),
+            [OutputObject { url: "s3://o/frame_000001.png".into(), sha256: "ab".into() }]
+        );
+        let manifest = r#"{"manifest":{"url":"s3://o/manifest_1_99.json","sha256":"cd"},"frames":99}"#;
+        assert_eq!(reported_outputs(manifest)[0].url, "s3://o/manifest_1_99.json");
+        assert!(reported_outputs("killed").is_empty());
     }
 
     #[test]
