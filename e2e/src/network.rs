@@ -68,11 +68,12 @@ pub fn start_agent(
     ManagedProcess::spawn(&format!("{}-agent", member.name), &agent, &args, plane.run_dir())
 }
 
-/// Starts the hub operator.
+/// Starts the hub operator; `extra` are more of its flags.
 pub fn start_operator(
     plane: &ControlPlane,
     grace_seconds: u64,
     fake_run_seconds: Option<u32>,
+    extra: &[&str],
 ) -> std::io::Result<ManagedProcess> {
     let operator = workspace_binary("pictor-operator", "pictor-operator");
     let mut args = vec![
@@ -82,6 +83,7 @@ pub fn start_operator(
     if let Some(seconds) = fake_run_seconds {
         args.push(format!("--fake-run-seconds={seconds}"));
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     ManagedProcess::spawn("hub-pictor-operator", &operator, &args, plane.run_dir())
 }
 

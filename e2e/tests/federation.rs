@@ -67,7 +67,7 @@ async fn members_join_run_units_and_leave() {
         .await
         .unwrap();
 
-    let _operator = network::start_operator(&plane, GRACE_SECONDS, None).unwrap();
+    let _operator = network::start_operator(&plane, GRACE_SECONDS, None, &[]).unwrap();
 
     let kubeconfig_of = |m: &Cluster| network::agent_kubeconfig_path(&plane, m);
     member_add(&plane.hub, &a.name, "0xa11ce", &kubeconfig_of(a));

@@ -61,7 +61,13 @@ async fn render_and_training_jobs_run_across_members() {
         .add_nodes(b, fake_nodes::fleet(&b.name, &[(model("mi300x"), 1), (model("rx7900xtx"), 2)]))
         .await
         .unwrap();
-    let _operator = network::start_operator(&plane, GRACE_SECONDS, Some(RUN_SECONDS)).unwrap();
+    let _operator = network::start_operator(
+        &plane,
+        GRACE_SECONDS,
+        Some(RUN_SECONDS),
+        &["--fake-mismatch-member=member-a"],
+    )
+    .unwrap();
     let prices = [
         "NVIDIA-H100-80GB-HBM3=90000000",
         "NVIDIA-GeForce-RTX-4090=40000000",
@@ -278,5 +284,70 @@ async fn render_and_training_jobs_run_across_members() {
         (job_gone && units.items.is_empty() && pods_a + pods_b == 0).then_some(())
     })
     .await;
+    // Verification: every chunk is rendered again by another member; member A's output does not
+    // reproduce (the operator's fake-verification switch), so A's chunks are rejected, rendered
+    // again elsewhere, and count against A's reputation.
+    let mut checked = render_job("checked", 40, serde_json::json!({}), serde_json::json!({}));
+    checked.spec.verification_percent = 100;
+    let checked = render_jobs.create(&PostParams::default(), &checked).await.unwrap();
+    let checked_uid = checked.metadata.uid.unwrap();
+    eventually("checked Succeeded after verification", Duration::from_secs(150), || async {
+        (render_jobs.get("checked").await.ok()?.status?.phase == Some(RenderJobPhase::Succeeded))
+            .then_some(())
+    })
+    .await;
+    let units = all_units
+        .list(&ListParams::default().labels(&format!("pictor.network/job-uid={checked_uid}")))
+        .await
+        .unwrap()
+        .items;
+    let rejected: Vec<_> = units
+        .iter()
+        .filter(|u| {
+            u.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get("pictor.network/verdict").is_some_and(|v| v == "mismatch"))
+        })
+        .collect();
+    let verifications = units
+        .iter()
+        .filter(|u| u.metadata.labels.as_ref().is_some_and(|l| l.contains_key("pictor.network/verifies")))
+        .count();
+    assert!(verifications >= 4, "every chunk verified: {verifications}");
+    assert!(rejected.iter().all(|u| u.metadata.namespace.as_deref() == Some("pictor-member-member-a")));
+    let chunks = units_by_chunk(
+        &units
+            .iter()
+            .filter(|u| !u.metadata.labels.as_ref().unwrap().contains_key("pictor.network/verifies"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        &checked_uid,
+    );
+    for (chunk, attempts) in &chunks {
+        let accepted = attempts
+            .iter()
+            .filter(|u| {
+                phase_of(u) == Some(WorkUnitPhase::Succeeded)
+                    && !rejected.iter().any(|r| r.metadata.name == u.metadata.name)
+            })
+            .count();
+        assert_eq!(accepted, 1, "chunk {chunk} accepted once");
+    }
+    if !rejected.is_empty() {
+        let clusters: Api<pictor_crds::v1alpha1::GpuCluster> = Api::all(hub.clone());
+        let mismatches =
+            eventually("A's reputation shows the mismatches", Duration::from_secs(30), || async {
+                let r = clusters.get("member-a").await.ok()?.status?.reputation?;
+                (r.verification_mismatches >= rejected.len() as i64).then_some(r.verification_mismatches)
+            })
+            .await;
+        eprintln!(
+            "{} chunks of member A rejected by verification; reputation records {mismatches}",
+            rejected.len()
+        );
+    }
+    assert!(!rejected.is_empty(), "some chunk was first rendered on member A (the cheapest) and rejected");
+
     eprintln!("jobs e2e wall time {:?}", started.elapsed());
 }

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::{reflector, watcher};
 use kube::{Resource, ResourceExt};
-use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, WorkUnit, WorkUnitPhase};
+use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, Reputation, WorkUnit, WorkUnitPhase};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +112,27 @@ pub fn units_to_lose<'a>(units: impl IntoIterator<Item = &'a WorkUnit>) -> Vec<&
         .collect()
 }
 
+/// A member's record from the units in its namespace: succeeded, failed or lost, and outputs
+/// another provider could not reproduce.
+pub fn reputation<'a>(units: impl IntoIterator<Item = &'a WorkUnit>) -> Reputation {
+    let mut record = Reputation::default();
+    for unit in units {
+        let mismatch = unit
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::render_job::plan::VERDICT))
+            .is_some_and(|v| v == crate::render_job::plan::MISMATCH);
+        match unit.status.as_ref().and_then(|s| s.phase) {
+            _ if mismatch => record.verification_mismatches += 1,
+            Some(WorkUnitPhase::Succeeded) => record.units_succeeded += 1,
+            Some(WorkUnitPhase::Failed | WorkUnitPhase::Lost) => record.units_failed += 1,
+            _ => {}
+        }
+    }
+    record
+}
+
 /// Why a reconcile failed; every variant is retried with a backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum MemberHealthError {
@@ -182,10 +203,18 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
         message: verdict.message.clone(),
     };
     set_condition(&mut conditions, observation, cluster.meta().generation, now.clone());
+    let units_here: Vec<_> = ctx
+        .index
+        .units
+        .state()
+        .into_iter()
+        .filter(|u| u.namespace().as_deref() == Some(namespace.as_str()))
+        .collect();
+    let reputation = reputation(units_here.iter().map(|u| u.as_ref()));
     let body = serde_json::json!({
         "apiVersion": "pictor.network/v1alpha1",
         "kind": "GpuCluster",
-        "status": {"lastHeartbeat": verdict.last_heartbeat, "conditions": conditions,
+        "status": {"lastHeartbeat": verdict.last_heartbeat, "conditions": conditions, "reputation": reputation,
                    "observedGeneration": cluster.meta().generation},
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -319,5 +348,10 @@ mod tests {
         ];
         let lost: Vec<_> = units_to_lose(&units).into_iter().map(|u| u.name_any()).collect();
         assert_eq!(lost, ["none", "Pending", "Running"]);
+        let mut rejected = unit(Some("Succeeded"));
+        rejected.metadata.labels =
+            Some([("pictor.network/verdict".to_string(), "mismatch".to_string())].into());
+        let record = reputation(units.iter().chain([&rejected]));
+        assert_eq!((record.units_succeeded, record.units_failed, record.verification_mismatches), (1, 2, 1));
     }
 }

@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The hub's operator, then each member joins with `pictor member add` and runs its agent with
     // nothing but the kubeconfig that command printed.
-    let mut processes = vec![network::start_operator(&plane, 30, Some(5))?];
+    let mut processes = vec![network::start_operator(&plane, 30, Some(5), &[])?];
     for (member, payout) in plane.members.iter().zip(["0xa11ce", "0xb0b"]) {
         let agent_kubeconfig = network::agent_kubeconfig_path(&plane, member);
         println!(

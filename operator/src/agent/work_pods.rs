@@ -202,7 +202,9 @@ pub fn observed_status(unit: &WorkUnit, pods: &[&Pod], now: &Time) -> WorkUnitSt
                 Some(format!("pod {} failed: {reason}", failed.metadata.name.as_deref().unwrap_or(""))),
             )
         } else if all_present && !phases.is_empty() && phases.iter().all(|p| *p == "Succeeded") {
-            (WorkUnitPhase::Succeeded, None)
+            // The worker's own result (a verification verdict, say) is what the hub reads next.
+            let result = ordered.iter().flatten().find_map(|p| terminated(p)?.message.clone());
+            (WorkUnitPhase::Succeeded, result.map(|m| m.chars().take(2048).collect()))
         } else if current.phase == Some(WorkUnitPhase::Running) && !all_present {
             (WorkUnitPhase::Failed, Some("a pod of the unit disappeared from the member while it ran".into()))
         } else if phases.iter().any(|p| *p == "Running" || *p == "Succeeded") {

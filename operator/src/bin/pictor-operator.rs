@@ -26,6 +26,9 @@ struct Args {
     /// Local networks on kwok only: unit pods "run" this many seconds (kwok completes them).
     #[arg(long)]
     fake_run_seconds: Option<u32>,
+    /// Local networks on kwok only: verification of this member's renders reports a mismatch.
+    #[arg(long, requires = "fake_run_seconds")]
+    fake_mismatch_member: Option<String>,
 }
 
 #[tokio::main]
@@ -52,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
         default_image: args.render_image,
         max_in_flight: args.max_units_in_flight,
         fake_run_seconds: args.fake_run_seconds,
+        fake_mismatch_member: args.fake_mismatch_member,
     };
     tokio::join!(
         member_health::run(client.clone(), index.clone(), link, grace),

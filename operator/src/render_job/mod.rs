@@ -92,6 +92,17 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     for (ns, name) in &plan.delete {
         delete_unit(&ctx.client, ns, name).await?;
     }
+    for (ns, name) in &plan.mark_mismatch {
+        // A label, not status: the member's agent owns the unit's status. The label keeps the
+        // rejection on record for the member's reputation and for billing.
+        let body = serde_json::json!({"metadata": {"labels": {plan::VERDICT: plan::MISMATCH}}});
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        Api::<WorkUnit>::namespaced(ctx.client.clone(), ns)
+            .patch(name, &params, &Patch::Merge(&body))
+            .await
+            .map_err(hub(format!("mark {ns}/{name} as a verification mismatch")))?;
+        tracing::warn!(job = %job.name_any(), unit = %name, member = ?crate::labels::member_of_namespace(ns), "verification mismatch: output rejected");
+    }
 
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut status = plan.status;

@@ -16,6 +16,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// A member that failed this many units of one job takes no more of it (as Flamenco does).
 pub const JOB_BLOCKLIST_FAILURES: usize = 3;
 
+/// Label on a verification unit: the name of the unit whose output it checks.
+pub const VERIFIES: &str = "pictor.network/verifies";
+/// Label the controller puts on a unit whose output failed verification.
+pub const VERDICT: &str = "pictor.network/verdict";
+/// Value of [`VERDICT`] for output that a second provider could not reproduce.
+pub const MISMATCH: &str = "mismatch";
+/// Verification renders tried on other members before a chunk is accepted unverified.
+pub const VERIFY_ATTEMPTS: usize = 3;
+
 /// GPU-seconds assumed for a chunk before any has finished, to keep a job inside its budget.
 pub const FIRST_CHUNK_ESTIMATE_SECONDS: i64 = 600;
 
@@ -56,6 +65,9 @@ pub struct RenderSettings {
     pub max_in_flight: usize,
     /// For local networks on kwok: pods "run" this long (annotation kwok acts on).
     pub fake_run_seconds: Option<u32>,
+    /// For local networks on kwok: verification of this member's output reports a mismatch
+    /// (every other verification passes), to exercise the mismatch path.
+    pub fake_mismatch_member: Option<String>,
 }
 
 /// What the controller does for one job.
@@ -65,6 +77,8 @@ pub struct RenderPlan {
     pub create: Vec<WorkUnit>,
     /// Units to delete (namespace, name).
     pub delete: Vec<(String, String)>,
+    /// Units whose output failed verification, to be labelled [`VERDICT`]=[`MISMATCH`].
+    pub mark_mismatch: Vec<(String, String)>,
     /// The job's status (conditions are merged by the caller).
     pub status: RenderJobStatus,
     /// Ready condition: status, reason, message.
@@ -106,21 +120,64 @@ pub fn plan(
     sorted.sort_by_key(|u| {
         (u.status.as_ref().and_then(|s| s.completion_time.clone()).map(|t| t.0), u.metadata.name.clone())
     });
+    let mut verifications: HashMap<&str, Vec<&WorkUnit>> = HashMap::new();
     for unit in sorted {
-        let Some(index) =
-            unit.metadata.labels.as_ref().and_then(|l| l.get(CHUNK)).and_then(|c| c.parse().ok())
-        else {
+        let labels = unit.metadata.labels.as_ref();
+        if let Some(checked) = labels.and_then(|l| l.get(VERIFIES)) {
+            verifications.entry(checked.as_str()).or_default().push(unit);
             continue;
-        };
+        }
+        let Some(index) = labels.and_then(|l| l.get(CHUNK)).and_then(|c| c.parse().ok()) else { continue };
         let state = states.entry(index).or_default();
         state.attempts = state.attempts.max(unit.spec.attempt);
+        let mismatched = labels.and_then(|l| l.get(VERDICT)).is_some_and(|v| v == MISMATCH);
         match phase(unit) {
+            Some(WorkUnitPhase::Succeeded) if mismatched => state.failures.push(unit),
             Some(WorkUnitPhase::Succeeded) if state.accepted.is_none() => state.accepted = Some(unit),
             Some(WorkUnitPhase::Succeeded) => {}
             Some(WorkUnitPhase::Failed | WorkUnitPhase::Lost) => state.failures.push(unit),
             _ => state.active.push(unit),
         }
     }
+    // Verification: a sampled chunk's output is accepted once another member reproduced it.
+    let mut out = RenderPlan::default();
+    let job_uid = job.metadata.uid.clone().unwrap_or_default();
+    let mut unverified: Vec<(&Chunk, &WorkUnit)> = Vec::new();
+    let mut verify_cost = 0;
+    for chunk in &all_chunks {
+        let Some(state) = states.get_mut(&chunk.index) else { continue };
+        let Some(accepted) = state.accepted else { continue };
+        if !sampled(&job_uid, chunk.index, spec.verification_percent) {
+            continue;
+        }
+        let checks = verifications
+            .get(accepted.metadata.name.as_deref().unwrap_or_default())
+            .cloned()
+            .unwrap_or_default();
+        verify_cost += checks
+            .iter()
+            .filter(|u| phase(u) == Some(WorkUnitPhase::Succeeded))
+            .map(|u| unit_cost(u))
+            .sum::<i64>();
+        match verification_outcome(&checks) {
+            Verification::Passed | Verification::GaveUp => {}
+            Verification::Mismatch => {
+                out.mark_mismatch.push((
+                    accepted.metadata.namespace.clone().unwrap_or_default(),
+                    accepted.metadata.name.clone().unwrap_or_default(),
+                ));
+                state.accepted = None;
+                state.failures.push(accepted);
+            }
+            Verification::Running => unverified.push((chunk, accepted)),
+            Verification::Needed => {
+                unverified.push((chunk, accepted));
+                out.create
+                    .extend(verification_unit(job, chunk, accepted, &checks, members, claims, settings));
+            }
+        }
+    }
+
     let mut failures_by_member: HashMap<String, usize> = HashMap::new();
     for state in states.values() {
         for unit in &state.failures {
@@ -133,9 +190,8 @@ pub fn plan(
         .map(|(m, _)| m.clone())
         .collect();
 
-    let mut out = RenderPlan::default();
     let done_units: Vec<&WorkUnit> = states.values().filter_map(|s| s.accepted).collect();
-    let cost: i64 = done_units.iter().map(|u| unit_cost(u)).sum();
+    let cost: i64 = done_units.iter().map(|u| unit_cost(u)).sum::<i64>() + verify_cost;
     let failed_for_good: Vec<&Chunk> = all_chunks
         .iter()
         .filter(|c| {
@@ -237,6 +293,8 @@ pub fn plan(
         RenderJobPhase::Cancelled
     } else if !failed_for_good.is_empty() {
         RenderJobPhase::Failed
+    } else if done == total && !unverified.is_empty() {
+        RenderJobPhase::Verifying
     } else if done == total {
         RenderJobPhase::Succeeded
     } else if units.is_empty() && out.create.is_empty() {
@@ -266,6 +324,11 @@ pub fn plan(
         .collect();
     out.ready = match phase {
         RenderJobPhase::Succeeded => (true, "Succeeded", format!("all {total} frames rendered")),
+        RenderJobPhase::Verifying => (
+            true,
+            "Verifying",
+            format!("all {total} frames rendered; {} sampled chunks await verification", unverified.len()),
+        ),
         RenderJobPhase::Cancelled => (false, "Cancelled", "spec.suspend is true: no chunk runs".into()),
         RenderJobPhase::Failed => (
             false,
@@ -306,6 +369,127 @@ pub fn plan(
         conditions: job.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
     };
     out
+}
+
+/// Whether a chunk is in the job's verification sample: a stable hash of the job and the chunk,
+/// so the sample does not move between reconciles.
+pub fn sampled(job_uid: &str, index: i64, percent: i64) -> bool {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in job_uid.bytes().chain(index.to_le_bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % 100) < percent.clamp(0, 100) as u64
+}
+
+/// Where the verification of one chunk's output stands.
+#[derive(Debug, PartialEq, Eq)]
+enum Verification {
+    /// A second render agreed.
+    Passed,
+    /// A second render disagreed: the output is rejected.
+    Mismatch,
+    /// A verification unit is running.
+    Running,
+    /// No verification unit runs and the output is not judged yet.
+    Needed,
+    /// Verification renders kept failing: the chunk is accepted unverified.
+    GaveUp,
+}
+
+/// The verdict a verification unit reported: `Some(passed)` from the worker's JSON result.
+fn verdict(unit: &WorkUnit) -> Option<bool> {
+    let message = unit.status.as_ref()?.message.as_deref()?;
+    serde_json::from_str::<serde_json::Value>(message).ok()?.get("passed")?.as_bool()
+}
+
+fn verification_outcome(checks: &[&WorkUnit]) -> Verification {
+    let succeeded: Vec<_> = checks.iter().filter(|u| phase(u) == Some(WorkUnitPhase::Succeeded)).collect();
+    if succeeded.iter().any(|u| verdict(u) == Some(false)) {
+        return Verification::Mismatch;
+    }
+    if succeeded.iter().any(|u| verdict(u) == Some(true)) {
+        return Verification::Passed;
+    }
+    if checks.iter().any(|u| matches!(phase(u), None | Some(WorkUnitPhase::Pending | WorkUnitPhase::Running)))
+    {
+        return Verification::Running;
+    }
+    // Every check failed, was lost or gave no verdict.
+    if checks.len() >= VERIFY_ATTEMPTS { Verification::GaveUp } else { Verification::Needed }
+}
+
+/// File name extension the render worker gives a format.
+fn extension(format: pictor_crds::v1alpha1::ImageFormat) -> &'static str {
+    use pictor_crds::v1alpha1::ImageFormat;
+    match format {
+        ImageFormat::Png => "png",
+        ImageFormat::OpenExr => "exr",
+        ImageFormat::Jpeg => "jpg",
+        ImageFormat::Tiff => "tif",
+    }
+}
+
+/// A unit that renders the chunk's first frame again on another member and compares it with
+/// the accepted output.
+fn verification_unit(
+    job: &RenderJob,
+    chunk: &Chunk,
+    accepted: &WorkUnit,
+    earlier: &[&WorkUnit],
+    members: &[&GpuCluster],
+    claims: &mut Claims,
+    settings: &RenderSettings,
+) -> Option<WorkUnit> {
+    let spec = &job.spec;
+    let renderer = member_of(accepted);
+    let mut excluded: Vec<String> = earlier.iter().map(|u| member_of(u)).collect();
+    excluded.push(renderer.clone());
+    let need = Need { gpu: &spec.gpu, pods: 1, budget: &spec.budget, tier: spec.tier, excluded: &excluded };
+    let placement = placement::place(&need, members, claims).ok()?;
+    *claims.entry((placement.member.clone(), placement.model.clone())).or_default() += spec.gpu.count;
+    let accepted_name = accepted.metadata.name.clone().unwrap_or_default();
+    let original = format!(
+        "{}/frame_{:06}.{}",
+        spec.output.location.trim_end_matches('/'),
+        chunk.first,
+        extension(spec.output.format)
+    );
+    let mut pod = render_pod(job, chunk, placement.vendor, settings);
+    let format = pod.args.iter().find_map(|a| a.strip_prefix("--format=")).unwrap_or("PNG").to_string();
+    let engine = pod.args.iter().find_map(|a| a.strip_prefix("--engine=")).unwrap_or("Cycles").to_string();
+    pod.name = "verify".into();
+    pod.command = vec!["pictor-render-worker".into(), "verify".into()];
+    pod.args = vec![
+        format!("--scene={}", spec.scene),
+        format!("--frame={}", chunk.first),
+        format!("--original={original}"),
+        format!("--format={format}"),
+        format!("--engine={engine}"),
+    ];
+    if settings.fake_run_seconds.is_some() {
+        let passed = settings.fake_mismatch_member.as_deref() != Some(renderer.as_str());
+        let psnr = if passed { 100.0 } else { 12.5 };
+        pod.annotations.insert(
+            "pictor.network/fake-result".into(),
+            serde_json::json!({"frame": chunk.first, "psnrDb": psnr, "passed": passed}).to_string(),
+        );
+    }
+    let attempt = earlier.len() as i64 + 1;
+    Some(work_units::work_unit(UnitDraft {
+        name: work_units::unit_name(&accepted_name, &format!("v{attempt}")),
+        job: work_units::job_reference(
+            JobKind::RenderJob,
+            job.metadata.namespace.as_deref().unwrap_or_default(),
+            job.metadata.name.as_deref().unwrap_or_default(),
+            job.metadata.uid.as_deref().unwrap_or_default(),
+        ),
+        placement,
+        pods: vec![pod],
+        frames: chunk.first.to_string(),
+        attempt,
+        labels: BTreeMap::from([(VERIFIES.to_string(), accepted_name)]),
+        rendezvous_port: None,
+    }))
 }
 
 fn phase_or_pending(unit: &WorkUnit) -> WorkUnitPhase {

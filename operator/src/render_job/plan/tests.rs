@@ -43,6 +43,7 @@ fn settings() -> RenderSettings {
         default_image: "pictor/render-worker:dev".into(),
         max_in_flight: 100,
         fake_run_seconds: Some(3),
+        fake_mismatch_member: None,
     }
 }
 
@@ -180,4 +181,77 @@ fn in_flight_units_are_bounded() {
     let s = RenderSettings { max_in_flight: 25, ..settings() };
     let p = plan(&j, &units, &ms, &mut Claims::new(), &s);
     assert_eq!(p.create.len(), 25, "100,000 frames do not mean 10,000 objects at once");
+}
+
+fn verify_unit(checked: &str, member: &str, attempt: i64, phase: &str, passed: Option<bool>) -> WorkUnit {
+    let mut u = json!({"apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
+        "metadata": {"name": format!("{checked}-v{attempt}"), "namespace": format!("pictor-member-{member}"),
+                     "labels": {"pictor.network/verifies": checked, "pictor.network/job-uid": "job-uid"}},
+        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "art", "name": "shot", "uid": "job-uid"},
+                 "pods": [{"name": "verify", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
+                 "agreedPricePerGpuHour": 3600, "attempt": attempt},
+        "status": {"phase": phase, "gpuSeconds": 2}});
+    if let Some(p) = passed {
+        u["status"]["message"] = json!(json!({"passed": p, "psnrDb": 40.0}).to_string());
+    }
+    serde_json::from_value(u).unwrap()
+}
+
+#[test]
+fn the_sample_is_stable_and_near_its_share() {
+    let picked = (0..1000).filter(|i| sampled("job-uid", *i, 10)).count();
+    assert!((60..=140).contains(&picked), "{picked} of 1000 at 10%");
+    assert_eq!(sampled("job-uid", 7, 10), sampled("job-uid", 7, 10));
+    assert!((0..100).all(|i| sampled("x", i, 100)) && (0..100).all(|i| !sampled("x", i, 0)));
+}
+
+#[test]
+fn a_rendered_chunk_is_verified_on_another_member_before_the_job_succeeds() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
+    let all = job(10, json!({"verificationPercent": 100}));
+    let rendered = unit(0, 1, "a", Some("Succeeded"), 10);
+    let p = run(&all, std::slice::from_ref(&rendered), &members);
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Verifying));
+    assert_eq!(p.create.len(), 1);
+    let check = &p.create[0];
+    assert_eq!(
+        check.metadata.namespace.as_deref(),
+        Some("pictor-member-b"),
+        "never the member that rendered it"
+    );
+    assert_eq!(check.metadata.labels.as_ref().unwrap()[VERIFIES], "shot-00000-1");
+    assert_eq!(check.spec.pods[0].command, ["pictor-render-worker", "verify"]);
+    assert!(
+        check.spec.pods[0].args.contains(&"--original=s3://out/a/frame_000001.png".to_string()),
+        "{:?}",
+        check.spec.pods[0].args
+    );
+
+    let passed = run(
+        &all,
+        &[rendered.clone(), verify_unit("shot-00000-1", "b", 1, "Succeeded", Some(true))],
+        &members,
+    );
+    assert_eq!(passed.status.phase, Some(RenderJobPhase::Succeeded));
+    assert_eq!(passed.status.cost_octas, 10 + 2, "the verification render is paid too");
+}
+
+#[test]
+fn a_mismatch_rejects_the_output_and_renders_the_chunk_again_elsewhere() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
+    let all = job(10, json!({"verificationPercent": 100}));
+    let units = [
+        unit(0, 1, "a", Some("Succeeded"), 10),
+        verify_unit("shot-00000-1", "b", 1, "Succeeded", Some(false)),
+    ];
+    let p = run(&all, &units, &members);
+    assert_eq!(p.mark_mismatch, [("pictor-member-a".to_string(), "shot-00000-1".to_string())]);
+    assert_eq!(p.status.cost_octas, 2, "rejected output is not paid");
+    let again = p
+        .create
+        .iter()
+        .find(|u| u.metadata.labels.as_ref().unwrap().contains_key(CHUNK))
+        .expect("the chunk again");
+    assert_eq!((again.metadata.namespace.as_deref(), again.spec.attempt), (Some("pictor-member-b"), 2));
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Rendering));
 }
