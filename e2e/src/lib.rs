@@ -14,6 +14,6 @@ mod kubeconfig;
 mod process;
 
 pub use binaries::{Binaries, BinariesError};
-pub use control_plane::{Cluster, ControlPlane, ControlPlaneError, ControlPlaneOptions};
+pub use control_plane::{Cluster, ComponentFlags, ControlPlane, ControlPlaneError, ControlPlaneOptions};
 pub use fake_nodes::{CATALOGUE, GpuModel};
 pub use process::ManagedProcess;

@@ -41,10 +41,7 @@ type Planned = Vec<(usize, Resources)>;
 
 fn free_after_planned(view: &ClusterView, position: usize, planned: &Planned) -> Resources {
     let node = &view.nodes()[position];
-    planned
-        .iter()
-        .filter(|(p, _)| *p == position)
-        .fold(node.free(), |free, (_, r)| free.minus(r))
+    planned.iter().filter(|(p, _)| *p == position).fold(node.free(), |free, (_, r)| free.minus(r))
 }
 
 /// The best feasible node for `pod`, or the reasons per node.
@@ -81,7 +78,11 @@ pub fn place_pod(profile: &Profile, view: &ClusterView, pod: &PodInfo) -> Result
 /// Where every member goes, all or none: members are placed one after another against the
 /// room the earlier ones took, biggest first so the hardest fit is tried while most room is
 /// left. Returns positions in the order of `members`.
-pub fn place_gang(profile: &Profile, view: &ClusterView, members: &[PodInfo]) -> Result<Vec<usize>, Unschedulable> {
+pub fn place_gang(
+    profile: &Profile,
+    view: &ClusterView,
+    members: &[PodInfo],
+) -> Result<Vec<usize>, Unschedulable> {
     let mut order: Vec<usize> = (0..members.len()).collect();
     order.sort_by_key(|&i| {
         let r = &members[i].requests;

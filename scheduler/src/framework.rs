@@ -145,6 +145,10 @@ impl Profile {
 
     /// The strictest permit: any Wait wins over Allow.
     pub fn permit(&self, pod: &PodInfo, gathered: usize) -> Permit {
-        self.permit.iter().map(|p| p.permit(pod, gathered)).find(|p| *p != Permit::Allow).unwrap_or(Permit::Allow)
+        self.permit
+            .iter()
+            .map(|p| p.permit(pod, gathered))
+            .find(|p| *p != Permit::Allow)
+            .unwrap_or(Permit::Allow)
     }
 }

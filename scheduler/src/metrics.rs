@@ -49,7 +49,11 @@ impl Default for Metrics {
             latency.clone(),
         );
         registry.register("pending_pods", "Pods waiting for pictor-scheduler", pending_pods.clone());
-        registry.register("gangs_waiting", "Gangs holding a reservation while they gather", gangs_waiting.clone());
+        registry.register(
+            "gangs_waiting",
+            "Gangs holding a reservation while they gather",
+            gangs_waiting.clone(),
+        );
         Self { registry, attempts, latency, pending_pods, gangs_waiting }
     }
 }

@@ -257,10 +257,14 @@ impl Scheduler {
     pub fn next_wake(&self) -> Option<Instant> {
         let backoff = self.backoff.keys().next().map(|(at, _)| *at);
         let gang = self.gangs.values().map(|g| g.deadline).min();
-        let retry = (!self.unschedulable.is_empty()).then(|| {
-            self.last_retry.map_or_else(Instant::now, |t| t + self.config.retry_interval)
-        });
+        let retry = (!self.unschedulable.is_empty())
+            .then(|| self.last_retry.map_or_else(Instant::now, |t| t + self.config.retry_interval));
         [backoff, gang, retry].into_iter().flatten().min()
+    }
+
+    /// Whether pods wait in the active queue (the loop should not sleep).
+    pub fn has_queued(&self) -> bool {
+        !self.active.is_empty()
     }
 
     /// Whether both watches have listed everything once (deciding earlier would overcommit).

@@ -44,7 +44,9 @@ mod tests {
         busy.used.cpu_milli = 32_000;
         let cx = ScoreContext::default();
         let p = pod("cpu", 0);
-        assert!(CpuSpread.score(&p, &idle, &idle.free(), &cx) > CpuSpread.score(&p, &busy, &busy.free(), &cx));
+        assert!(
+            CpuSpread.score(&p, &idle, &idle.free(), &cx) > CpuSpread.score(&p, &busy, &busy.free(), &cx)
+        );
         assert_eq!(CpuSpread.score(&pod("gpu", 1), &idle, &idle.free(), &cx), 0);
     }
 }

@@ -24,8 +24,8 @@ impl FilterPlugin for GpuModelFit {
     fn filter(&self, pod: &PodInfo, node: &NodeInfo, _free: &Resources) -> Result<(), Reason> {
         let label = |k: &str| node.labels.get(k).map(String::as_str);
         let vendor_ok = pod.gpu_vendor.as_deref().is_none_or(|v| label(VENDOR_LABEL) == Some(v));
-        let model_ok =
-            pod.gpu_models.is_empty() || label(PRODUCT_LABEL).is_some_and(|p| pod.gpu_models.iter().any(|m| m == p));
+        let model_ok = pod.gpu_models.is_empty()
+            || label(PRODUCT_LABEL).is_some_and(|p| pod.gpu_models.iter().any(|m| m == p));
         let memory_ok = pod.gpu_min_memory_mib.is_none_or(|min| {
             label(MEMORY_LABEL).and_then(|m| m.parse::<i64>().ok()).is_some_and(|m| m >= min)
         });
@@ -53,7 +53,10 @@ mod tests {
         assert!(fits(pod("any", 1)));
         assert!(fits(PodInfo { gpu_vendor: Some("nvidia".into()), ..pod("p", 1) }));
         assert!(!fits(PodInfo { gpu_vendor: Some("amd".into()), ..pod("p", 1) }));
-        assert!(fits(PodInfo { gpu_models: vec!["X".into(), "NVIDIA-H100-80GB-HBM3".into()], ..pod("p", 1) }));
+        assert!(fits(PodInfo {
+            gpu_models: vec!["X".into(), "NVIDIA-H100-80GB-HBM3".into()],
+            ..pod("p", 1)
+        }));
         assert!(!fits(PodInfo { gpu_models: vec!["NVIDIA-GeForce-RTX-4090".into()], ..pod("p", 1) }));
         assert!(fits(PodInfo { gpu_min_memory_mib: Some(80_000), ..pod("p", 1) }));
         assert!(!fits(PodInfo { gpu_min_memory_mib: Some(100_000), ..pod("p", 1) }));
@@ -62,6 +65,10 @@ mod tests {
     #[test]
     fn a_node_without_gpu_labels_fails_any_gpu_requirement() {
         let n = node("cpu-only", 0);
-        assert!(GpuModelFit.filter(&PodInfo { gpu_min_memory_mib: Some(1), ..pod("p", 1) }, &n, &n.free()).is_err());
+        assert!(
+            GpuModelFit
+                .filter(&PodInfo { gpu_min_memory_mib: Some(1), ..pod("p", 1) }, &n, &n.free())
+                .is_err()
+        );
     }
 }

@@ -18,8 +18,12 @@ fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bo
         "NotIn" => value.is_none_or(|v| values.iter().all(|x| x != v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        "Gt" => matches!((value.and_then(as_int), values.first().and_then(|x| as_int(x))), (Some(v), Some(x)) if v > x),
-        "Lt" => matches!((value.and_then(as_int), values.first().and_then(|x| as_int(x))), (Some(v), Some(x)) if v < x),
+        "Gt" => {
+            matches!((value.and_then(as_int), values.first().and_then(|x| as_int(x))), (Some(v), Some(x)) if v > x)
+        }
+        "Lt" => {
+            matches!((value.and_then(as_int), values.first().and_then(|x| as_int(x))), (Some(v), Some(x)) if v < x)
+        }
         _ => false,
     }
 }
@@ -44,7 +48,8 @@ impl FilterPlugin for NodeAffinity {
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo, _free: &Resources) -> Result<(), Reason> {
         let selector_ok = pod.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v));
-        let affinity_ok = pod.required_affinity.as_ref().is_none_or(|s| selector_matches(s, &node.name, &node.labels));
+        let affinity_ok =
+            pod.required_affinity.as_ref().is_none_or(|s| selector_matches(s, &node.name, &node.labels));
         if selector_ok && affinity_ok { Ok(()) } else { Err(Reason::NodeAffinity) }
     }
 }

@@ -35,10 +35,8 @@ mod tests {
             ResourcesFit.filter(&pod("two", 2), &n, &n.free()),
             Err(Reason::Insufficient(ResourceName::NvidiaGpu))
         );
-        let amd = PodInfo {
-            requests: Resources { amd_gpu: 1, pods: 1, ..Default::default() },
-            ..pod("amd", 0)
-        };
+        let amd =
+            PodInfo { requests: Resources { amd_gpu: 1, pods: 1, ..Default::default() }, ..pod("amd", 0) };
         assert_eq!(ResourcesFit.filter(&amd, &n, &n.free()), Err(Reason::Insufficient(ResourceName::AmdGpu)));
         n.used.pods = 110;
         assert_eq!(
