@@ -257,8 +257,11 @@ impl Scheduler {
     pub fn next_wake(&self) -> Option<Instant> {
         let backoff = self.backoff.keys().next().map(|(at, _)| *at);
         let gang = self.gangs.values().map(|g| g.deadline).min();
-        let retry = (!self.unschedulable.is_empty())
-            .then(|| self.last_retry.map_or_else(Instant::now, |t| t + self.config.retry_interval));
+        // Only a change to the view makes a retry worth waking for; without one the loop
+        // would spin on a retry time already past.
+        let retry_due = !self.unschedulable.is_empty() && self.view.generation() != self.retry_generation;
+        let retry =
+            retry_due.then(|| self.last_retry.map_or_else(Instant::now, |t| t + self.config.retry_interval));
         [backoff, gang, retry].into_iter().flatten().min()
     }
 
@@ -556,6 +559,18 @@ mod tests {
         assert!(s.next_actions(later, 10).is_empty(), "no change, no retry, no second report");
         s.apply(Input::NodeApplied(node("big-node", 8)), later);
         assert_eq!(bound(&s.next_actions(later, 10)), [("big".into(), "big-node".into())]);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_does_not_wake_the_loop_until_the_view_changes() {
+        let mut s = scheduler();
+        let now = Instant::now();
+        s.apply(Input::NodeApplied(node("small", 1)), now);
+        s.apply(Input::PodApplied(pod("big", 8)), now);
+        s.next_actions(now, 10);
+        assert_eq!(s.next_wake(), None, "nothing timed is pending, so the loop may sleep");
+        s.apply(Input::NodeApplied(node("other", 1)), now);
+        assert!(s.next_wake().is_some());
     }
 
     #[test]
