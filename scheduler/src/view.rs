@@ -121,8 +121,11 @@ pub struct PodInfo {
     pub node_name: Option<String>,
     /// Whether this scheduler is responsible for the pod.
     pub ours: bool,
-    /// Finished (Succeeded or Failed) or being deleted: holds nothing, needs nothing.
+    /// Finished (Succeeded or Failed): holds nothing, needs nothing.
     pub done: bool,
+    /// Being deleted: needs no node, but keeps holding its room until it is gone (its
+    /// containers may still be stopping).
+    pub deleting: bool,
 }
 
 fn container_requests(c: &k8s_openapi::api::core::v1::Container) -> Resources {
@@ -176,7 +179,8 @@ impl PodInfo {
             gang,
             node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
             ours: spec.scheduler_name.as_deref() == Some(scheduler_name),
-            done: matches!(phase, Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some(),
+            done: matches!(phase, Some("Succeeded" | "Failed")),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
             namespace,
             name,
         })
@@ -184,7 +188,7 @@ impl PodInfo {
 
     /// Waiting for this scheduler to place it.
     pub fn is_pending(&self) -> bool {
-        self.ours && self.node_name.is_none() && !self.done
+        self.ours && self.node_name.is_none() && !self.done && !self.deleting
     }
 }
 
@@ -304,7 +308,7 @@ impl ClusterView {
         };
         // An event from before our binding (say, our own status patch) must not undo the
         // assumption; the binding's own event, or a failed bind, settles it.
-        let keep_assumption = was_assumed && pod.node_name.is_none() && !pod.done;
+        let keep_assumption = was_assumed && pod.node_name.is_none() && !pod.done && !pod.deleting;
         self.uncount(&key);
         let counted_on = if pod.done {
             None
@@ -412,6 +416,8 @@ pub(crate) mod tests {
         view.apply_pod(PodInfo { node_name: Some("n1".into()), done: true, ..pod("a", 3) });
         assert_eq!(view.node("n1").unwrap().free().nvidia_gpu, 8);
         view.apply_pod(PodInfo { node_name: Some("n1".into()), ..pod("b", 2) });
+        view.apply_pod(PodInfo { node_name: Some("n1".into()), deleting: true, ..pod("b", 2) });
+        assert_eq!(view.node("n1").unwrap().free().nvidia_gpu, 6, "a terminating pod still holds its GPUs");
         view.delete_pod("default/b");
         assert_eq!(view.node("n1").unwrap().used, Resources::default());
     }

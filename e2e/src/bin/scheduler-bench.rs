@@ -688,7 +688,7 @@ async fn main() -> anyhow::Result<()> {
         if let (Some(k), Some(p)) = (find(Which::Kube), find(Which::Pictor)) {
             let per_pod = |r: &RunResult| r.cpu_seconds / r.bound.max(1) as f64;
             println!(
-                "{workload}: pictor/kube pods/s {:.2}x, p50 {:.2}x, p99 {:.2}x, CPU per pod {:.2}x, peak memory {:.2}x, 4x8 gangs that still fit {} vs {}",
+                "{workload}: pictor/kube pods/s {:.2}x, p50 {:.3}x, p99 {:.3}x, CPU per pod {:.3}x, peak memory {:.2}x, 4x8 gangs that still fit {} vs {}",
                 p.pods_per_second / k.pods_per_second,
                 p.p50_ms / k.p50_ms,
                 p.p99_ms / k.p99_ms,
