@@ -171,7 +171,9 @@ async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_
     let cordon = json!({"spec": {"unschedulable": true}});
     nodes.patch("a-rtx4090-1", &PatchParams::default(), &Patch::Merge(&cordon)).await.unwrap();
 
-    let scheduler = InProcess::start(client.clone(), KubeWriter::new(client.clone(), "t1"), config("t1"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let with_http = ServiceConfig { http_addr: Some(([127, 0, 0, 1], port).into()), ..config("t1") };
+    let scheduler = InProcess::start(client.clone(), KubeWriter::new(client.clone(), "t1"), with_http);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let nv = "nvidia.com/gpu";
     let amd = "amd.com/gpu";
@@ -263,7 +265,43 @@ async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_
     assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
     assert!(message.contains("1 node(s) were unschedulable"), "{message}");
     assert_no_node_over_committed(&client).await;
+
+    // The HTTP endpoints: alive, ready once the watches have listed, and the metrics counted.
+    assert!(http_get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(port, "/readyz").await.starts_with("HTTP/1.1 200"));
+    let expected = [
+        "pictor_scheduler_schedule_attempts_total{result=\"scheduled\"} 5",
+        "pictor_scheduler_scheduling_latency_seconds_count 5",
+        "pictor_scheduler_pending_pods 1",
+        "pictor_scheduler_schedule_attempts_total{result=\"unschedulable\"}",
+    ];
+    // A binding's answer reaches the metrics a moment after the binding itself is visible.
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(port, "/metrics").await;
+        let missing: Vec<&str> = expected.iter().copied().filter(|l| !metrics.contains(l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{missing:?} missing from\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     scheduler.stop().await;
+}
+
+/// A plain HTTP/1.1 GET; on a blocking thread, since the scheduler serves from this runtime.
+async fn http_get(port: u16, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -186,9 +186,7 @@ impl Scheduler {
             }
             Input::BindSucceeded(key) => {
                 self.attempts.remove(&key);
-                if let Some(seen) = self.first_seen.remove(&key) {
-                    self.metrics.latency.observe(now.saturating_duration_since(seen).as_secs_f64());
-                }
+                self.observe_latency(&key, now);
             }
             Input::BindFailed { key, pod_gone } => {
                 self.metrics.attempt("error");
@@ -212,6 +210,14 @@ impl Scheduler {
         self.metrics.pending_pods.set(self.first_seen.len() as i64);
     }
 
+    /// Records a binding's latency once, whichever of the call's answer and the watch event
+    /// comes first.
+    fn observe_latency(&mut self, key: &str, now: Instant) {
+        if let Some(seen) = self.first_seen.remove(key) {
+            self.metrics.latency.observe(now.saturating_duration_since(seen).as_secs_f64());
+        }
+    }
+
     fn forget(&mut self, key: &str) {
         self.queued.remove(key);
         self.unschedulable.remove(key);
@@ -225,10 +231,15 @@ impl Scheduler {
         let key = pod.key.clone();
         let pending = pod.is_pending();
         let gang = pod.gang.clone();
+        let was_assumed = self.view.is_assumed(&key);
         let is_new = self.view.apply_pod(pod);
         if !pending {
             // Bound (by us or anyone), finished or deleting: nothing left to do for it.
             if !self.view.is_assumed(&key) {
+                if was_assumed {
+                    // The watch can show our binding before the binding call returns.
+                    self.observe_latency(&key, now);
+                }
                 self.forget(&key);
             }
             return;
@@ -515,6 +526,27 @@ mod tests {
         let actions = s.next_actions(now, 100);
         assert_eq!(bound(&actions).len(), 2);
         assert_eq!(reports(&actions), ["0/1 nodes are available: 1 Insufficient nvidia.com/gpu."]);
+    }
+
+    #[test]
+    fn latency_is_recorded_once_whether_the_answer_or_the_watch_comes_first() {
+        let metrics = Arc::new(Metrics::default());
+        let config = SchedulerConfig::default();
+        let mut s = Scheduler::new(Profile::pictor(config.gang_wait), config, metrics.clone());
+        let now = Instant::now();
+        s.apply(Input::NodesSynced, now);
+        s.apply(Input::PodsSynced, now);
+        s.apply(Input::NodeApplied(node("n", 8)), now);
+        s.apply(Input::PodApplied(pod("watch-first", 1)), now);
+        s.apply(Input::PodApplied(pod("answer-first", 1)), now);
+        assert_eq!(bound(&s.next_actions(now, 10)).len(), 2);
+        s.apply(Input::PodApplied(PodInfo { node_name: Some("n".into()), ..pod("watch-first", 1) }), now);
+        s.apply(Input::BindSucceeded("default/watch-first".into()), now);
+        s.apply(Input::BindSucceeded("default/answer-first".into()), now);
+        s.apply(Input::PodApplied(PodInfo { node_name: Some("n".into()), ..pod("answer-first", 1) }), now);
+        let text = metrics.render().unwrap();
+        assert!(text.contains("pictor_scheduler_scheduling_latency_seconds_count 2"), "{text}");
+        assert!(text.contains("pictor_scheduler_pending_pods 0"), "{text}");
     }
 
     #[test]
