@@ -366,7 +366,8 @@ async fn gangs_bind_whole_or_not_at_all_and_competing_gangs_do_not_deadlock() {
 }
 
 /// Binds the first pod named `victim` to `thief_node` itself before passing the binding on,
-/// as a second scheduler would: the real API server then answers 409 Conflict.
+/// as a second scheduler would: the real API server then answers 409 Conflict. The first
+/// binding of `flaky` fails without reaching the API server (a dropped connection, say).
 #[derive(Clone)]
 struct RacingWriter {
     inner: KubeWriter,
@@ -374,10 +375,15 @@ struct RacingWriter {
     victim: String,
     thief_node: String,
     raced: Arc<Mutex<Option<String>>>,
+    flaky: String,
+    flaked: Arc<Mutex<bool>>,
 }
 
 impl ClusterWriter for RacingWriter {
     async fn bind(&self, b: &Binding) -> Result<(), ApiError> {
+        if b.name == self.flaky && !std::mem::replace(&mut *self.flaked.lock().unwrap(), true) {
+            return Err(ApiError::Conflict(b.key.clone(), "injected failure".into()));
+        }
         let first = b.name == self.victim && self.raced.lock().unwrap().is_none();
         if first {
             *self.raced.lock().unwrap() = Some(b.node.clone());
@@ -423,6 +429,8 @@ async fn a_bind_conflict_a_deleted_node_and_a_restart_lose_no_pod_and_over_commi
         victim: "conflict".into(),
         thief_node: "c-h100-1".into(),
         raced: raced.clone(),
+        flaky: "flaky".into(),
+        flaked: Arc::new(Mutex::new(false)),
     };
     let mut first = Some(InProcess::start(client.clone(), racing, leader("first")));
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
@@ -445,13 +453,20 @@ async fn a_bind_conflict_a_deleted_node_and_a_restart_lose_no_pod_and_over_commi
     let chosen = raced.lock().unwrap().clone().expect("the race ran");
     assert_ne!(chosen, "c-h100-1");
 
+    // A binding that fails outright: the reservation is undone and the pod tried again.
+    create(&pods, &pod("flaky", "nvidia.com/gpu", 1, json!({}))).await;
+    wait_until("the flaky pod is bound on a retry", Duration::from_secs(30), || async {
+        placements(&pods).await.contains_key("flaky")
+    })
+    .await;
+
     // A node deleted mid-run gets no more pods.
     nodes.delete("c-rtx4090-11", &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Exactly as many 1-GPU pods as GPUs are left: 11 RTX 4090 + 16 H100 - 1 = 26. A leaked
+    // Exactly as many 1-GPU pods as GPUs are left: 11 RTX 4090 + 16 H100 - 2 = 25. A leaked
     // reservation or a double booking would leave one of them pending or a node over-committed.
-    for i in 0..26 {
+    for i in 0..25 {
         create(&pods, &pod(&format!("fill-{i}"), "nvidia.com/gpu", 1, json!({}))).await;
         if i == 8 {
             // The leader stops mid-run; the standby takes the lease and finishes the work.
@@ -466,7 +481,7 @@ async fn a_bind_conflict_a_deleted_node_and_a_restart_lose_no_pod_and_over_commi
     assert!(placed.values().all(|n| n != "c-rtx4090-11"), "nothing on the deleted node: {placed:?}");
     assert!(placed.values().any(|n| n == &chosen), "the node chosen before the conflict was given back");
     assert_no_node_over_committed(&client).await;
-    let p = pods.get("fill-25").await.unwrap();
+    let p = pods.get("fill-24").await.unwrap();
     assert!(p.spec.unwrap().node_name.is_some());
     standby.stop().await;
 }
