@@ -20,3 +20,10 @@ test: deps lint
 
 crds:
 	$(CARGO) run -p pictor-crds --bin crdgen
+
+# kube-scheduler against pictor-scheduler on fresh local control planes (not part of `make test`:
+# it takes minutes). Sizes are flags: make bench-scheduler BENCH_ARGS="--nodes 1000 --pods 4000"
+.PHONY: bench-scheduler
+bench-scheduler: deps
+	$(CARGO) build --release -p pictor-scheduler -p pictor-e2e --bin pictor-scheduler --bin scheduler-bench
+	./target/release/scheduler-bench $(BENCH_ARGS)

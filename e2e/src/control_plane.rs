@@ -34,6 +34,17 @@ impl Default for ControlPlaneOptions {
     }
 }
 
+/// Extra flags for components of every cluster (feature gates, runtime config): what a
+/// baseline needs beyond the defaults, e.g. kube-scheduler's gang scheduling behind
+/// `GenericWorkload`.
+#[derive(Clone, Debug, Default)]
+pub struct ComponentFlags {
+    /// Appended to every kube-apiserver's arguments.
+    pub api_server: Vec<String>,
+    /// Appended to every kube-scheduler's arguments.
+    pub kube_scheduler: Vec<String>,
+}
+
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlPlaneError {
@@ -122,6 +133,7 @@ pub struct ControlPlane {
     etcd_data_dir: Option<PathBuf>,
     processes: Mutex<Vec<ManagedProcess>>,
     keep_run_dir: bool,
+    flags: ComponentFlags,
 }
 
 /// Member names: `member-a`, `member-b`, …, `member-z`, then `member-26`, …
@@ -141,12 +153,23 @@ impl ControlPlane {
     /// Builds what is missing, then starts etcd, the hub and the members, and waits until every
     /// API server answers `/readyz` and has its `default` namespace.
     pub async fn start(options: ControlPlaneOptions) -> Result<Self, ControlPlaneError> {
+        Self::start_with_flags(options, ComponentFlags::default()).await
+    }
+
+    /// [`ControlPlane::start`] with extra component flags.
+    pub async fn start_with_flags(
+        options: ControlPlaneOptions,
+        flags: ComponentFlags,
+    ) -> Result<Self, ControlPlaneError> {
         let binaries = Binaries::ensure()?;
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        // Tests of one binary start planes in parallel, often within the same millisecond.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let run_dir = std::env::temp_dir().join(format!(
-            "pictor-control-plane-{}-{}",
+            "pictor-control-plane-{}-{}-{}",
             std::process::id(),
-            stamp.as_millis()
+            stamp.as_millis(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&run_dir).map_err(io(format!("create {}", run_dir.display())))?;
         let mut plane = Self {
@@ -163,6 +186,7 @@ impl ControlPlane {
             etcd_data_dir: None,
             processes: Mutex::new(Vec::new()),
             keep_run_dir: std::env::var_os("PICTOR_KEEP_LOGS").is_some(),
+            flags,
         };
         let started = Instant::now();
         let etcd_url = plane.start_etcd()?;
@@ -227,6 +251,11 @@ impl ControlPlane {
             .find(|p| p.name() == name)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no process {name}")))?;
         f(process)
+    }
+
+    /// Process id of the component started under `name` (e.g. `member-a-kube-scheduler`).
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        self.processes().iter().find(|p| p.name() == name).map(ManagedProcess::pid)
     }
 
     /// Keeps the run folder after drop (logs, kubeconfigs), as a failed run does.
@@ -340,7 +369,10 @@ impl ControlPlane {
                 "--max-requests-inflight=0".into(),
                 "--max-mutating-requests-inflight=0".into(),
                 "--profiling=false".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(self.flags.api_server.clone())
+            .collect(),
         )?;
         let server = format!("https://127.0.0.1:{port}");
         let ca_file = cert_dir.join("apiserver.crt");
@@ -439,7 +471,10 @@ impl ControlPlane {
                 format!("--config={}", config.display()),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", free_port()?),
-            ],
+            ]
+            .into_iter()
+            .chain(self.flags.kube_scheduler.clone())
+            .collect(),
         )
     }
 

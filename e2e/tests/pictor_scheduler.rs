@@ -1,0 +1,487 @@
+//! pictor-scheduler against a real local control plane (kube-apiserver, controller manager,
+//! kwok nodes from the GPU catalogue), the scheduler running in-process: GPU pods land only
+//! where they fit, gangs bind whole or not at all, unschedulable pods are told why, and a bind
+//! conflict, a deleted node and a scheduler restart lose no pod and over-commit no node.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use pictor_e2e::{ControlPlane, ControlPlaneOptions, fake_nodes};
+use pictor_scheduler::api::{ApiError, ClusterWriter, KubeWriter};
+use pictor_scheduler::scheduling::{Binding, SchedulerConfig, UnschedulableReport};
+use pictor_scheduler::service::{ServiceConfig, ServiceError, run};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const NS: &str = "default";
+
+/// A scheduler running in this process; stopping it releases its lease.
+struct InProcess {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServiceError>>,
+}
+
+impl InProcess {
+    fn start<W: ClusterWriter>(client: Client, writer: W, config: ServiceConfig) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(client, writer, config, async move {
+            let _ = stopped.await;
+        }));
+        Self { stop: Some(stop), task }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        assert!(matches!(result, Ok(Ok(Ok(())))), "the scheduler stops cleanly: {result:?}");
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn config(identity: &str) -> ServiceConfig {
+    ServiceConfig {
+        identity: identity.into(),
+        leader_election: false,
+        scheduler: SchedulerConfig { gang_wait: Duration::from_secs(3), ..Default::default() },
+        ..Default::default()
+    }
+}
+
+fn pod(name: &str, resource: &str, gpus: u32, extra: Value) -> Pod {
+    let mut limits = serde_json::Map::new();
+    if gpus > 0 {
+        limits.insert(resource.into(), json!(gpus.to_string()));
+    }
+    let mut spec = json!({
+        "schedulerName": "pictor-scheduler",
+        "containers": [{"name": "main", "image": "pictor/fake", "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"}, "limits": limits}}],
+    });
+    let mut metadata = json!({"name": name, "namespace": NS});
+    if let Some(m) = extra.get("metadata") {
+        for (k, v) in m.as_object().unwrap() {
+            metadata[k] = v.clone();
+        }
+    }
+    if let Some(s) = extra.get("spec") {
+        for (k, v) in s.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+    }
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}))
+        .unwrap()
+}
+
+fn gang_pod(gang: &str, i: usize, size: usize) -> Pod {
+    pod(
+        &format!("{gang}-{i}"),
+        "nvidia.com/gpu",
+        8,
+        json!({"metadata": {
+            "labels": {"pictor.network/gang": gang},
+            "annotations": {"pictor.network/gang-size": size.to_string()},
+        }}),
+    )
+}
+
+async fn create(pods: &Api<Pod>, pod: &Pod) {
+    pods.create(&PostParams::default(), pod).await.unwrap();
+}
+
+/// Node of every bound pod, by pod name.
+async fn placements(pods: &Api<Pod>) -> BTreeMap<String, String> {
+    pods.list(&ListParams::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|p| Some((p.metadata.name?, p.spec?.node_name?)))
+        .collect()
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Fails when the pods bound to any node ask for more GPUs than it has.
+async fn assert_no_node_over_committed(client: &Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut capacity: HashMap<String, i64> = HashMap::new();
+    for n in nodes.list(&ListParams::default()).await.unwrap() {
+        let alloc = n.status.and_then(|s| s.allocatable).unwrap_or_default();
+        let gpus: i64 = ["nvidia.com/gpu", "amd.com/gpu"]
+            .iter()
+            .filter_map(|r| alloc.get(*r).and_then(|q| q.0.parse::<i64>().ok()))
+            .sum();
+        capacity.insert(n.metadata.name.unwrap(), gpus);
+    }
+    let mut used: HashMap<String, i64> = HashMap::new();
+    let pods: Api<Pod> = Api::all(client.clone());
+    for p in pods.list(&ListParams::default()).await.unwrap() {
+        let spec = p.spec.unwrap();
+        let Some(node) = spec.node_name else { continue };
+        let gpus: i64 = spec
+            .containers
+            .iter()
+            .filter_map(|c| c.resources.as_ref()?.limits.clone())
+            .flat_map(|l| l.into_iter())
+            .filter(|(k, _)| k.ends_with("/gpu"))
+            .map(|(_, q)| q.0.parse::<i64>().unwrap())
+            .sum();
+        *used.entry(node).or_default() += gpus;
+    }
+    for (node, gpus) in used {
+        let cap = capacity.get(&node).copied();
+        assert!(cap.is_some_and(|c| gpus <= c), "node {node} holds {gpus} GPUs of {cap:?}");
+    }
+}
+
+#[tokio::test]
+async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_fit() {
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: false }).await.unwrap();
+    let member = &plane.members[0];
+    let m = |s| fake_nodes::model(s).unwrap();
+    let fleet =
+        fake_nodes::fleet("a", &[(m("h100"), 2), (m("rtx4090"), 2), (m("mi300x"), 1), (m("rx7900xtx"), 1)]);
+    plane.add_nodes(member, fleet).await.unwrap();
+    let client = member.client().await.unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let taint = json!({"spec": {"taints": [{"key": "pictor.network/reserved", "value": "team", "effect": "NoSchedule"}]}});
+    nodes.patch("a-h100-1", &PatchParams::default(), &Patch::Merge(&taint)).await.unwrap();
+    let cordon = json!({"spec": {"unschedulable": true}});
+    nodes.patch("a-rtx4090-1", &PatchParams::default(), &Patch::Merge(&cordon)).await.unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let with_http = ServiceConfig { http_addr: Some(([127, 0, 0, 1], port).into()), ..config("t1") };
+    let scheduler = InProcess::start(client.clone(), KubeWriter::new(client.clone(), "t1"), with_http);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let nv = "nvidia.com/gpu";
+    let amd = "amd.com/gpu";
+    let cases = [
+        pod(
+            "h100-pair",
+            nv,
+            2,
+            json!({"metadata": {"annotations": {"pictor.network/gpu-models": "NVIDIA-H100-80GB-HBM3"}}}),
+        ),
+        pod(
+            "tolerant-eight",
+            nv,
+            8,
+            json!({"spec": {"tolerations": [{"key": "pictor.network/reserved", "operator": "Equal", "value": "team", "effect": "NoSchedule"}]}}),
+        ),
+        pod(
+            "big-memory",
+            amd,
+            1,
+            json!({"metadata": {"annotations": {"pictor.network/gpu-min-memory-mib": "100000"}}}),
+        ),
+        pod(
+            "radeon",
+            amd,
+            1,
+            json!({"spec": {"nodeSelector": {"pictor.network/gpu.product": "AMD-Radeon-RX-7900-XTX"}}}),
+        ),
+        pod(
+            "small-memory",
+            nv,
+            1,
+            json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "pictor.network/gpu.memory-mib", "operator": "Lt", "values": ["30000"]}]}]}}}}}),
+        ),
+        pod("sixteen", nv, 16, json!({})),
+    ];
+    for p in &cases {
+        create(&pods, p).await;
+    }
+    wait_until("five pods are bound", Duration::from_secs(30), || async {
+        placements(&pods).await.len() == 5
+    })
+    .await;
+    let placed = placements(&pods).await;
+    let expected = [
+        ("h100-pair", "a-h100-0"),
+        ("tolerant-eight", "a-h100-1"),
+        ("big-memory", "a-mi300x-0"),
+        ("radeon", "a-rx7900xtx-0"),
+        ("small-memory", "a-rtx4090-0"),
+    ];
+    for (pod_name, node) in expected {
+        assert_eq!(placed.get(pod_name).map(String::as_str), Some(node), "{pod_name}: {placed:?}");
+    }
+    assert!(!placed.contains_key("sixteen"));
+
+    // The pod that fits nowhere is told why, on its condition and in an Event.
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    let message = loop {
+        let p = pods.get("sixteen").await.unwrap();
+        let condition = p.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        });
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("FailedScheduling")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("sixteen")
+            })
+            .filter_map(|e| e.note)
+            .collect();
+        // The view may change between attempts (kwok readies nodes, the controller manager
+        // lifts its taints), so the latest condition is matched with its own Event.
+        if let Some(c) = condition
+            && let Some(note) = notes.into_iter().find(|n| Some(n.as_str()) == c.message.as_deref())
+        {
+            break note;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "sixteen never got its condition and Event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(message.starts_with("0/6 nodes are available: "), "{message}");
+    assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
+    assert!(message.contains("1 node(s) were unschedulable"), "{message}");
+    assert_no_node_over_committed(&client).await;
+
+    // The HTTP endpoints: alive, ready once the watches have listed, and the metrics counted.
+    assert!(http_get(port, "/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(http_get(port, "/readyz").await.starts_with("HTTP/1.1 200"));
+    let expected = [
+        "pictor_scheduler_schedule_attempts_total{result=\"scheduled\"} 5",
+        "pictor_scheduler_scheduling_latency_seconds_count 5",
+        "pictor_scheduler_pending_pods 1",
+        "pictor_scheduler_schedule_attempts_total{result=\"unschedulable\"}",
+    ];
+    // A binding's answer reaches the metrics a moment after the binding itself is visible.
+    let started = Instant::now();
+    loop {
+        let metrics = http_get(port, "/metrics").await;
+        let missing: Vec<&str> = expected.iter().copied().filter(|l| !metrics.contains(l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{missing:?} missing from\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    scheduler.stop().await;
+}
+
+/// A plain HTTP/1.1 GET; on a blocking thread, since the scheduler serves from this runtime.
+async fn http_get(port: u16, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn gangs_bind_whole_or_not_at_all_and_competing_gangs_do_not_deadlock() {
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: false }).await.unwrap();
+    let member = &plane.members[0];
+    plane
+        .add_nodes(member, fake_nodes::fleet("g", &[(fake_nodes::model("h100").unwrap(), 5)]))
+        .await
+        .unwrap();
+    let client = member.client().await.unwrap();
+    let scheduler = InProcess::start(client.clone(), KubeWriter::new(client.clone(), "t2"), config("t2"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+
+    // A gang that never completes binds nothing and gives its room back after the wait.
+    for i in 0..3 {
+        create(&pods, &gang_pod("lonely", i, 4)).await;
+    }
+    wait_until("the incomplete gang reports that it gave up", Duration::from_secs(20), || async {
+        let p = pods.get("lonely-0").await.unwrap();
+        p.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| {
+            c.type_ == "PodScheduled"
+                && c.message.as_deref().is_some_and(|m| m.contains("3 of 4 pods arrived"))
+        })
+    })
+    .await;
+    assert!(placements(&pods).await.is_empty(), "no member of an incomplete gang is bound");
+
+    // Two gangs that fit only one at a time, arriving interleaved: one binds whole, the other
+    // binds nothing and waits, and nothing deadlocks.
+    for i in 0..4 {
+        create(&pods, &gang_pod("alpha", i, 4)).await;
+        create(&pods, &gang_pod("beta", i, 4)).await;
+    }
+    let count =
+        |placed: &BTreeMap<String, String>, gang: &str| placed.keys().filter(|k| k.starts_with(gang)).count();
+    wait_until("one gang is bound", Duration::from_secs(30), || async {
+        let placed = placements(&pods).await;
+        count(&placed, "alpha") == 4 || count(&placed, "beta") == 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let placed = placements(&pods).await;
+    let (winner, loser) = if count(&placed, "alpha") == 4 { ("alpha", "beta") } else { ("beta", "alpha") };
+    assert_eq!(count(&placed, loser), 0, "the other gang holds nothing: {placed:?}");
+    assert_eq!(count(&placed, "lonely"), 0);
+    let winner_nodes: std::collections::BTreeSet<&String> =
+        placed.iter().filter(|(k, _)| k.starts_with(winner)).map(|(_, n)| n).collect();
+    assert_eq!(winner_nodes.len(), 4, "8-GPU members take one node each");
+
+    // The winner finishes; the loser then binds whole.
+    for i in 0..4 {
+        pods.delete(&format!("{winner}-{i}"), &DeleteParams::default().grace_period(0)).await.unwrap();
+    }
+    wait_until("the second gang is bound", Duration::from_secs(30), || async {
+        count(&placements(&pods).await, loser) == 4
+    })
+    .await;
+    assert_eq!(count(&placements(&pods).await, "lonely"), 0);
+    assert_no_node_over_committed(&client).await;
+    scheduler.stop().await;
+}
+
+/// Binds the first pod named `victim` to `thief_node` itself before passing the binding on,
+/// as a second scheduler would: the real API server then answers 409 Conflict. The first
+/// binding of `flaky` fails without reaching the API server (a dropped connection, say).
+#[derive(Clone)]
+struct RacingWriter {
+    inner: KubeWriter,
+    pods: Api<Pod>,
+    victim: String,
+    thief_node: String,
+    raced: Arc<Mutex<Option<String>>>,
+    flaky: String,
+    flaked: Arc<Mutex<bool>>,
+}
+
+impl ClusterWriter for RacingWriter {
+    async fn bind(&self, b: &Binding) -> Result<(), ApiError> {
+        if b.name == self.flaky && !std::mem::replace(&mut *self.flaked.lock().unwrap(), true) {
+            return Err(ApiError::Conflict(b.key.clone(), "injected failure".into()));
+        }
+        let first = b.name == self.victim && self.raced.lock().unwrap().is_none();
+        if first {
+            *self.raced.lock().unwrap() = Some(b.node.clone());
+            let theirs = Binding { node: self.thief_node.clone(), ..b.clone() };
+            let body = pictor_scheduler::api::binding_body(&theirs);
+            self.pods
+                .create_subresource::<_, Value>("binding", &b.name, &PostParams::default(), &body)
+                .await
+                .expect("the racing binding succeeds");
+        }
+        let result = self.inner.bind(b).await;
+        if first {
+            assert!(matches!(result, Err(ApiError::Conflict(..))), "{result:?}");
+        }
+        result
+    }
+
+    async fn report_unschedulable(&self, r: &UnschedulableReport) -> Result<(), ApiError> {
+        self.inner.report_unschedulable(r).await
+    }
+}
+
+#[tokio::test]
+async fn a_bind_conflict_a_deleted_node_and_a_restart_lose_no_pod_and_over_commit_none() {
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: false }).await.unwrap();
+    let member = &plane.members[0];
+    let m = |s| fake_nodes::model(s).unwrap();
+    plane.add_nodes(member, fake_nodes::fleet("c", &[(m("rtx4090"), 12), (m("h100"), 2)])).await.unwrap();
+    let client = member.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leader = |id: &str| ServiceConfig {
+        leader_election: true,
+        lease_duration_seconds: 3,
+        lease_grace_seconds: 1,
+        ..config(id)
+    };
+
+    let raced = Arc::new(Mutex::new(None));
+    let racing = RacingWriter {
+        inner: KubeWriter::new(client.clone(), "first"),
+        pods: pods.clone(),
+        victim: "conflict".into(),
+        thief_node: "c-h100-1".into(),
+        raced: raced.clone(),
+        flaky: "flaky".into(),
+        flaked: Arc::new(Mutex::new(false)),
+    };
+    let mut first = Some(InProcess::start(client.clone(), racing, leader("first")));
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    wait_until("the first replica holds the lease", Duration::from_secs(30), || async {
+        let lease = leases.get_opt("pictor-scheduler").await.unwrap();
+        lease.and_then(|l| l.spec?.holder_identity).as_deref() == Some("first")
+    })
+    .await;
+    // A standby replica keeps its view warm but writes nothing while `first` leads.
+    let standby =
+        InProcess::start(client.clone(), KubeWriter::new(client.clone(), "standby"), leader("standby"));
+
+    // A bind conflict: the other binding wins, our reservation on the chosen node is undone.
+    create(&pods, &pod("conflict", "nvidia.com/gpu", 1, json!({}))).await;
+    wait_until("the conflicting pod is bound", Duration::from_secs(30), || async {
+        placements(&pods).await.contains_key("conflict")
+    })
+    .await;
+    assert_eq!(placements(&pods).await["conflict"], "c-h100-1", "the racing binding won");
+    let chosen = raced.lock().unwrap().clone().expect("the race ran");
+    assert_ne!(chosen, "c-h100-1");
+
+    // A binding that fails outright: the reservation is undone and the pod tried again.
+    create(&pods, &pod("flaky", "nvidia.com/gpu", 1, json!({}))).await;
+    wait_until("the flaky pod is bound on a retry", Duration::from_secs(30), || async {
+        placements(&pods).await.contains_key("flaky")
+    })
+    .await;
+
+    // A node deleted mid-run gets no more pods.
+    nodes.delete("c-rtx4090-11", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Exactly as many 1-GPU pods as GPUs are left: 11 RTX 4090 + 16 H100 - 2 = 25. A leaked
+    // reservation or a double booking would leave one of them pending or a node over-committed.
+    for i in 0..25 {
+        create(&pods, &pod(&format!("fill-{i}"), "nvidia.com/gpu", 1, json!({}))).await;
+        if i == 8 {
+            // The leader stops mid-run; the standby takes the lease and finishes the work.
+            first.take().expect("stopped once").stop().await;
+        }
+    }
+    wait_until("all 27 pods are bound", Duration::from_secs(60), || async {
+        placements(&pods).await.len() == 27
+    })
+    .await;
+    let placed = placements(&pods).await;
+    assert!(placed.values().all(|n| n != "c-rtx4090-11"), "nothing on the deleted node: {placed:?}");
+    assert!(placed.values().any(|n| n == &chosen), "the node chosen before the conflict was given back");
+    assert_no_node_over_committed(&client).await;
+    let p = pods.get("fill-24").await.unwrap();
+    assert!(p.spec.unwrap().node_name.is_some());
+    standby.stop().await;
+}

@@ -1,0 +1,220 @@
+//! Amounts of the resources pictor-scheduler accounts for, and Kubernetes quantity parsing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The extended resource NVIDIA's device plugin advertises.
+pub const NVIDIA_GPU: &str = "nvidia.com/gpu";
+/// The extended resource AMD's device plugin advertises.
+pub const AMD_GPU: &str = "amd.com/gpu";
+
+/// Why a quantity could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum QuantityError {
+    /// Not a number with a known suffix.
+    #[error("{0:?} is not a Kubernetes quantity")]
+    Malformed(String),
+}
+
+/// CPU in millicores, memory in bytes, GPUs and pods as counts. Integers only, so that adding
+/// and removing the same pod always returns a node to exactly where it was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Resources {
+    /// Millicores.
+    pub cpu_milli: i64,
+    /// Bytes.
+    pub memory: i64,
+    /// `nvidia.com/gpu`.
+    pub nvidia_gpu: i64,
+    /// `amd.com/gpu`.
+    pub amd_gpu: i64,
+    /// Pod slots (allocatable `pods`); a pod's request is always 1.
+    pub pods: i64,
+}
+
+/// One dimension of [`Resources`], named as Kubernetes names it (used in reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResourceName {
+    /// `cpu`
+    Cpu,
+    /// `memory`
+    Memory,
+    /// `nvidia.com/gpu`
+    NvidiaGpu,
+    /// `amd.com/gpu`
+    AmdGpu,
+    /// `pods`
+    Pods,
+}
+
+impl fmt::Display for ResourceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Cpu => "cpu",
+            Self::Memory => "memory",
+            Self::NvidiaGpu => NVIDIA_GPU,
+            Self::AmdGpu => AMD_GPU,
+            Self::Pods => "pods",
+        })
+    }
+}
+
+impl Resources {
+    /// The resources of a Kubernetes resource map (allocatable, requests, limits); unknown
+    /// names are ignored and malformed quantities count as zero (one bad object must not stop
+    /// the scheduler).
+    pub fn from_map<'a>(map: impl IntoIterator<Item = (&'a String, &'a str)>) -> Self {
+        let mut r = Self::default();
+        for (name, value) in map {
+            match name.as_str() {
+                "cpu" => r.cpu_milli = parse_milli(value).unwrap_or(0),
+                "memory" => r.memory = parse_units(value).unwrap_or(0),
+                NVIDIA_GPU => r.nvidia_gpu = parse_units(value).unwrap_or(0),
+                AMD_GPU => r.amd_gpu = parse_units(value).unwrap_or(0),
+                "pods" => r.pods = parse_units(value).unwrap_or(0),
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// Same as [`Resources::from_map`] for a k8s-openapi quantity map.
+    pub fn from_quantities(
+        map: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    ) -> Self {
+        Self::from_map(map.iter().map(|(k, v)| (k, v.0.as_str())))
+    }
+
+    /// Each dimension with its amount.
+    pub fn dimensions(&self) -> [(ResourceName, i64); 5] {
+        [
+            (ResourceName::Cpu, self.cpu_milli),
+            (ResourceName::Memory, self.memory),
+            (ResourceName::NvidiaGpu, self.nvidia_gpu),
+            (ResourceName::AmdGpu, self.amd_gpu),
+            (ResourceName::Pods, self.pods),
+        ]
+    }
+
+    /// Sum, dimension by dimension.
+    pub fn plus(&self, o: &Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli + o.cpu_milli,
+            memory: self.memory + o.memory,
+            nvidia_gpu: self.nvidia_gpu + o.nvidia_gpu,
+            amd_gpu: self.amd_gpu + o.amd_gpu,
+            pods: self.pods + o.pods,
+        }
+    }
+
+    /// Difference, dimension by dimension (may go negative on an over-committed node).
+    pub fn minus(&self, o: &Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli - o.cpu_milli,
+            memory: self.memory - o.memory,
+            nvidia_gpu: self.nvidia_gpu - o.nvidia_gpu,
+            amd_gpu: self.amd_gpu - o.amd_gpu,
+            pods: self.pods - o.pods,
+        }
+    }
+
+    /// Per dimension, the larger of the two (init containers run one at a time).
+    pub fn max(&self, o: &Self) -> Self {
+        Self {
+            cpu_milli: self.cpu_milli.max(o.cpu_milli),
+            memory: self.memory.max(o.memory),
+            nvidia_gpu: self.nvidia_gpu.max(o.nvidia_gpu),
+            amd_gpu: self.amd_gpu.max(o.amd_gpu),
+            pods: self.pods.max(o.pods),
+        }
+    }
+
+    /// The first dimension where `self` asks for more than `free` has, if any.
+    pub fn first_shortfall(&self, free: &Self) -> Option<ResourceName> {
+        self.dimensions()
+            .into_iter()
+            .zip(free.dimensions())
+            .find(|((_, want), (_, have))| *want > 0 && want > have)
+            .map(|((name, _), _)| name)
+    }
+
+    /// GPUs of either vendor.
+    pub fn gpus(&self) -> i64 {
+        self.nvidia_gpu + self.amd_gpu
+    }
+}
+
+/// Splits `12.5Gi` into the number and its multiplier.
+fn split_quantity(text: &str) -> Result<(f64, f64), QuantityError> {
+    let text = text.trim();
+    let malformed = || QuantityError::Malformed(text.to_string());
+    const SUFFIXES: [(&str, f64); 14] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    for (suffix, factor) in SUFFIXES.iter().chain([("E", 1e18)].iter()) {
+        if let Some(number) = text.strip_suffix(suffix) {
+            return number.parse::<f64>().map(|n| (n, *factor)).map_err(|_| malformed());
+        }
+    }
+    // Plain numbers and decimal exponents (`1e3`) parse as floats directly.
+    text.parse::<f64>().map(|n| (n, 1.0)).map_err(|_| malformed())
+}
+
+/// A quantity in whole units, rounded up as Kubernetes does (`1.5` GPUs is never 1).
+pub fn parse_units(text: &str) -> Result<i64, QuantityError> {
+    let (n, factor) = split_quantity(text)?;
+    Ok((n * factor).ceil() as i64)
+}
+
+/// A quantity in thousandths (CPU millicores), rounded up.
+pub fn parse_milli(text: &str) -> Result<i64, QuantityError> {
+    let (n, factor) = split_quantity(text)?;
+    Ok((n * factor * 1000.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_in_every_form_kubernetes_writes() {
+        assert_eq!(parse_milli("100m"), Ok(100));
+        assert_eq!(parse_milli("2"), Ok(2000));
+        assert_eq!(parse_milli("1.5"), Ok(1500));
+        assert_eq!(parse_units("2048Gi"), Ok(2048 * 1024 * 1024 * 1024));
+        assert_eq!(parse_units("500M"), Ok(500_000_000));
+        assert_eq!(parse_units("1e3"), Ok(1000));
+        assert_eq!(parse_units("8"), Ok(8));
+        assert!(parse_units("eight").is_err());
+    }
+
+    #[test]
+    fn shortfall_names_the_first_missing_dimension() {
+        let want = Resources { cpu_milli: 1000, nvidia_gpu: 2, pods: 1, ..Default::default() };
+        let free = Resources { cpu_milli: 4000, memory: 1, nvidia_gpu: 1, pods: 10, ..Default::default() };
+        assert_eq!(want.first_shortfall(&free), Some(ResourceName::NvidiaGpu));
+        let enough = Resources { nvidia_gpu: 2, ..free };
+        assert_eq!(want.first_shortfall(&enough), None);
+    }
+
+    #[test]
+    fn unknown_names_and_bad_values_are_ignored() {
+        let name = |s: &str| s.to_string();
+        let (cpu, junk, gpu) = (name("cpu"), name("example.com/foo"), name(NVIDIA_GPU));
+        let r = Resources::from_map([(&cpu, "bad"), (&junk, "3"), (&gpu, "4")]);
+        assert_eq!(r, Resources { nvidia_gpu: 4, ..Default::default() });
+    }
+}
