@@ -27,3 +27,9 @@ crds:
 bench-scheduler: deps
 	$(CARGO) build --release -p pictor-scheduler -p pictor-e2e --bin pictor-scheduler --bin scheduler-bench
 	./target/release/scheduler-bench $(BENCH_ARGS)
+
+# How long the hub takes to place the 10,000 units of a 100,000-frame RenderJob on 50 members,
+# against a plain create loop, and the operator's peak memory (not part of `make test`).
+.PHONY: bench-placement
+bench-placement: deps
+	$(CARGO) run -p pictor-e2e --bin bench-placement -- $(BENCH_ARGS)

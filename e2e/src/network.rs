@@ -68,6 +68,21 @@ pub fn start_agent(
     ManagedProcess::spawn(&format!("{}-agent", member.name), &agent, &args, plane.run_dir())
 }
 
+/// Starts pictor-scheduler in a member cluster (one replica, no leader election).
+pub fn start_scheduler(plane: &ControlPlane, member: &Cluster) -> std::io::Result<ManagedProcess> {
+    let scheduler = workspace_binary("pictor-scheduler", "pictor-scheduler");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let args = vec!["--no-leader-elect".to_string(), format!("--http-addr=127.0.0.1:{port}")];
+    let kubeconfig = member.kubeconfig.as_path();
+    ManagedProcess::spawn_with_env(
+        &format!("{}-pictor-scheduler", member.name),
+        &scheduler,
+        &args,
+        &[("KUBECONFIG", kubeconfig)],
+        plane.run_dir(),
+    )
+}
+
 /// Starts the hub operator; `extra` are more of its flags.
 pub fn start_operator(
     plane: &ControlPlane,

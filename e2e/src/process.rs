@@ -16,10 +16,22 @@ pub struct ManagedProcess {
 impl ManagedProcess {
     /// Starts `program` with `args`, stdout and stderr going to `<log_dir>/<name>.log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log_dir: &Path) -> std::io::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log_dir)
+    }
+
+    /// [`Self::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        log_dir: &Path,
+    ) -> std::io::Result<Self> {
         let log = log_dir.join(format!("{name}.log"));
         let out = File::create(&log)?;
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -19,8 +19,7 @@ fn member_add(hub: &Cluster, name: &str, payout: &str, out: &Path) {
 }
 
 fn start_agent(plane: &ControlPlane, member: &Cluster, hub_kubeconfig: &Path) -> ManagedProcess {
-    // Until pictor-scheduler runs in the members, kube-scheduler binds the unit pods.
-    network::start_agent(plane, member, hub_kubeconfig, "default-scheduler").unwrap()
+    network::start_agent(plane, member, hub_kubeconfig, "pictor-scheduler").unwrap()
 }
 
 fn unit(name: &str, run_seconds: Option<u32>, gpus: i64) -> WorkUnit {
@@ -54,7 +53,7 @@ fn status_code<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_join_run_units_and_leave() {
     let started = Instant::now();
-    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: true }).await.unwrap();
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: false }).await.unwrap();
     plane.install_crds().await.unwrap();
     let (a, b) = (&plane.members[0], &plane.members[1]);
     let model = |s| fake_nodes::model(s).unwrap();
@@ -68,6 +67,8 @@ async fn members_join_run_units_and_leave() {
         .unwrap();
 
     let _operator = network::start_operator(&plane, GRACE_SECONDS, None, &[]).unwrap();
+    let _schedulers: Vec<_> =
+        plane.members.iter().map(|m| network::start_scheduler(&plane, m).unwrap()).collect();
 
     let kubeconfig_of = |m: &Cluster| network::agent_kubeconfig_path(&plane, m);
     member_add(&plane.hub, &a.name, "0xa11ce", &kubeconfig_of(a));

@@ -49,7 +49,7 @@ fn phase_of(u: &WorkUnit) -> Option<WorkUnitPhase> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn render_and_training_jobs_run_across_members() {
     let started = Instant::now();
-    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: true }).await.unwrap();
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: false }).await.unwrap();
     plane.install_crds().await.unwrap();
     let (a, b) = (&plane.members[0], &plane.members[1]);
     let model = |s| fake_nodes::model(s).unwrap();
@@ -74,11 +74,13 @@ async fn render_and_training_jobs_run_across_members() {
         "AMD-Instinct-MI300X=50000000",
         "AMD-Radeon-RX-7900-XTX=50000000",
     ];
+    let _schedulers: Vec<_> =
+        plane.members.iter().map(|m| network::start_scheduler(&plane, m).unwrap()).collect();
     let mut agents = Vec::new();
     for member in &plane.members {
         let kubeconfig = network::agent_kubeconfig_path(&plane, member);
         network::member_add(&plane.hub, &member.name, "0xfeed", &prices, &kubeconfig).unwrap();
-        agents.push(Some(network::start_agent(&plane, member, &kubeconfig, "default-scheduler").unwrap()));
+        agents.push(Some(network::start_agent(&plane, member, &kubeconfig, "pictor-scheduler").unwrap()));
     }
     network::wait_for_members(&plane, Duration::from_secs(90)).await.unwrap();
     eprintln!("network up in {:?}", started.elapsed());
@@ -144,7 +146,7 @@ async fn render_and_training_jobs_run_across_members() {
 
     // A comes back; a job for AMD GPUs lands only on AMD nodes.
     agents[0] = Some(
-        network::start_agent(&plane, a, &network::agent_kubeconfig_path(&plane, a), "default-scheduler")
+        network::start_agent(&plane, a, &network::agent_kubeconfig_path(&plane, a), "pictor-scheduler")
             .unwrap(),
     );
     network::wait_for_members(&plane, Duration::from_secs(60)).await.unwrap();

@@ -53,8 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let Command::Demo { hold } = Cli::parse().command;
 
     let started = std::time::Instant::now();
-    // Until pictor-scheduler runs in the members, kube-scheduler binds their pods.
-    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: true }).await?;
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: false }).await?;
     plane.install_crds().await?;
     let model = |short| fake_nodes::model(short).expect("a catalogue model");
     let fleets = [
@@ -69,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
     // The hub's operator, then each member joins with `pictor member add` and runs its agent with
     // nothing but the kubeconfig that command printed.
     let mut processes = vec![network::start_operator(&plane, 30, Some(5), &[])?];
+    for member in &plane.members {
+        processes.push(network::start_scheduler(&plane, member)?);
+    }
     for (member, payout) in plane.members.iter().zip(["0xa11ce", "0xb0b"]) {
         let agent_kubeconfig = network::agent_kubeconfig_path(&plane, member);
         println!(
@@ -77,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
             agent_kubeconfig.display()
         );
         network::member_add(&plane.hub, &member.name, payout, &PRICES, &agent_kubeconfig)?;
-        processes.push(network::start_agent(&plane, member, &agent_kubeconfig, "default-scheduler")?);
+        processes.push(network::start_agent(&plane, member, &agent_kubeconfig, "pictor-scheduler")?);
     }
     network::wait_for_members(&plane, std::time::Duration::from_secs(120))
         .await

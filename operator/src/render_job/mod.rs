@@ -22,6 +22,8 @@ use std::time::Duration;
 
 /// Field manager of what the render controller writes.
 pub const FIELD_MANAGER: &str = "pictor-render-controller";
+/// Unit writes in flight at once.
+const CONCURRENT_WRITES: usize = 16;
 /// Finalizer that makes deleting a job delete its units first.
 pub const FINALIZER: &str = "pictor.network/work-units";
 
@@ -83,12 +85,24 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     let mut claims = ctx.index.claims();
     let plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings);
 
-    for unit in &plan.create {
-        let ns = unit.metadata.namespace.clone().unwrap_or_default();
-        let created =
-            Api::<WorkUnit>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), unit).await;
-        tolerate(created, &[409]).map_err(hub(format!("create unit {ns}/{}", unit.name_any())))?;
-    }
+    // Creates go out concurrently: a 100,000-frame job places thousands of units, and one at a
+    // time the API server's round trips, not placement, would set the pace.
+    let client = ctx.client.clone();
+    futures::stream::iter(plan.create.clone())
+        .map(move |unit| {
+            let client = client.clone();
+            async move {
+                let ns = unit.metadata.namespace.clone().unwrap_or_default();
+                let created =
+                    Api::<WorkUnit>::namespaced(client, &ns).create(&PostParams::default(), &unit).await;
+                tolerate(created, &[409]).map_err(hub(format!("create unit {ns}/{}", unit.name_any())))
+            }
+        })
+        .buffer_unordered(CONCURRENT_WRITES)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()?;
     for (ns, name) in &plan.delete {
         delete_unit(&ctx.client, ns, name).await?;
     }
