@@ -25,8 +25,8 @@ where
     }
 }
 
-/// `pictor member add` for `member` on the hub, writing the agent's kubeconfig to `out`.
-/// `prices` are `MODEL=OCTAS` pairs.
+/// `pictor member add` for a community `member` on the hub, writing the agent's kubeconfig to
+/// `out`. `prices` are `MODEL=OCTAS` pairs.
 pub fn member_add(
     hub: &Cluster,
     member: &str,
@@ -34,9 +34,21 @@ pub fn member_add(
     prices: &[&str],
     out: &Path,
 ) -> std::io::Result<()> {
+    member_add_with_tier(hub, member, "community", payout, prices, out)
+}
+
+/// [`member_add`] with a tier: `community` or `partner`.
+pub fn member_add_with_tier(
+    hub: &Cluster,
+    member: &str,
+    tier: &str,
+    payout: &str,
+    prices: &[&str],
+    out: &Path,
+) -> std::io::Result<()> {
     let pictor = workspace_binary("pictor-operator", "pictor");
     let mut cmd = std::process::Command::new(pictor);
-    cmd.args(["member", "add", member, "--tier", "community", "--payout", payout, "--region", "local"]);
+    cmd.args(["member", "add", member, "--tier", tier, "--payout", payout, "--region", "local"]);
     for price in prices {
         cmd.args(["--price", price]);
     }

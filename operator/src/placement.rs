@@ -45,8 +45,13 @@ pub type Claims = HashMap<(String, String), i64>;
 
 /// Why nothing fits, in words a submitter can act on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct NoMemberFits(pub String);
+#[error("{message}")]
+pub struct NoMemberFits {
+    /// What the job's condition says.
+    pub message: String,
+    /// Some member would fit once GPUs free up: waiting helps.
+    pub busy: bool,
+}
 
 fn reputation_score(cluster: &GpuCluster) -> i64 {
     let Some(r) = cluster.status.as_ref().and_then(|s| s.reputation.as_ref()) else { return 500 };
@@ -140,7 +145,13 @@ pub fn place(need: &Need<'_>, members: &[&GpuCluster], claims: &Claims) -> Resul
             let claimed = claims.get(&(name.clone(), pool.model.clone())).copied().unwrap_or(0);
             let free = pool.free - claimed;
             if free < need.gpu.count * need.pods || pool.largest_free_on_node < need.gpu.count {
-                why = "not enough free GPUs";
+                // Busy if the member holds it once its GPUs are free again; else it never will.
+                let gpu_nodes_hold_a_pod = pool.total / pool.nodes.max(1) >= need.gpu.count;
+                why = if pool.total >= need.gpu.count * need.pods && gpu_nodes_hold_a_pod {
+                    "not enough free GPUs"
+                } else {
+                    "too small"
+                };
                 continue;
             }
             fitted = true;
@@ -168,7 +179,8 @@ pub fn place(need: &Need<'_>, members: &[&GpuCluster], claims: &Claims) -> Resul
         reasons.sort();
         let detail =
             if members.is_empty() { "no members have joined".to_string() } else { reasons.join(", ") };
-        NoMemberFits(format!("{} ({} members: {detail})", describe(need), members.len()))
+        let busy = refusals.contains_key("not enough free GPUs");
+        NoMemberFits { message: format!("{} ({} members: {detail})", describe(need), members.len()), busy }
     })
 }
 
@@ -293,7 +305,8 @@ mod tests {
         let p = place(&need(&eight, 4, &Budget::default(), &[]), &members, &Claims::new()).unwrap();
         assert_eq!(p.member, "farm-nv", "only the farm has 4 × 8 free GPUs");
         let err = place(&need(&eight, 5, &Budget::default(), &[]), &members, &Claims::new()).unwrap_err();
-        assert!(err.0.contains("5 pods × 8 GPUs in one member"), "{err}");
+        assert!(err.message.contains("5 pods × 8 GPUs in one member"), "{err}");
+        assert!(!err.busy, "no member will ever hold it");
     }
 
     #[test]
@@ -304,10 +317,11 @@ mod tests {
         let tight = Budget { max_price_per_gpu_hour: Some(50), max_total: None };
         let err = place(&need(&amd, 1, &tight, &[]), &members, &Claims::new()).unwrap_err();
         assert!(
-            err.0.starts_with("no Ready member offers amd GPUs with ≥ 64 GiB under 0.0000005 APT/GPU-hour"),
+            err.message
+                .starts_with("no Ready member offers amd GPUs with ≥ 64 GiB under 0.0000005 APT/GPU-hour"),
             "{err}"
         );
-        assert!(err.0.contains("too expensive") && err.0.contains("1 not Ready"), "{err}");
+        assert!(err.message.contains("too expensive") && err.message.contains("1 not Ready"), "{err}");
 
         let any = gpu(GpuVendor::Any, 1, None);
         let excluded = vec!["cheap-nv".to_string()];

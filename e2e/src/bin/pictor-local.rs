@@ -71,14 +71,16 @@ async fn main() -> anyhow::Result<()> {
     for member in &plane.members {
         processes.push(network::start_scheduler(&plane, member)?);
     }
-    for (member, payout) in plane.members.iter().zip(["0xa11ce", "0xb0b"]) {
+    // A community member with NVIDIA GPUs and a partner farm with AMD GPUs.
+    for (member, (tier, payout)) in plane.members.iter().zip([("community", "0xa11ce"), ("partner", "0xb0b")])
+    {
         let agent_kubeconfig = network::agent_kubeconfig_path(&plane, member);
         println!(
-            "$ pictor member add {} --tier community --payout {payout} --region local -o {}",
+            "$ pictor member add {} --tier {tier} --payout {payout} --region local -o {}",
             member.name,
             agent_kubeconfig.display()
         );
-        network::member_add(&plane.hub, &member.name, payout, &PRICES, &agent_kubeconfig)?;
+        network::member_add_with_tier(&plane.hub, &member.name, tier, payout, &PRICES, &agent_kubeconfig)?;
         processes.push(network::start_agent(&plane, member, &agent_kubeconfig, "pictor-scheduler")?);
     }
     network::wait_for_members(&plane, std::time::Duration::from_secs(120))
@@ -105,9 +107,30 @@ async fn main() -> anyhow::Result<()> {
         )?;
     }
     show("members, Ready with the GPUs their agents reported", &plane.hub, &["get", "gpuclusters"])?;
+
+    // The jobs run: chunks and the training gang are placed on the members, their pods "run" on
+    // kwok's fake GPUs for a few seconds each, and the status follows.
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        show("progress", &plane.hub, &["get", "renderjobs,trainingjobs", "-n", "default"])?;
+        let out = plane
+            .hub
+            .kubectl()
+            .args(["get", "rj,tj", "-n", "default", "-o", "jsonpath={.items[*].status.phase}"])
+            .output()?;
+        let phases = String::from_utf8_lossy(&out.stdout).to_string();
+        let finished =
+            phases.split_whitespace().filter(|p| matches!(*p, "Succeeded" | "Failed" | "Cancelled")).count();
+        if finished == 2 || std::time::Instant::now() > limit {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+    show("where the work ran", &plane.hub, &["get", "workunits", "-A"])?;
     println!(
-        "\nThe job controllers that split jobs into WorkUnits are not built yet, so the jobs stay as submitted."
+        "\nOutputs: the RenderJob writes its frames under file:///var/lib/pictor/renders/classroom/ (on kwok no pod really renders)."
     );
+    println!("Settlement on Aptos is not built yet: the cost above is what the providers are owed.");
 
     if hold {
         println!("\nThe network runs until Ctrl-C. Reach it with:");

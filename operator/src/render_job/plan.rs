@@ -144,6 +144,7 @@ pub fn plan(
     let job_uid = job.metadata.uid.clone().unwrap_or_default();
     let mut unverified: Vec<(&Chunk, &WorkUnit)> = Vec::new();
     let mut verify_cost = 0;
+    let mut unverifiable: Option<String> = None;
     for chunk in &all_chunks {
         let Some(state) = states.get_mut(&chunk.index) else { continue };
         let Some(accepted) = state.accepted else { continue };
@@ -171,9 +172,16 @@ pub fn plan(
             }
             Verification::Running => unverified.push((chunk, accepted)),
             Verification::Needed => {
-                unverified.push((chunk, accepted));
-                out.create
-                    .extend(verification_unit(job, chunk, accepted, &checks, members, claims, settings));
+                match verification_unit(job, chunk, accepted, &checks, members, claims, settings) {
+                    Ok(unit) => {
+                        unverified.push((chunk, accepted));
+                        out.create.push(unit);
+                    }
+                    // Busy members free up; a network with no second provider of these GPUs never
+                    // will, and the job must not wait for it forever.
+                    Err(e) if e.busy => unverified.push((chunk, accepted)),
+                    Err(e) => unverifiable = Some(e.message),
+                }
             }
         }
     }
@@ -323,7 +331,16 @@ pub fn plan(
         .take(50)
         .collect();
     out.ready = match phase {
-        RenderJobPhase::Succeeded => (true, "Succeeded", format!("all {total} frames rendered")),
+        RenderJobPhase::Succeeded => match &unverifiable {
+            None => (true, "Succeeded", format!("all {total} frames rendered")),
+            Some(why) => (
+                true,
+                "SucceededUnverified",
+                format!(
+                    "all {total} frames rendered; sampled chunks could not be verified by a second provider: {why}"
+                ),
+            ),
+        },
         RenderJobPhase::Verifying => (
             true,
             "Verifying",
@@ -439,13 +456,13 @@ fn verification_unit(
     members: &[&GpuCluster],
     claims: &mut Claims,
     settings: &RenderSettings,
-) -> Option<WorkUnit> {
+) -> Result<WorkUnit, placement::NoMemberFits> {
     let spec = &job.spec;
     let renderer = member_of(accepted);
     let mut excluded: Vec<String> = earlier.iter().map(|u| member_of(u)).collect();
     excluded.push(renderer.clone());
     let need = Need { gpu: &spec.gpu, pods: 1, budget: &spec.budget, tier: spec.tier, excluded: &excluded };
-    let placement = placement::place(&need, members, claims).ok()?;
+    let placement = placement::place(&need, members, claims)?;
     *claims.entry((placement.member.clone(), placement.model.clone())).or_default() += spec.gpu.count;
     let accepted_name = accepted.metadata.name.clone().unwrap_or_default();
     let original = format!(
@@ -475,7 +492,7 @@ fn verification_unit(
         );
     }
     let attempt = earlier.len() as i64 + 1;
-    Some(work_units::work_unit(UnitDraft {
+    Ok(work_units::work_unit(UnitDraft {
         name: work_units::unit_name(&accepted_name, &format!("v{attempt}")),
         job: work_units::job_reference(
             JobKind::RenderJob,

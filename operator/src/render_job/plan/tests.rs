@@ -255,3 +255,14 @@ fn a_mismatch_rejects_the_output_and_renders_the_chunk_again_elsewhere() {
     assert_eq!((again.metadata.namespace.as_deref(), again.spec.attempt), (Some("pictor-member-b"), 2));
     assert_eq!(p.status.phase, Some(RenderJobPhase::Rendering));
 }
+
+#[test]
+fn without_a_second_provider_of_the_gpus_the_job_finishes_unverified_and_says_so() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "amd", "RX-7900", 8, 200)];
+    let nvidia_only = job(10, json!({"verificationPercent": 100, "gpu": {"vendor": "nvidia"}}));
+    let p = run(&nvidia_only, &[unit(0, 1, "a", Some("Succeeded"), 10)], &members);
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(RenderJobPhase::Succeeded));
+    assert_eq!(p.ready.1, "SucceededUnverified");
+    assert!(p.ready.2.contains("no Ready member offers nvidia GPUs"), "{}", p.ready.2);
+}
