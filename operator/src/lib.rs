@@ -19,4 +19,5 @@ pub mod membership;
 pub mod placement;
 pub mod render_job;
 pub mod training_job;
+pub mod unit_writes;
 pub mod work_units;

@@ -4,26 +4,24 @@
 
 pub mod plan;
 
-use crate::api_status::tolerate;
-use crate::conditions::{Observation, set_condition};
+use crate::conditions::record_job_outcome;
 use crate::hub_index::HubIndex;
+use crate::unit_writes::{self, UnitWriteError};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use pictor_crds::v1alpha1::{CONDITION_READY, JobKind, RenderJob, RenderJobPhase, WorkUnit};
+use pictor_crds::v1alpha1::{JobKind, RenderJob, RenderJobPhase, WorkUnit};
 use plan::RenderSettings;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Field manager of what the render controller writes.
 pub const FIELD_MANAGER: &str = "pictor-render-controller";
-/// Unit writes in flight at once.
-const CONCURRENT_WRITES: usize = 16;
 /// Finalizer that makes deleting a job delete its units first.
 pub const FINALIZER: &str = "pictor.network/work-units";
 
@@ -33,6 +31,9 @@ pub enum RenderJobError {
     /// A hub call failed.
     #[error("{what}: {source}")]
     Hub { what: String, source: kube::Error },
+    /// Creating or deleting a unit failed.
+    #[error(transparent)]
+    Units(#[from] UnitWriteError),
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -43,6 +44,7 @@ impl RenderJobError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             RenderJobError::Hub { .. } => "hub_call_failed",
+            RenderJobError::Units(_) => "unit_write_failed",
             RenderJobError::Finalizer(_) => "finalizer_failed",
         }
     }
@@ -85,27 +87,8 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     let mut claims = ctx.index.claims();
     let plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings);
 
-    // Creates go out concurrently: a 100,000-frame job places thousands of units, and one at a
-    // time the API server's round trips, not placement, would set the pace.
-    let client = ctx.client.clone();
-    futures::stream::iter(plan.create.clone())
-        .map(move |unit| {
-            let client = client.clone();
-            async move {
-                let ns = unit.metadata.namespace.clone().unwrap_or_default();
-                let created =
-                    Api::<WorkUnit>::namespaced(client, &ns).create(&PostParams::default(), &unit).await;
-                tolerate(created, &[409]).map_err(hub(format!("create unit {ns}/{}", unit.name_any())))
-            }
-        })
-        .buffer_unordered(CONCURRENT_WRITES)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>, _>>()?;
-    for (ns, name) in &plan.delete {
-        delete_unit(&ctx.client, ns, name).await?;
-    }
+    unit_writes::create(&ctx.client, &plan.create).await?;
+    unit_writes::delete(&ctx.client, &plan.delete).await?;
     for (ns, name) in &plan.mark_mismatch {
         // A label, not status: the member's agent owns the unit's status. The label keeps the
         // rejection on record for the member's reputation and for billing.
@@ -118,25 +101,20 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
         tracing::warn!(job = %job.name_any(), unit = %name, member = ?crate::labels::member_of_namespace(ns), "verification mismatch: output rejected");
     }
 
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut status = plan.status;
-    let (ready, reason, message) = plan.ready;
-    set_condition(
-        &mut status.conditions,
-        Observation { type_: CONDITION_READY, status: ready, reason, message },
-        job.meta().generation,
-        now.clone(),
-    );
     let terminal = matches!(
         status.phase,
         Some(RenderJobPhase::Succeeded | RenderJobPhase::Failed | RenderJobPhase::Cancelled)
     );
-    if terminal && status.completion_time.is_none() {
-        status.completion_time = Some(now);
-    }
-    if !terminal {
-        status.completion_time = None;
-    }
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    record_job_outcome(
+        &mut status.conditions,
+        &mut status.completion_time,
+        plan.ready,
+        terminal,
+        job.meta().generation,
+        now,
+    );
     let body =
         serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob", "status": status});
     Api::<RenderJob>::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default())
@@ -147,16 +125,14 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     Ok(Action::requeue(if terminal { Duration::from_secs(300) } else { Duration::from_secs(5) }))
 }
 
-async fn delete_unit(client: &kube::Client, ns: &str, name: &str) -> Result<(), RenderJobError> {
-    let deleted =
-        Api::<WorkUnit>::namespaced(client.clone(), ns).delete(name, &DeleteParams::background()).await;
-    tolerate(deleted, &[404]).map_err(hub(format!("delete unit {ns}/{name}")))
-}
-
 async fn cleanup(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError> {
-    for unit in ctx.index.units_of_job(&job.uid().unwrap_or_default()) {
-        delete_unit(&ctx.client, &unit.namespace().unwrap_or_default(), &unit.name_any()).await?;
-    }
+    let units: Vec<_> = ctx
+        .index
+        .units_of_job(&job.uid().unwrap_or_default())
+        .iter()
+        .map(|u| (u.namespace().unwrap_or_default(), u.name_any()))
+        .collect();
+    unit_writes::delete(&ctx.client, &units).await?;
     tracing::info!(job = %job.name_any(), "deleted the job's units");
     Ok(Action::await_change())
 }

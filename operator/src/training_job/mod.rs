@@ -3,18 +3,18 @@
 
 pub mod plan;
 
-use crate::api_status::tolerate;
-use crate::conditions::{Observation, set_condition};
+use crate::conditions::record_job_outcome;
 use crate::hub_index::HubIndex;
+use crate::unit_writes::{self, UnitWriteError};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use pictor_crds::v1alpha1::{CONDITION_READY, JobKind, TrainingJob, TrainingJobPhase, WorkUnit};
+use pictor_crds::v1alpha1::{JobKind, TrainingJob, TrainingJobPhase, WorkUnit};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,9 @@ pub enum TrainingJobError {
     /// A hub call failed.
     #[error("{what}: {source}")]
     Hub { what: String, source: kube::Error },
+    /// Creating or deleting a unit failed.
+    #[error(transparent)]
+    Units(#[from] UnitWriteError),
     /// The finalizer machinery failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -51,9 +54,13 @@ async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, T
         match event {
             Event::Apply(job) => apply(&job, &ctx).await,
             Event::Cleanup(job) => {
-                for unit in ctx.index.units_of_job(&job.uid().unwrap_or_default()) {
-                    delete_unit(&ctx.client, &unit.namespace().unwrap_or_default(), &unit.name_any()).await?;
-                }
+                let units: Vec<_> = ctx
+                    .index
+                    .units_of_job(&job.uid().unwrap_or_default())
+                    .iter()
+                    .map(|u| (u.namespace().unwrap_or_default(), u.name_any()))
+                    .collect();
+                unit_writes::delete(&ctx.client, &units).await?;
                 Ok(Action::await_change())
             }
         }
@@ -66,41 +73,28 @@ async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, T
     })
 }
 
-async fn delete_unit(client: &kube::Client, ns: &str, name: &str) -> Result<(), TrainingJobError> {
-    let deleted =
-        Api::<WorkUnit>::namespaced(client.clone(), ns).delete(name, &DeleteParams::background()).await;
-    tolerate(deleted, &[404]).map_err(hub(format!("delete unit {ns}/{name}")))
-}
-
 async fn apply(job: &TrainingJob, ctx: &Context) -> Result<Action, TrainingJobError> {
     let units = ctx.index.units_of_job(&job.uid().unwrap_or_default());
     let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
     let members = ctx.index.clusters.state();
     let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
     let plan = plan::plan(job, &unit_refs, &member_refs, &mut ctx.index.claims(), ctx.fake_run_seconds);
-    if let Some(unit) = &plan.create {
-        let ns = unit.metadata.namespace.clone().unwrap_or_default();
-        let created =
-            Api::<WorkUnit>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), unit).await;
-        tolerate(created, &[409]).map_err(hub(format!("create unit {ns}/{}", unit.name_any())))?;
-    }
-    for (ns, name) in &plan.delete {
-        delete_unit(&ctx.client, ns, name).await?;
-    }
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    unit_writes::create(&ctx.client, plan.create.as_slice()).await?;
+    unit_writes::delete(&ctx.client, &plan.delete).await?;
     let mut status = plan.status;
-    let (ready, reason, message) = plan.ready;
-    set_condition(
-        &mut status.conditions,
-        Observation { type_: CONDITION_READY, status: ready, reason, message },
-        job.meta().generation,
-        now.clone(),
-    );
     let terminal = matches!(
         status.phase,
         Some(TrainingJobPhase::Succeeded | TrainingJobPhase::Failed | TrainingJobPhase::Cancelled)
     );
-    status.completion_time = if terminal { status.completion_time.or(Some(now)) } else { None };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    record_job_outcome(
+        &mut status.conditions,
+        &mut status.completion_time,
+        plan.ready,
+        terminal,
+        job.meta().generation,
+        now,
+    );
     let body =
         serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "TrainingJob", "status": status});
     Api::<TrainingJob>::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default())

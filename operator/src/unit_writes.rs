@@ -1,0 +1,63 @@
+//! The job controllers' writes of WorkUnits on the hub: creating what placement decided and
+//! deleting what a job no longer needs. Both are idempotent (an existing unit, a missing one).
+
+use crate::api_status::tolerate;
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
+use pictor_crds::v1alpha1::WorkUnit;
+
+/// Unit writes in flight at once: a 100,000-frame job places thousands of units, and one at a
+/// time the API server's round trips, not placement, would set the pace.
+const CONCURRENT_WRITES: usize = 16;
+
+/// A unit write the hub refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {namespace}/{name}: {source}")]
+pub struct UnitWriteError {
+    what: &'static str,
+    namespace: String,
+    name: String,
+    source: kube::Error,
+}
+
+/// Creates units in their member namespaces; units that already exist are left as they are.
+pub async fn create(client: &kube::Client, units: &[WorkUnit]) -> Result<(), UnitWriteError> {
+    futures::stream::iter(units.iter().cloned())
+        .map(|unit| {
+            let client = client.clone();
+            async move {
+                let namespace = unit.namespace().unwrap_or_default();
+                let created = Api::<WorkUnit>::namespaced(client, &namespace)
+                    .create(&PostParams::default(), &unit)
+                    .await;
+                tolerate(created, &[409]).map_err(|source| UnitWriteError {
+                    what: "create unit",
+                    namespace,
+                    name: unit.name_any(),
+                    source,
+                })
+            }
+        })
+        .buffer_unordered(CONCURRENT_WRITES)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Deletes units by namespace and name; units already gone are fine.
+pub async fn delete(client: &kube::Client, units: &[(String, String)]) -> Result<(), UnitWriteError> {
+    for (namespace, name) in units {
+        let deleted = Api::<WorkUnit>::namespaced(client.clone(), namespace)
+            .delete(name, &DeleteParams::background())
+            .await;
+        tolerate(deleted, &[404]).map_err(|source| UnitWriteError {
+            what: "delete unit",
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
