@@ -87,6 +87,15 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                     ..Default::default()
                 },
                 spec: Some(PodSpec {
+                    // Placement chose a GPU model; a member with several must run the pod there.
+                    node_selector: unit
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(crate::hub_index::GPU_MODEL_ANNOTATION))
+                        .map(|model| {
+                            BTreeMap::from([("pictor.network/gpu.product".to_string(), model.clone())])
+                        }),
                     // `<template>.<unit>` resolves to this pod through the unit's headless
                     // Service: how torchrun workers find worker 0.
                     hostname: unit.spec.rendezvous_port.map(|_| template.name.clone()),
@@ -484,6 +493,18 @@ mod tests {
         assert_eq!(spec.scheduler_name.as_deref(), Some("pictor-scheduler"));
         let limits = spec.containers[0].resources.as_ref().unwrap().limits.as_ref().unwrap();
         assert_eq!(limits["nvidia.com/gpu"], Quantity("2".into()));
+        assert_eq!(spec.node_selector, None, "no model chosen, no selector");
+        let mut placed = unit(1, None);
+        placed.metadata.annotations = Some(BTreeMap::from([(
+            "pictor.network/gpu-model".to_string(),
+            "NVIDIA-H100-80GB-HBM3".to_string(),
+        )]));
+        let pinned = pods_for_unit(&placed, &settings()).unwrap();
+        let selector = pinned[0].spec.as_ref().unwrap().node_selector.clone().unwrap();
+        assert_eq!(
+            selector["pictor.network/gpu.product"], "NVIDIA-H100-80GB-HBM3",
+            "the model placement chose"
+        );
         let single = pods_for_unit(&unit(1, None), &settings()).unwrap();
         assert!(
             !single[0].metadata.labels.as_ref().unwrap().contains_key(labels::GANG),
