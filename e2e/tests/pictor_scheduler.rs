@@ -460,8 +460,15 @@ async fn a_bind_conflict_a_deleted_node_and_a_restart_lose_no_pod_and_over_commi
     })
     .await;
 
-    // A node deleted mid-run gets no more pods.
-    nodes.delete("c-rtx4090-11", &DeleteParams::default()).await.unwrap();
+    // A node deleted mid-run gets no more pods. The deleted node holds no pod and is not the
+    // node given back after the conflict (which must get a pod again below).
+    let taken: Vec<String> = placements(&pods).await.into_values().collect();
+    let doomed = (0..12)
+        .rev()
+        .map(|i| format!("c-rtx4090-{i}"))
+        .find(|n| *n != chosen && !taken.contains(n))
+        .expect("a free RTX 4090 node");
+    nodes.delete(&doomed, &DeleteParams::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Exactly as many 1-GPU pods as GPUs are left: 11 RTX 4090 + 16 H100 - 2 = 25. A leaked
@@ -478,7 +485,7 @@ async fn a_bind_conflict_a_deleted_node_and_a_restart_lose_no_pod_and_over_commi
     })
     .await;
     let placed = placements(&pods).await;
-    assert!(placed.values().all(|n| n != "c-rtx4090-11"), "nothing on the deleted node: {placed:?}");
+    assert!(placed.values().all(|n| *n != doomed), "nothing on the deleted node {doomed}: {placed:?}");
     assert!(placed.values().any(|n| n == &chosen), "the node chosen before the conflict was given back");
     assert_no_node_over_committed(&client).await;
     let p = pods.get("fill-24").await.unwrap();
