@@ -33,12 +33,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    pictor_operator::logging::init("info");
     let args = Args::parse();
     let client = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
     let grace = Duration::from_secs(args.member_grace_seconds);

@@ -92,11 +92,7 @@ fn kubeconfig_path(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    pictor_operator::logging::init("warn");
     let cli = Cli::parse();
     let path = kubeconfig_path(cli.kubeconfig)?;
     let client = pictor_operator::kubeconfig::client(Some(&path)).await?;

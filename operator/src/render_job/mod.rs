@@ -6,6 +6,7 @@ pub mod plan;
 
 use crate::conditions::record_job_outcome;
 use crate::hub_index::HubIndex;
+use crate::job_status;
 use crate::unit_writes::{self, UnitWriteError};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -115,12 +116,7 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
         job.meta().generation,
         now,
     );
-    let body =
-        serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob", "status": status});
-    Api::<RenderJob>::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default())
-        .patch_status(&job.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(hub("write the job status"))?;
+    job_status::write(&ctx.client, job, FIELD_MANAGER, &status).await.map_err(hub("write the job status"))?;
     // Unit changes wake the job through the watch; the requeue catches members becoming free.
     Ok(Action::requeue(if terminal { Duration::from_secs(300) } else { Duration::from_secs(5) }))
 }

@@ -5,10 +5,11 @@ pub mod plan;
 
 use crate::conditions::record_job_outcome;
 use crate::hub_index::HubIndex;
+use crate::job_status;
 use crate::unit_writes::{self, UnitWriteError};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -95,12 +96,7 @@ async fn apply(job: &TrainingJob, ctx: &Context) -> Result<Action, TrainingJobEr
         job.meta().generation,
         now,
     );
-    let body =
-        serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "TrainingJob", "status": status});
-    Api::<TrainingJob>::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default())
-        .patch_status(&job.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await
-        .map_err(hub("write the job status"))?;
+    job_status::write(&ctx.client, job, FIELD_MANAGER, &status).await.map_err(hub("write the job status"))?;
     Ok(Action::requeue(if terminal { Duration::from_secs(300) } else { Duration::from_secs(5) }))
 }
 
