@@ -8,8 +8,10 @@
 //! - [`conditions`]: the status machinery every controller shares.
 #![forbid(unsafe_code)]
 
+pub mod accrual;
 pub mod agent;
 pub mod api_status;
+pub mod billing;
 pub mod conditions;
 pub mod hub_index;
 pub mod job_status;

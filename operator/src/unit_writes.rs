@@ -1,10 +1,11 @@
 //! The job controllers' writes of WorkUnits on the hub: creating what placement decided and
 //! deleting what a job no longer needs. Both are idempotent (an existing unit, a missing one).
 
+use crate::accrual::UnitMark;
 use crate::api_status::tolerate;
 use futures::StreamExt;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pictor_crds::v1alpha1::WorkUnit;
 
 /// Unit writes in flight at once: a 100,000-frame job places thousands of units, and one at a
@@ -60,4 +61,40 @@ pub async fn delete(client: &kube::Client, units: &[(String, String)]) -> Result
         })?;
     }
     Ok(())
+}
+
+/// Sets the labels, annotations and finalizers a job controller decided on units (verdicts,
+/// billing). Metadata, not status: the member's agent owns a unit's status.
+pub async fn mark(
+    client: &kube::Client,
+    field_manager: &str,
+    marks: &[UnitMark],
+) -> Result<(), UnitWriteError> {
+    futures::stream::iter(marks.iter().cloned())
+        .map(|mark| {
+            let client = client.clone();
+            let field_manager = field_manager.to_string();
+            async move {
+                let mut metadata =
+                    serde_json::json!({"labels": mark.labels, "annotations": mark.annotations});
+                if let Some(finalizers) = &mark.finalizers {
+                    metadata["finalizers"] = serde_json::json!(finalizers);
+                }
+                let params = PatchParams { field_manager: Some(field_manager), ..Default::default() };
+                let patched = Api::<WorkUnit>::namespaced(client, &mark.namespace)
+                    .patch(&mark.name, &params, &Patch::Merge(serde_json::json!({"metadata": metadata})))
+                    .await;
+                tolerate(patched, &[404]).map_err(|source| UnitWriteError {
+                    what: "mark unit",
+                    namespace: mark.namespace,
+                    name: mark.name,
+                    source,
+                })
+            }
+        })
+        .buffer_unordered(CONCURRENT_WRITES)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }

@@ -19,6 +19,15 @@ pub enum GpuVendor {
 }
 
 impl GpuVendor {
+    /// The vendor as `pictor.network/gpu.vendor` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuVendor::Any => "any",
+            GpuVendor::Nvidia => "nvidia",
+            GpuVendor::Amd => "amd",
+        }
+    }
+
     /// The extended resource a pod asks for; `None` for `any`, which placement resolves.
     pub fn resource_name(self) -> Option<&'static str> {
         match self {

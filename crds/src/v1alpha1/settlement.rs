@@ -67,6 +67,39 @@ pub struct SettledUnit {
     /// Octas owed for it.
     #[x_kube(validation = Rule::new("self >= 0").message("units[].amountOctas must not be negative"))]
     pub amount_octas: i64,
+    /// The record of the work this unit paid for: which job, what it produced, on what GPUs, for
+    /// how long. Kept here, immutable with the rest of the spec, until an on-chain module holds
+    /// it beside the payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work: Option<WorkRecord>,
+}
+
+/// What a paid unit did, for validation and for providers' performance records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkRecord {
+    /// `RenderJob` or `TrainingJob`.
+    #[schemars(length(max = 32))]
+    pub job_kind: String,
+    /// `<namespace>/<name>` of the job on the hub.
+    #[schemars(length(max = 317))]
+    pub job: String,
+    /// SHA-256 over the unit's output digests in order (lowercase hex); empty when the unit
+    /// reported no outputs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 64))]
+    pub outputs_digest: String,
+    /// GPU vendor the unit ran on (`nvidia`, `amd`).
+    #[schemars(length(max = 16))]
+    pub gpu_vendor: String,
+    /// GPU product the unit ran on, as the member's node labels name it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 128))]
+    pub gpu_model: String,
+    /// GPUs × seconds the unit held.
+    pub gpu_seconds: i64,
+    /// Price agreed at placement, octas per GPU-hour.
+    pub price_per_gpu_hour: i64,
 }
 
 /// Where a payout stands.
@@ -99,6 +132,14 @@ pub struct SettlementStatus {
     /// Hash of the signed transaction, recorded before it is submitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_hash: Option<String>,
+    /// The signed transaction, BCS-encoded in base64: recorded before it is submitted, so after
+    /// a restart the same transaction is submitted again instead of a new one signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_transaction: Option<String>,
+    /// Transactions of this settlement that committed without paying (an empty treasury, say),
+    /// by hash, oldest first; the settlement was signed again after each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_transactions: Vec<String>,
     /// Expiry of the signed transaction (seconds since the epoch, chain time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_seconds: Option<i64>,

@@ -29,6 +29,10 @@ struct Args {
     /// Local networks on kwok only: verification of this member's renders reports a mismatch.
     #[arg(long, requires = "fake_run_seconds")]
     fake_mismatch_member: Option<String>,
+    /// Seconds after a unit is accepted during which its submitter may dispute it (annotation
+    /// `pictor.network/dispute` on the job); billing pays it only afterwards.
+    #[arg(long, default_value_t = 3600)]
+    dispute_window_seconds: u64,
 }
 
 #[tokio::main]
@@ -51,11 +55,16 @@ async fn main() -> anyhow::Result<()> {
         max_in_flight: args.max_units_in_flight,
         fake_run_seconds: args.fake_run_seconds,
         fake_mismatch_member: args.fake_mismatch_member,
+        dispute_window: Duration::from_secs(args.dispute_window_seconds),
+    };
+    let training = training_job::plan::TrainingSettings {
+        fake_run_seconds: args.fake_run_seconds,
+        dispute_window: Duration::from_secs(args.dispute_window_seconds),
     };
     tokio::join!(
         member_health::run(client.clone(), index.clone(), link, grace),
         render_job::run(client.clone(), index.clone(), render),
-        training_job::run(client, index, args.fake_run_seconds),
+        training_job::run(client, index, training),
     );
     Ok(())
 }

@@ -4,13 +4,13 @@
 
 pub mod plan;
 
-use crate::conditions::record_job_outcome;
+use crate::conditions::{Observation, record_job_outcome, set_condition};
 use crate::hub_index::HubIndex;
 use crate::job_status;
 use crate::unit_writes::{self, UnitWriteError};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
@@ -86,20 +86,15 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     let members = ctx.index.clusters.state();
     let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
     let mut claims = ctx.index.claims();
-    let plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings, now);
 
     unit_writes::create(&ctx.client, &plan.create).await?;
     unit_writes::delete(&ctx.client, &plan.delete).await?;
-    for (ns, name) in &plan.mark_mismatch {
-        // A label, not status: the member's agent owns the unit's status. The label keeps the
-        // rejection on record for the member's reputation and for billing.
-        let body = serde_json::json!({"metadata": {"labels": {plan::VERDICT: plan::MISMATCH}}});
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
-        Api::<WorkUnit>::namespaced(ctx.client.clone(), ns)
-            .patch(name, &params, &Patch::Merge(&body))
-            .await
-            .map_err(hub(format!("mark {ns}/{name} as a verification mismatch")))?;
-        tracing::warn!(job = %job.name_any(), unit = %name, member = ?crate::labels::member_of_namespace(ns), "verification mismatch: output rejected");
+    unit_writes::mark(&ctx.client, FIELD_MANAGER, &plan.marks).await?;
+    for mark in plan.marks.iter().filter(|m| m.labels.get(plan::VERDICT).is_some_and(|v| v == plan::MISMATCH))
+    {
+        tracing::warn!(job = %job.name_any(), unit = %mark.name, member = ?crate::labels::member_of_namespace(&mark.namespace), "verification mismatch: output rejected");
     }
 
     let mut status = plan.status;
@@ -107,7 +102,11 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
         status.phase,
         Some(RenderJobPhase::Succeeded | RenderJobPhase::Failed | RenderJobPhase::Cancelled)
     );
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    if let Some((status_, reason, message)) = plan.dispute {
+        let observed = Observation { type_: "Dispute", status: status_, reason, message };
+        set_condition(&mut status.conditions, observed, job.meta().generation, Time(now));
+    }
+    let now = Time(now);
     record_job_outcome(
         &mut status.conditions,
         &mut status.completion_time,

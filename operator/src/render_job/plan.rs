@@ -4,14 +4,17 @@
 //! Every frame is accounted for exactly once: a chunk counts as done by its first Succeeded
 //! unit, and a Lost unit never counts, whatever it reports later.
 
+use crate::accrual::{self, BillingState, UnitMark};
 use crate::labels;
 use crate::placement::{self, Claims, Need, NoMemberFits, cost_octas};
 use crate::work_units::{self, CHUNK, UnitDraft};
+use k8s_openapi::jiff::Timestamp;
 use pictor_crds::v1alpha1::{
     FailedChunk, FrameCounts, FrameRange, GpuCluster, JobKind, PodTemplate, RenderJob, RenderJobPhase,
     RenderJobStatus, WorkUnit, WorkUnitPhase, format_apt,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 /// A member that failed this many units of one job takes no more of it (as Flamenco does).
 pub const JOB_BLOCKLIST_FAILURES: usize = 3;
@@ -20,6 +23,8 @@ pub const JOB_BLOCKLIST_FAILURES: usize = 3;
 pub const VERIFIES: &str = "pictor.network/verifies";
 /// Label the controller puts on a unit whose output failed verification.
 pub const VERDICT: &str = "pictor.network/verdict";
+/// Label on a verification unit that re-checks a disputed chunk.
+pub const DISPUTE_CHECK: &str = "pictor.network/dispute-check";
 /// Value of [`VERDICT`] for output that a second provider could not reproduce.
 pub const MISMATCH: &str = "mismatch";
 /// Verification renders tried on other members before a chunk is accepted unverified.
@@ -68,6 +73,9 @@ pub struct RenderSettings {
     /// For local networks on kwok: verification of this member's output reports a mismatch
     /// (every other verification passes), to exercise the mismatch path.
     pub fake_mismatch_member: Option<String>,
+    /// How long after a unit is accepted its submitter may still dispute it; billing pays it
+    /// only afterwards.
+    pub dispute_window: Duration,
 }
 
 /// What the controller does for one job.
@@ -77,8 +85,12 @@ pub struct RenderPlan {
     pub create: Vec<WorkUnit>,
     /// Units to delete (namespace, name).
     pub delete: Vec<(String, String)>,
-    /// Units whose output failed verification, to be labelled [`VERDICT`]=[`MISMATCH`].
-    pub mark_mismatch: Vec<(String, String)>,
+    /// Labels, annotations and finalizers to set on units: verdicts ([`VERDICT`]) and billing
+    /// ([`accrual`]).
+    pub marks: Vec<UnitMark>,
+    /// Dispute condition (status, reason, message), while the job's dispute annotation names
+    /// chunks.
+    pub dispute: Option<(bool, &'static str, String)>,
     /// The job's status (conditions are merged by the caller).
     pub status: RenderJobStatus,
     /// Ready condition: status, reason, message.
@@ -102,7 +114,11 @@ fn member_of(unit: &WorkUnit) -> String {
 }
 
 fn unit_cost(unit: &WorkUnit) -> i64 {
-    cost_octas(unit.status.as_ref().map_or(0, |s| s.gpu_seconds), unit.spec.agreed_price_per_gpu_hour)
+    accrual::amount_octas(unit)
+}
+
+fn mismatch(unit: &WorkUnit) -> UnitMark {
+    UnitMark::of(unit).label(VERDICT, MISMATCH)
 }
 
 /// Plans the next step of a render job.
@@ -112,6 +128,7 @@ pub fn plan(
     members: &[&GpuCluster],
     claims: &mut Claims,
     settings: &RenderSettings,
+    now: Timestamp,
 ) -> RenderPlan {
     let spec = &job.spec;
     let all_chunks = chunks(&spec.frames, spec.chunk_size);
@@ -121,10 +138,18 @@ pub fn plan(
         (u.status.as_ref().and_then(|s| s.completion_time.clone()).map(|t| t.0), u.metadata.name.clone())
     });
     let mut verifications: HashMap<&str, Vec<&WorkUnit>> = HashMap::new();
+    let mut dispute_checks: HashMap<&str, Vec<&WorkUnit>> = HashMap::new();
+    let mut check_units: Vec<&WorkUnit> = Vec::new();
     for unit in sorted {
         let labels = unit.metadata.labels.as_ref();
         if let Some(checked) = labels.and_then(|l| l.get(VERIFIES)) {
-            verifications.entry(checked.as_str()).or_default().push(unit);
+            let map = if labels.is_some_and(|l| l.contains_key(DISPUTE_CHECK)) {
+                &mut dispute_checks
+            } else {
+                &mut verifications
+            };
+            map.entry(checked.as_str()).or_default().push(unit);
+            check_units.push(unit);
             continue;
         }
         let Some(index) = labels.and_then(|l| l.get(CHUNK)).and_then(|c| c.parse().ok()) else { continue };
@@ -143,36 +168,67 @@ pub fn plan(
     let mut out = RenderPlan::default();
     let job_uid = job.metadata.uid.clone().unwrap_or_default();
     let mut unverified: Vec<(&Chunk, &WorkUnit)> = Vec::new();
-    let mut verify_cost = 0;
     let mut unverifiable: Option<String> = None;
+    let disputed = accrual::disputed_frames(job.metadata.annotations.as_ref());
+    let mut dispute = DisputeTally::default();
     for chunk in &all_chunks {
         let Some(state) = states.get_mut(&chunk.index) else { continue };
         let Some(accepted) = state.accepted else { continue };
-        if !sampled(&job_uid, chunk.index, spec.verification_percent) {
+        let name = accepted.metadata.name.as_deref().unwrap_or_default();
+        let held = accrual::billing_state(accepted) == Some(BillingState::Held);
+        if disputed.contains(&accepted.spec.frames) && !held && !accrual::disputable(accepted, now) {
+            dispute.too_late.push(accepted.spec.frames.clone());
+        } else if held || disputed.contains(&accepted.spec.frames) {
+            // A disputed chunk is verified again, on yet another member, whatever its sample said.
+            if !held {
+                out.marks.push(accrual::hold(accepted));
+            }
+            let checks = dispute_checks.get(name).cloned().unwrap_or_default();
+            let mut earlier = checks.clone();
+            earlier.extend(verifications.get(name).cloned().unwrap_or_default());
+            match verification_outcome(&checks) {
+                Verification::Passed | Verification::GaveUp => {
+                    out.marks.push(accrual::release(accepted, now));
+                    dispute.cleared.push(accepted.spec.frames.clone());
+                }
+                Verification::Mismatch => {
+                    out.marks
+                        .push(mismatch(accepted).label(accrual::BILLING, BillingState::Forfeited.as_str()));
+                    dispute.upheld.push(accepted.spec.frames.clone());
+                    state.accepted = None;
+                    state.failures.push(accepted);
+                }
+                Verification::Running => dispute.open.push(accepted.spec.frames.clone()),
+                Verification::Needed => {
+                    match verification_unit(job, chunk, accepted, &earlier, true, members, claims, settings) {
+                        Ok(unit) => out.create.push(unit),
+                        Err(e) if e.busy => {}
+                        // No other member can judge it: the dispute cannot be decided, and the
+                        // provider is paid as first accepted.
+                        Err(_) => out.marks.push(accrual::release(accepted, now)),
+                    }
+                    dispute.open.push(accepted.spec.frames.clone());
+                }
+            }
             continue;
         }
-        let checks = verifications
-            .get(accepted.metadata.name.as_deref().unwrap_or_default())
-            .cloned()
-            .unwrap_or_default();
-        verify_cost += checks
-            .iter()
-            .filter(|u| phase(u) == Some(WorkUnitPhase::Succeeded))
-            .map(|u| unit_cost(u))
-            .sum::<i64>();
+        if !sampled(&job_uid, chunk.index, spec.verification_percent) {
+            out.marks.extend(accrual::accrue(accepted, now, settings.dispute_window));
+            continue;
+        }
+        let checks = verifications.get(name).cloned().unwrap_or_default();
         match verification_outcome(&checks) {
-            Verification::Passed | Verification::GaveUp => {}
+            Verification::Passed | Verification::GaveUp => {
+                out.marks.extend(accrual::accrue(accepted, now, settings.dispute_window));
+            }
             Verification::Mismatch => {
-                out.mark_mismatch.push((
-                    accepted.metadata.namespace.clone().unwrap_or_default(),
-                    accepted.metadata.name.clone().unwrap_or_default(),
-                ));
+                out.marks.push(mismatch(accepted));
                 state.accepted = None;
                 state.failures.push(accepted);
             }
             Verification::Running => unverified.push((chunk, accepted)),
             Verification::Needed => {
-                match verification_unit(job, chunk, accepted, &checks, members, claims, settings) {
+                match verification_unit(job, chunk, accepted, &checks, false, members, claims, settings) {
                     Ok(unit) => {
                         unverified.push((chunk, accepted));
                         out.create.push(unit);
@@ -198,8 +254,13 @@ pub fn plan(
         .map(|(m, _)| m.clone())
         .collect();
 
+    // Every succeeded verification is paid work, whatever it found.
+    let succeeded_checks: Vec<&WorkUnit> =
+        check_units.iter().copied().filter(|u| phase(u) == Some(WorkUnitPhase::Succeeded)).collect();
+    out.marks
+        .extend(succeeded_checks.iter().filter_map(|u| accrual::accrue(u, now, settings.dispute_window)));
     let done_units: Vec<&WorkUnit> = states.values().filter_map(|s| s.accepted).collect();
-    let cost: i64 = done_units.iter().map(|u| unit_cost(u)).sum::<i64>() + verify_cost;
+    let cost: i64 = done_units.iter().chain(succeeded_checks.iter()).map(|u| unit_cost(u)).sum::<i64>();
     let failed_for_good: Vec<&Chunk> = all_chunks
         .iter()
         .filter(|c| {
@@ -301,7 +362,7 @@ pub fn plan(
         RenderJobPhase::Cancelled
     } else if !failed_for_good.is_empty() {
         RenderJobPhase::Failed
-    } else if done == total && !unverified.is_empty() {
+    } else if done == total && (!unverified.is_empty() || !dispute.open.is_empty()) {
         RenderJobPhase::Verifying
     } else if done == total {
         RenderJobPhase::Succeeded
@@ -344,7 +405,11 @@ pub fn plan(
         RenderJobPhase::Verifying => (
             true,
             "Verifying",
-            format!("all {total} frames rendered; {} sampled chunks await verification", unverified.len()),
+            format!(
+                "all {total} frames rendered; {} sampled and {} disputed chunks await verification",
+                unverified.len(),
+                dispute.open.len()
+            ),
         ),
         RenderJobPhase::Cancelled => (false, "Cancelled", "spec.suspend is true: no chunk runs".into()),
         RenderJobPhase::Failed => (
@@ -371,6 +436,7 @@ pub fn plan(
             _ => (true, "Rendering", format!("{done} of {total} frames done")),
         },
     };
+    out.dispute = dispute.condition(&disputed, &all_chunks);
     out.status = RenderJobStatus {
         observed_generation: job.metadata.generation,
         phase: Some(phase),
@@ -386,6 +452,57 @@ pub fn plan(
         conditions: job.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default(),
     };
     out
+}
+
+/// Disputed chunks by where their re-verification stands, by frames.
+#[derive(Default)]
+struct DisputeTally {
+    open: Vec<String>,
+    cleared: Vec<String>,
+    upheld: Vec<String>,
+    too_late: Vec<String>,
+}
+
+impl DisputeTally {
+    /// The job's `Dispute` condition, while its annotation names chunks.
+    fn condition(&self, disputed: &[String], chunks: &[Chunk]) -> Option<(bool, &'static str, String)> {
+        if disputed.is_empty() {
+            return None;
+        }
+        let unknown: Vec<&String> = disputed
+            .iter()
+            .filter(|f| !chunks.iter().any(|c| &format!("{}-{}", c.first, c.last) == *f))
+            .collect();
+        let mut parts = Vec::new();
+        let list = |v: &[String]| v.join(", ");
+        if !self.open.is_empty() {
+            parts.push(format!("verifying again: {}", list(&self.open)));
+        }
+        if !self.upheld.is_empty() {
+            parts.push(format!("output rejected, not paid, rendered again: {}", list(&self.upheld)));
+        }
+        if !self.cleared.is_empty() {
+            parts.push(format!("verified again, paid: {}", list(&self.cleared)));
+        }
+        if !self.too_late.is_empty() {
+            parts.push(format!("dispute window closed, already payable: {}", list(&self.too_late)));
+        }
+        let unknown: Vec<String> = unknown.into_iter().cloned().collect();
+        if !unknown.is_empty() {
+            parts.push(format!(
+                "no chunk has frames {} (name a chunk by its frames as `kubectl get workunits -o wide` shows them, e.g. 1-10)",
+                list(&unknown)
+            ));
+        }
+        let reason = if !self.open.is_empty() {
+            "Reverifying"
+        } else if !self.too_late.is_empty() || !unknown.is_empty() {
+            "DisputeRefused"
+        } else {
+            "Decided"
+        };
+        Some((!self.open.is_empty(), reason, parts.join("; ")))
+    }
 }
 
 /// Whether a chunk is in the job's verification sample: a stable hash of the job and the chunk,
@@ -448,11 +565,13 @@ fn extension(format: pictor_crds::v1alpha1::ImageFormat) -> &'static str {
 
 /// A unit that renders the chunk's first frame again on another member and compares it with
 /// the accepted output.
+#[allow(clippy::too_many_arguments)]
 fn verification_unit(
     job: &RenderJob,
     chunk: &Chunk,
     accepted: &WorkUnit,
     earlier: &[&WorkUnit],
+    dispute: bool,
     members: &[&GpuCluster],
     claims: &mut Claims,
     settings: &RenderSettings,
@@ -492,8 +611,13 @@ fn verification_unit(
         );
     }
     let attempt = earlier.len() as i64 + 1;
+    let mut labels = BTreeMap::from([(VERIFIES.to_string(), accepted_name.clone())]);
+    if dispute {
+        labels.insert(DISPUTE_CHECK.into(), "true".into());
+    }
+    let prefix = if dispute { "d" } else { "v" };
     Ok(work_units::work_unit(UnitDraft {
-        name: work_units::unit_name(&accepted_name, &format!("v{attempt}")),
+        name: work_units::unit_name(&accepted_name, &format!("{prefix}{attempt}")),
         job: work_units::job_reference(
             JobKind::RenderJob,
             job.metadata.namespace.as_deref().unwrap_or_default(),
@@ -504,7 +628,7 @@ fn verification_unit(
         pods: vec![pod],
         frames: chunk.first.to_string(),
         attempt,
-        labels: BTreeMap::from([(VERIFIES.to_string(), accepted_name)]),
+        labels,
         rendezvous_port: None,
     }))
 }

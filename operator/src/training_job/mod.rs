@@ -16,6 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use pictor_crds::v1alpha1::{JobKind, TrainingJob, TrainingJobPhase, WorkUnit};
+use plan::TrainingSettings;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ fn hub(what: impl Into<String>) -> impl FnOnce(kube::Error) -> TrainingJobError 
 struct Context {
     client: kube::Client,
     index: HubIndex,
-    fake_run_seconds: Option<u32>,
+    settings: TrainingSettings,
 }
 
 async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, TrainingJobError> {
@@ -79,8 +80,16 @@ async fn apply(job: &TrainingJob, ctx: &Context) -> Result<Action, TrainingJobEr
     let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
     let members = ctx.index.clusters.state();
     let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
-    let plan = plan::plan(job, &unit_refs, &member_refs, &mut ctx.index.claims(), ctx.fake_run_seconds);
+    let plan = plan::plan(
+        job,
+        &unit_refs,
+        &member_refs,
+        &mut ctx.index.claims(),
+        &ctx.settings,
+        k8s_openapi::jiff::Timestamp::now(),
+    );
     unit_writes::create(&ctx.client, plan.create.as_slice()).await?;
+    unit_writes::mark(&ctx.client, FIELD_MANAGER, &plan.marks).await?;
     unit_writes::delete(&ctx.client, &plan.delete).await?;
     let mut status = plan.status;
     let terminal = matches!(
@@ -111,8 +120,8 @@ fn job_of(unit: WorkUnit) -> Option<ObjectRef<TrainingJob>> {
 }
 
 /// Runs the TrainingJob controller until the process stops.
-pub async fn run(client: kube::Client, index: HubIndex, fake_run_seconds: Option<u32>) {
-    let ctx = Arc::new(Context { client: client.clone(), index, fake_run_seconds });
+pub async fn run(client: kube::Client, index: HubIndex, settings: TrainingSettings) {
+    let ctx = Arc::new(Context { client: client.clone(), index, settings });
     Controller::new(Api::<TrainingJob>::all(client.clone()), watcher::Config::default())
         .watches(Api::<WorkUnit>::all(client), watcher::Config::default(), job_of)
         .shutdown_on_signal()

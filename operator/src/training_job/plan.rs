@@ -2,13 +2,16 @@
 //! the environment torchrun expects; a failed gang starts again from the checkpoint, up to the
 //! restart limit.
 
-use crate::placement::{self, Claims, Need, cost_octas};
+use crate::accrual::{self, UnitMark};
+use crate::placement::{self, Claims, Need};
 use crate::work_units::{self, UnitDraft};
+use k8s_openapi::jiff::Timestamp;
 use pictor_crds::v1alpha1::{
     EnvVar, GpuCluster, JobKind, PodTemplate, RestartPolicy, TrainingJob, TrainingJobPhase,
     TrainingJobStatus, WorkUnit, WorkUnitPhase, format_apt,
 };
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// What the controller does for one job.
 #[derive(Debug, Default)]
@@ -21,6 +24,18 @@ pub struct TrainingPlan {
     pub status: TrainingJobStatus,
     /// Ready condition: status, reason, message.
     pub ready: (bool, &'static str, String),
+    /// Billing marks of finished attempts ([`accrual`]).
+    pub marks: Vec<UnitMark>,
+}
+
+/// Settings of the training controller.
+#[derive(Clone, Debug, Default)]
+pub struct TrainingSettings {
+    /// For local networks on kwok: pods "run" this long (annotation kwok acts on).
+    pub fake_run_seconds: Option<u32>,
+    /// How long a finished attempt waits before billing pays it (the same window render chunks
+    /// have; a training attempt cannot be re-run to check it, so it cannot be disputed).
+    pub dispute_window: Duration,
 }
 
 /// Name of the unit of one attempt.
@@ -79,19 +94,23 @@ pub fn plan(
     units: &[&WorkUnit],
     members: &[&GpuCluster],
     claims: &mut Claims,
-    fake_run_seconds: Option<u32>,
+    settings: &TrainingSettings,
+    now: Timestamp,
 ) -> TrainingPlan {
     let spec = &job.spec;
+    let fake_run_seconds = settings.fake_run_seconds;
     let mut out = TrainingPlan::default();
     let current = units.iter().max_by_key(|u| u.spec.attempt).copied();
     let attempt = current.map_or(0, |u| u.spec.attempt);
     let restarts = (attempt - 1).max(0);
     // GPU time of finished attempts is paid, whatever the outcome; a Lost attempt is not.
-    let cost: i64 = units
+    let finished: Vec<&WorkUnit> = units
         .iter()
+        .copied()
         .filter(|u| matches!(phase(u), Some(WorkUnitPhase::Succeeded | WorkUnitPhase::Failed)))
-        .map(|u| cost_octas(u.status.as_ref().map_or(0, |s| s.gpu_seconds), u.spec.agreed_price_per_gpu_hour))
-        .sum();
+        .collect();
+    let cost: i64 = finished.iter().map(|u| accrual::amount_octas(u)).sum();
+    out.marks = finished.iter().filter_map(|u| accrual::accrue(u, now, settings.dispute_window)).collect();
     let active =
         current.filter(|u| matches!(phase(u), None | Some(WorkUnitPhase::Pending | WorkUnitPhase::Running)));
 

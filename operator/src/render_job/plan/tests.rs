@@ -44,13 +44,18 @@ fn settings() -> RenderSettings {
         max_in_flight: 100,
         fake_run_seconds: Some(3),
         fake_mismatch_member: None,
+        dispute_window: std::time::Duration::from_secs(600),
     }
+}
+
+fn now() -> Timestamp {
+    "2026-11-25T12:00:00Z".parse().unwrap()
 }
 
 fn run(job: &RenderJob, units: &[WorkUnit], members: &[GpuCluster]) -> RenderPlan {
     let units: Vec<&WorkUnit> = units.iter().collect();
     let members: Vec<&GpuCluster> = members.iter().collect();
-    plan(job, &units, &members, &mut Claims::new(), &settings())
+    plan(job, &units, &members, &mut Claims::new(), &settings(), now())
 }
 
 #[test]
@@ -179,7 +184,7 @@ fn in_flight_units_are_bounded() {
     let units: Vec<&WorkUnit> = vec![];
     let ms: Vec<&GpuCluster> = members.iter().collect();
     let s = RenderSettings { max_in_flight: 25, ..settings() };
-    let p = plan(&j, &units, &ms, &mut Claims::new(), &s);
+    let p = plan(&j, &units, &ms, &mut Claims::new(), &s, now());
     assert_eq!(p.create.len(), 25, "100,000 frames do not mean 10,000 objects at once");
 }
 
@@ -245,7 +250,13 @@ fn a_mismatch_rejects_the_output_and_renders_the_chunk_again_elsewhere() {
         verify_unit("shot-00000-1", "b", 1, "Succeeded", Some(false)),
     ];
     let p = run(&all, &units, &members);
-    assert_eq!(p.mark_mismatch, [("pictor-member-a".to_string(), "shot-00000-1".to_string())]);
+    let mismatched: Vec<_> = p
+        .marks
+        .iter()
+        .filter(|m| m.labels.get(VERDICT).is_some_and(|v| v == MISMATCH))
+        .map(|m| (m.namespace.as_str(), m.name.as_str()))
+        .collect();
+    assert_eq!(mismatched, [("pictor-member-a", "shot-00000-1")]);
     assert_eq!(p.status.cost_octas, 2, "rejected output is not paid");
     let again = p
         .create

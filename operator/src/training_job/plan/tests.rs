@@ -37,7 +37,7 @@ fn run(job: &TrainingJob, units: &[WorkUnit]) -> TrainingPlan {
     let members = [member("small", 8, 8), member("farm", 32, 8)];
     let ms: Vec<&GpuCluster> = members.iter().collect();
     let us: Vec<&WorkUnit> = units.iter().collect();
-    plan(job, &us, &ms, &mut Claims::new(), None)
+    plan(job, &us, &ms, &mut Claims::new(), &TrainingSettings::default(), Timestamp::now())
 }
 
 #[test]

@@ -1,0 +1,183 @@
+use super::*;
+use serde_json::json;
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+/// An accrued unit of `member` worth `octas`, payable from `after`.
+fn unit(member: &str, name: &str, octas: i64, after: &str) -> WorkUnit {
+    serde_json::from_value(json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
+        "metadata": {"name": name, "namespace": format!("pictor-member-{member}"), "uid": format!("uid-{name}"),
+                     "labels": {"pictor.network/billing": "accrued"},
+                     "annotations": {"pictor.network/payable-after": after, "pictor.network/gpu-model": "NVIDIA-H100"},
+                     "finalizers": ["pictor.network/settlement"]},
+        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "art", "name": "shot", "uid": "j"},
+                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
+                 "agreedPricePerGpuHour": 3600},
+        "status": {"phase": "Succeeded", "gpuSeconds": octas,
+                   "outputs": [{"url": "file:///o/1.png", "sha256": "ab"}]}
+    }))
+    .unwrap()
+}
+
+fn member(name: &str, address: &str) -> GpuCluster {
+    serde_json::from_value(json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster",
+        "metadata": {"name": name},
+        "spec": {"tier": "community", "payoutAddress": address, "defaultPricePerGpuHour": 3600}
+    }))
+    .unwrap()
+}
+
+fn policy() -> BatchPolicy {
+    BatchPolicy {
+        min_octas: 100,
+        max_wait: Duration::from_secs(600),
+        max_units: 2,
+        margin: Duration::from_secs(30),
+    }
+}
+
+fn with_phase(mut s: Settlement, phase: SettlementPhase, reason: Option<&str>) -> Settlement {
+    let mut status = pictor_crds::v1alpha1::SettlementStatus { phase: Some(phase), ..Default::default() };
+    if let Some(reason) = reason {
+        status.conditions.push(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: pictor_crds::v1alpha1::Time(at("2026-11-25T12:00:00Z")),
+        });
+    }
+    s.status = Some(status);
+    s
+}
+
+const NOW: &str = "2026-11-25T12:00:00Z";
+
+#[test]
+fn units_past_their_window_are_settled_per_provider_in_batches_that_name_themselves() {
+    let units = [
+        unit("a", "u1", 60, "2026-11-25T11:00:00Z"),
+        unit("a", "u2", 50, "2026-11-25T11:01:00Z"),
+        unit("a", "u3", 40, "2026-11-25T11:02:00Z"),
+        unit("a", "u4", 40, "2026-11-25T11:59:50Z"), // inside the margin: not yet
+        unit("b", "u5", 10, "2026-11-25T11:00:00Z"),
+    ];
+    let refs: Vec<&WorkUnit> = units.iter().collect();
+    let l = ledger(&refs, &[]);
+    assert_eq!(l.providers["a"].earnings, Earnings { pending_octas: 190, paid_octas: 0 });
+    let members = [member("a", "0xa"), member("b", "0xb")];
+    let m: Vec<&GpuCluster> = members.iter().collect();
+    let b = batches(&l, &m, &[], &policy(), "pictor-system", at(NOW));
+    // a: 150 payable ≥ 100, in batches of 2; b: 10 < 100 but waited 1 h > 10 min.
+    let summary: Vec<(String, i64, Vec<String>)> = b
+        .create
+        .iter()
+        .map(|s| {
+            (
+                s.spec.provider.clone(),
+                s.spec.amount_octas,
+                s.spec.units.iter().map(|u| u.name.clone()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a".into(), 110, vec!["u1".into(), "u2".into()]),
+            ("a".into(), 40, vec!["u3".into()]),
+            ("b".into(), 10, vec!["u5".into()]),
+        ]
+    );
+    let again = batches(&l, &m, &[], &policy(), "pictor-system", at(NOW));
+    assert_eq!(again.create[0].metadata.name, b.create[0].metadata.name, "the same units, the same name");
+    assert!(b.create[0].metadata.name.as_deref().unwrap().starts_with("a-"));
+    let record = b.create[0].spec.units[0].work.clone().unwrap();
+    assert_eq!(
+        (record.job.as_str(), record.gpu_vendor.as_str(), record.gpu_model.as_str()),
+        ("art/shot", "nvidia", "NVIDIA-H100")
+    );
+    assert_eq!(record.outputs_digest.len(), 64);
+    assert_eq!(
+        b.create[0].spec.amount_octas,
+        b.create[0].spec.units.iter().map(|u| u.amount_octas).sum::<i64>()
+    );
+}
+
+#[test]
+fn a_unit_in_a_live_settlement_is_never_batched_again_and_a_failed_one_is_owed_again() {
+    let units = [unit("a", "u1", 200, "2026-11-25T11:00:00Z")];
+    let refs: Vec<&WorkUnit> = units.iter().collect();
+    let members = [member("a", "0xa")];
+    let m: Vec<&GpuCluster> = members.iter().collect();
+    let first = batches(&ledger(&refs, &[]), &m, &[], &policy(), "ns", at(NOW)).create.remove(0);
+
+    for (phase, pending, paid) in [
+        (SettlementPhase::Pending, 200, 0),
+        (SettlementPhase::Submitted, 200, 0),
+        (SettlementPhase::Confirmed, 0, 200),
+    ] {
+        let s = with_phase(first.clone(), phase, None);
+        let l = ledger(&refs, &[&s]);
+        assert!(l.providers["a"].owed.is_empty(), "{phase:?}");
+        assert_eq!(
+            l.providers["a"].earnings,
+            Earnings { pending_octas: pending, paid_octas: paid },
+            "{phase:?}"
+        );
+        assert!(batches(&l, &m, &[&s], &policy(), "ns", at(NOW)).create.is_empty(), "{phase:?}");
+    }
+    let failed = with_phase(first.clone(), SettlementPhase::Failed, Some("TransactionFailed"));
+    let l = ledger(&refs, &[&failed]);
+    assert_eq!(l.providers["a"].owed.len(), 1, "a failed settlement paid nothing: its units are owed again");
+}
+
+#[test]
+fn a_rejected_payout_address_withholds_the_provider_until_it_changes() {
+    let units = [unit("a", "u1", 200, "2026-11-25T11:00:00Z")];
+    let refs: Vec<&WorkUnit> = units.iter().collect();
+    let members = [member("a", "0x1")];
+    let m: Vec<&GpuCluster> = members.iter().collect();
+    let first = batches(&ledger(&refs, &[]), &m, &[], &policy(), "ns", at(NOW)).create.remove(0);
+    let rejected = with_phase(first, SettlementPhase::Failed, Some(PAYOUT_REJECTED));
+    let l = ledger(&refs, &[&rejected]);
+    let b = batches(&l, &m, &[&rejected], &policy(), "ns", at(NOW));
+    assert!(b.create.is_empty());
+    assert_eq!(b.withheld[0].reason, PAYOUT_REJECTED);
+    assert!(b.withheld[0].message.contains("spec.payoutAddress"), "{}", b.withheld[0].message);
+
+    let fixed = [member("a", "0xa11ce")];
+    let f: Vec<&GpuCluster> = fixed.iter().collect();
+    let b = batches(&l, &f, &[&rejected], &policy(), "ns", at(NOW));
+    assert_eq!(b.create.len(), 1);
+    assert_eq!(b.create[0].spec.payout_address, "0xa11ce");
+}
+
+#[test]
+fn held_units_count_as_pending_but_are_not_paid_and_deleted_units_go_once_paid() {
+    let mut held = unit("a", "u1", 200, "2026-11-25T11:00:00Z");
+    held.metadata.labels.as_mut().unwrap().insert("pictor.network/billing".into(), "held".into());
+    let paid = unit("a", "u2", 100, "2026-11-25T11:00:00Z");
+    let refs: Vec<&WorkUnit> = vec![&held, &paid];
+    let members = [member("a", "0xa")];
+    let m: Vec<&GpuCluster> = members.iter().collect();
+    let l = ledger(&refs, &[]);
+    assert_eq!(l.providers["a"].earnings.pending_octas, 300);
+    let s = batches(&l, &m, &[], &policy(), "ns", at(NOW)).create.remove(0);
+    assert_eq!(s.spec.units.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["u2"], "held units wait");
+
+    let confirmed = with_phase(s, SettlementPhase::Confirmed, None);
+    let mut deleted_paid = paid.clone();
+    deleted_paid.metadata.deletion_timestamp = Some(pictor_crds::v1alpha1::Time(at(NOW)));
+    let mut deleted_held = held.clone();
+    deleted_held.metadata.deletion_timestamp = Some(pictor_crds::v1alpha1::Time(at(NOW)));
+    let refs: Vec<&WorkUnit> = vec![&deleted_held, &deleted_paid];
+    let l = ledger(&refs, &[&confirmed]);
+    let released: Vec<&str> =
+        releasable(&refs, &l).iter().map(|u| u.metadata.name.as_deref().unwrap()).collect();
+    assert_eq!(released, ["u2"], "an unpaid unit keeps its finalizer");
+}

@@ -1,0 +1,659 @@
+//! Billing: turns accrued WorkUnits into Settlements and pays each on Aptos exactly once
+//! (DESIGN.md, "Billing and settlement on Aptos").
+//!
+//! - [`ledger`]: what each provider is owed and which Settlements to make (pure).
+//! - [`settle`]: the next step of one Settlement given what the chain says (pure).
+//! - [`treasury`]: the signing key, from a Secret.
+//! - [`chain`]: the Aptos node, through aptos-sdk.
+//!
+//! One payout is in flight at a time: the treasury has one sequence of sequence numbers, and
+//! a settlement is signed only when every older one is Confirmed or Failed. Run one replica:
+//! two controllers with different views could batch the same unit twice.
+
+pub mod chain;
+pub mod crash;
+pub mod ledger;
+pub mod settle;
+pub mod treasury;
+
+use crate::accrual;
+use crate::conditions::{Observation, set_condition};
+use base64::Engine;
+use chain::{AptosChain, ChainError, LedgerView};
+use crash::CrashPoint;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use ledger::BatchPolicy;
+use pictor_crds::v1alpha1::{
+    CONDITION_READY, Earnings, GpuCluster, Settlement, SettlementPhase, WorkUnit, format_apt,
+};
+use settle::{Lookup, NODE_UNREACHABLE, Step, TREASURY_EMPTY};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use treasury::{Gas, Treasury};
+
+/// Field manager of what billing writes.
+pub const FIELD_MANAGER: &str = "pictor-billing";
+
+/// Settings of the billing controller.
+#[derive(Clone, Debug)]
+pub struct BillingSettings {
+    /// Namespace the Settlements live in.
+    pub namespace: String,
+    /// When to make a Settlement.
+    pub batch: BatchPolicy,
+    /// Seconds a signed payout stays valid (chain time).
+    pub transaction_ttl_seconds: u64,
+    /// Gas of payouts.
+    pub gas: Gas,
+    /// Crash tests only: exit at this step.
+    pub crash: Option<CrashPoint>,
+}
+
+/// Why a billing pass stopped; it is retried with backoff, and the settlement concerned carries
+/// the reason as its Ready condition.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    /// The node was unreachable or refused a request.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// Signing failed.
+    #[error(transparent)]
+    Treasury(#[from] treasury::TreasuryError),
+    /// The treasury cannot cover the payout and its gas.
+    #[error(
+        "the treasury {address} holds {have} but the payout needs {need} including gas: fund the treasury account"
+    )]
+    TreasuryShort { address: String, need: String, have: String },
+    /// A hub call failed.
+    #[error("{what}: {source}")]
+    Hub { what: String, source: kube::Error },
+    /// Another writer changed the settlement first; it is read again.
+    #[error("settlement {0} changed meanwhile; reading it again")]
+    Conflict(String),
+}
+
+impl BillingError {
+    /// Condition reason, Event reason and metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BillingError::Chain(ChainError::Unreachable { .. }) => NODE_UNREACHABLE,
+            BillingError::Chain(ChainError::Refused { code, .. })
+                if code.contains("INSUFFICIENT_BALANCE") =>
+            {
+                TREASURY_EMPTY
+            }
+            BillingError::Chain(_) => "NodeRefused",
+            BillingError::Treasury(_) => "SigningFailed",
+            BillingError::TreasuryShort { .. } => TREASURY_EMPTY,
+            BillingError::Hub { .. } => "HubCallFailed",
+            BillingError::Conflict(_) => "Conflict",
+        }
+    }
+}
+
+fn hub(what: impl Into<String>) -> impl FnOnce(kube::Error) -> BillingError {
+    let what = what.into();
+    move |source| match source {
+        kube::Error::Api(ref status) if status.code == 409 => BillingError::Conflict(what),
+        source => BillingError::Hub { what, source },
+    }
+}
+
+/// The billing controller.
+pub struct Billing {
+    client: kube::Client,
+    chain: AptosChain,
+    treasury: Treasury,
+    settings: BillingSettings,
+    recorder: Recorder,
+    units: Store<WorkUnit>,
+    settlements: Store<Settlement>,
+    clusters: Store<GpuCluster>,
+    wake: Arc<Notify>,
+    /// Settlements as this process last wrote them, newer than the watch may show yet.
+    written: HashMap<String, Settlement>,
+    /// Earnings as last written, by provider.
+    earnings: HashMap<String, Earnings>,
+    /// Why each provider is withheld, as last reported.
+    withheld: HashMap<String, String>,
+}
+
+/// What advancing one settlement came to.
+enum Progress {
+    /// Confirmed or Failed.
+    Settled,
+    /// Its transaction is in flight.
+    InFlight,
+}
+
+fn rv(s: &Settlement) -> u64 {
+    s.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn phase(s: &Settlement) -> SettlementPhase {
+    s.status.as_ref().and_then(|st| st.phase).unwrap_or_default()
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+impl Billing {
+    /// Starts the watches and waits for their first lists.
+    pub async fn start(
+        client: kube::Client,
+        chain: AptosChain,
+        treasury: Treasury,
+        settings: BillingSettings,
+    ) -> Self {
+        let wake = Arc::new(Notify::new());
+        let (units, unit_writer) = reflector::store::<WorkUnit>();
+        let (settlements, settlement_writer) = reflector::store::<Settlement>();
+        let (clusters, cluster_writer) = reflector::store::<GpuCluster>();
+        let accrued = watcher::Config::default().labels(accrual::BILLING);
+        spawn_reflector(unit_writer, Api::<WorkUnit>::all(client.clone()), accrued, wake.clone());
+        spawn_reflector(
+            settlement_writer,
+            Api::<Settlement>::namespaced(client.clone(), &settings.namespace),
+            watcher::Config::default(),
+            wake.clone(),
+        );
+        spawn_reflector(
+            cluster_writer,
+            Api::<GpuCluster>::all(client.clone()),
+            watcher::Config::default(),
+            wake.clone(),
+        );
+        let _ = tokio::join!(
+            units.wait_until_ready(),
+            settlements.wait_until_ready(),
+            clusters.wait_until_ready()
+        );
+        let instance = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_default();
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) },
+        );
+        tracing::info!(treasury = %treasury.address(), node = %chain.url(), namespace = %settings.namespace, "billing ready");
+        Billing {
+            client,
+            chain,
+            treasury,
+            settings,
+            recorder,
+            units,
+            settlements,
+            clusters,
+            wake,
+            written: HashMap::new(),
+            earnings: HashMap::new(),
+            withheld: HashMap::new(),
+        }
+    }
+
+    /// Runs passes until the process is told to stop: on every watch event, and periodically
+    /// for dispute windows that close and transactions in flight.
+    pub async fn run(mut self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let delay = match self.pass().await {
+                Ok(delay) => {
+                    backoff = Duration::from_millis(500);
+                    delay
+                }
+                Err(e) => {
+                    tracing::warn!(reason = e.reason(), error = %e, retry_in = ?backoff, "billing pass failed");
+                    let delay = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::signal::ctrl_c() => return,
+            }
+        }
+    }
+
+    /// Settlements as the watch shows them, each replaced by this process's own later write.
+    fn settlements_now(&mut self) -> Vec<Settlement> {
+        let mut by_name: HashMap<String, Settlement> =
+            self.settlements.state().iter().map(|s| (s.name_any(), s.as_ref().clone())).collect();
+        self.written.retain(|name, mine| match by_name.get(name) {
+            Some(seen) if rv(seen) >= rv(mine) => false,
+            _ => {
+                by_name.insert(name.clone(), mine.clone());
+                true
+            }
+        });
+        let mut all: Vec<Settlement> = by_name.into_values().collect();
+        all.sort_by(|a, b| {
+            let key = |s: &Settlement| (s.metadata.creation_timestamp.clone().map(|t| t.0), s.name_any());
+            key(a).cmp(&key(b))
+        });
+        all
+    }
+
+    /// One pass: advance the payouts in flight, make new Settlements, record earnings, let
+    /// paid units go. Returns when to look again.
+    async fn pass(&mut self) -> Result<Duration, BillingError> {
+        let settlements = self.settlements_now();
+        for s in settlements
+            .iter()
+            .filter(|s| !matches!(phase(s), SettlementPhase::Confirmed | SettlementPhase::Failed))
+        {
+            match self.advance(s.clone()).await {
+                Ok(Progress::Settled) => {}
+                Ok(Progress::InFlight) => return Ok(Duration::from_millis(200)),
+                Err(BillingError::Conflict(what)) => {
+                    tracing::debug!(%what, "conflict; reading again");
+                    return Ok(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    self.report(s, e.reason(), &e.to_string()).await;
+                    return Err(e);
+                }
+            }
+        }
+
+        let settlements = self.settlements_now();
+        let refs: Vec<&Settlement> = settlements.iter().collect();
+        let units = self.units.state();
+        let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
+        let ledger = ledger::ledger(&unit_refs, &refs);
+        let clusters = self.clusters.state();
+        let cluster_refs: Vec<&GpuCluster> = clusters.iter().map(|c| c.as_ref()).collect();
+        let batches = ledger::batches(
+            &ledger,
+            &cluster_refs,
+            &refs,
+            &self.settings.batch,
+            &self.settings.namespace,
+            Timestamp::now(),
+        );
+        let created = !batches.create.is_empty();
+        for settlement in batches.create {
+            self.create(settlement).await?;
+        }
+        for withheld in &batches.withheld {
+            self.report_withheld(withheld).await;
+        }
+        for (provider, account) in &ledger.providers {
+            self.record_earnings(provider, &account.earnings).await?;
+        }
+        for unit in ledger::releasable(&unit_refs, &ledger) {
+            self.release(unit).await?;
+        }
+        Ok(if created { Duration::ZERO } else { Duration::from_secs(2) })
+    }
+
+    async fn create(&mut self, settlement: Settlement) -> Result<(), BillingError> {
+        let api: Api<Settlement> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let name = settlement.name_any();
+        match api
+            .create(
+                &PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() },
+                &settlement,
+            )
+            .await
+        {
+            Ok(created) => {
+                tracing::info!(settlement = %name, provider = %created.spec.provider, amount = %created.spec.amount, units = created.spec.unit_count, "settlement recorded");
+                self.publish(
+                    &created,
+                    EventType::Normal,
+                    "Recorded",
+                    format!(
+                        "{} owed to {} for {} verified units",
+                        created.spec.amount, created.spec.provider, created.spec.unit_count
+                    ),
+                )
+                .await;
+                self.written.insert(name, created);
+                Ok(())
+            }
+            // Made before by this controller (same units, same name).
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(source) => Err(BillingError::Hub { what: format!("create settlement {name}"), source }),
+        }
+    }
+
+    /// Advances one settlement as far as it goes now.
+    async fn advance(&mut self, mut s: Settlement) -> Result<Progress, BillingError> {
+        for _ in 0..50 {
+            let ledger_view = self.chain.ledger().await?;
+            let status = s.status.clone().unwrap_or_default();
+            let lookup = match (phase(&s), status.transaction_hash.as_deref()) {
+                (SettlementPhase::Submitted, Some(hash)) => Some(self.chain.lookup(hash).await?),
+                _ => None,
+            };
+            match settle::next_step(&s, lookup.as_ref(), ledger_view.now_seconds) {
+                Step::Done => return Ok(Progress::Settled),
+                Step::Wait => return Ok(Progress::InFlight),
+                Step::Sign if s.spec.payout_address.parse::<aptos_sdk::AccountAddress>().is_err() => {
+                    let message = format!(
+                        "{} is not an Aptos account address; the provider must set a valid spec.payoutAddress",
+                        s.spec.payout_address
+                    );
+                    self.fail(&s, settle::PAYOUT_REJECTED, message).await?;
+                    return Ok(Progress::Settled);
+                }
+                Step::Sign => {
+                    s = self.sign_and_record(&s, ledger_view).await?;
+                    self.submit(&s).await?;
+                    self.crash_at("submitted");
+                }
+                Step::Resubmit => {
+                    self.submit(&s).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Step::Confirm { version } => {
+                    self.crash_at("confirming");
+                    let body = serde_json::json!({"status": {
+                        "phase": SettlementPhase::Confirmed,
+                        "ledgerVersion": version,
+                        "confirmedAt": now(),
+                        "conditions": self.conditions(&s, true, "Confirmed", format!(
+                            "{} paid to {} in transaction {} (ledger version {version})",
+                            s.spec.amount, s.spec.payout_address, status.transaction_hash.clone().unwrap_or_default()
+                        )),
+                    }});
+                    s = self.write_status(&s, body).await?;
+                    tracing::info!(settlement = %s.name_any(), provider = %s.spec.provider, amount = %s.spec.amount, version, "settlement confirmed");
+                    self.publish(
+                        &s,
+                        EventType::Normal,
+                        "Confirmed",
+                        format!("{} paid to {} at ledger version {version}", s.spec.amount, s.spec.provider),
+                    )
+                    .await;
+                    return Ok(Progress::Settled);
+                }
+                Step::SignAgain { reason, message } => {
+                    let mut failed = status.failed_transactions.clone();
+                    if matches!(lookup, Some(Lookup::Committed { .. })) {
+                        failed.extend(status.transaction_hash.clone());
+                    }
+                    let body = serde_json::json!({"status": {
+                        "phase": SettlementPhase::Pending,
+                        "sequenceNumber": null, "transactionHash": null, "signedTransaction": null,
+                        "expiresAtSeconds": null, "submittedAt": null,
+                        "failedTransactions": failed,
+                        "conditions": self.conditions(&s, false, reason, message.clone()),
+                    }});
+                    s = self.write_status(&s, body).await?;
+                    tracing::warn!(settlement = %s.name_any(), reason, %message, "settlement signed again");
+                    self.publish(&s, EventType::Warning, reason, message).await;
+                }
+                Step::Fail { reason, message } => {
+                    self.fail(&s, reason, message).await?;
+                    return Ok(Progress::Settled);
+                }
+            }
+        }
+        Ok(Progress::InFlight)
+    }
+
+    /// Ends a settlement as Failed: its units are settled again (once the reason clears).
+    async fn fail(
+        &mut self,
+        s: &Settlement,
+        reason: &'static str,
+        message: String,
+    ) -> Result<(), BillingError> {
+        let body = serde_json::json!({"status": {
+            "phase": SettlementPhase::Failed,
+            "conditions": self.conditions(s, false, reason, message.clone()),
+        }});
+        let s = self.write_status(s, body).await?;
+        tracing::warn!(settlement = %s.name_any(), reason, %message, "settlement failed");
+        self.publish(&s, EventType::Warning, reason, message).await;
+        Ok(())
+    }
+
+    /// Signs the payout and records it on the Settlement, compare-and-swap, before anything is
+    /// submitted.
+    async fn sign_and_record(
+        &mut self,
+        s: &Settlement,
+        ledger: LedgerView,
+    ) -> Result<Settlement, BillingError> {
+        let to = s.spec.payout_address.parse::<aptos_sdk::AccountAddress>().map_err(|_| {
+            treasury::TreasuryError::Sign(format!(
+                "{} is not an Aptos account address",
+                s.spec.payout_address
+            ))
+        })?;
+        let amount = s.spec.amount_octas.max(0) as u64;
+        let address = self.treasury.address();
+        let have = self.chain.balance(address).await?;
+        let need = amount.saturating_add(self.settings.gas.max_fee());
+        if have < need {
+            return Err(BillingError::TreasuryShort {
+                address: address.to_string(),
+                need: format_apt(need),
+                have: format_apt(have),
+            });
+        }
+        let sequence_number = self.chain.sequence_number(address).await?;
+        let signed = self.treasury.sign_transfer(
+            to,
+            amount,
+            sequence_number,
+            ledger,
+            self.settings.transaction_ttl_seconds,
+            self.settings.gas,
+        )?;
+        self.crash_at("signed");
+        let bytes = signed.to_bcs().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
+        let hash = signed.hash().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
+        let hash = format!("0x{}", hash.to_hex());
+        let expiry = ledger.now_seconds + self.settings.transaction_ttl_seconds;
+        let body = serde_json::json!({"status": {
+            "observedGeneration": s.metadata.generation,
+            "phase": SettlementPhase::Submitted,
+            "sequenceNumber": sequence_number,
+            "transactionHash": hash,
+            "signedTransaction": base64::engine::general_purpose::STANDARD.encode(&bytes),
+            "expiresAtSeconds": expiry,
+            "submittedAt": now(),
+            "conditions": self.conditions(s, false, "Submitted", format!(
+                "transaction {hash} pays {} to {}; sequence number {sequence_number}, valid until {expiry}",
+                s.spec.amount, s.spec.payout_address
+            )),
+        }});
+        let recorded = self.write_status(s, body).await?;
+        tracing::info!(settlement = %s.name_any(), transaction = %hash, sequence_number, "payout signed and recorded");
+        self.crash_at("recorded");
+        Ok(recorded)
+    }
+
+    /// Submits the recorded transaction. A node that executed it already, or lets it expire,
+    /// refuses it: the lookup by hash that follows tells which.
+    async fn submit(&self, s: &Settlement) -> Result<(), BillingError> {
+        let Some(encoded) = s.status.as_ref().and_then(|st| st.signed_transaction.as_deref()) else {
+            return Ok(());
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| treasury::TreasuryError::Sign(format!("recorded transaction unreadable: {e}")))?;
+        let signed: aptos_sdk::transaction::SignedTransaction = aptos_sdk::aptos_bcs::from_bytes(&bytes)
+            .map_err(|e| treasury::TreasuryError::Sign(format!("recorded transaction unreadable: {e}")))?;
+        match self.chain.submit(&signed).await {
+            Ok(()) => Ok(()),
+            Err(ChainError::Refused { code, .. })
+                if code.contains("SEQUENCE_NUMBER_TOO_OLD")
+                    || code.contains("EXPIRED")
+                    || code.contains("ALREADY") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A settlement's conditions with Ready replaced.
+    fn conditions(&self, s: &Settlement, ready: bool, reason: &str, message: String) -> serde_json::Value {
+        let mut conditions = s.status.as_ref().map(|st| st.conditions.clone()).unwrap_or_default();
+        let observed = Observation { type_: CONDITION_READY, status: ready, reason, message };
+        set_condition(&mut conditions, observed, s.metadata.generation, now());
+        serde_json::json!(conditions)
+    }
+
+    /// Writes a settlement's status only if nobody changed it since `s` was read: a merge patch
+    /// carrying the resourceVersion is a compare-and-swap (a 409 otherwise).
+    async fn write_status(
+        &mut self,
+        s: &Settlement,
+        mut body: serde_json::Value,
+    ) -> Result<Settlement, BillingError> {
+        body["metadata"] = serde_json::json!({"resourceVersion": s.metadata.resource_version});
+        let api: Api<Settlement> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let name = s.name_any();
+        let written = api
+            .patch_status(&name, &params, &Patch::Merge(&body))
+            .await
+            .map_err(hub(format!("write the status of settlement {name}")))?;
+        self.written.insert(name, written.clone());
+        Ok(written)
+    }
+
+    /// Puts an error on the settlement's Ready condition and in an Event, once per change.
+    async fn report(&mut self, s: &Settlement, reason: &str, message: &str) {
+        let current =
+            s.status.as_ref().and_then(|st| st.conditions.iter().find(|c| c.type_ == CONDITION_READY));
+        if current.is_some_and(|c| c.reason == reason && c.message == message) {
+            return;
+        }
+        let body = serde_json::json!({"status": {"conditions": self.conditions(s, false, reason, message.to_string())}});
+        let api: Api<Settlement> = Api::namespaced(self.client.clone(), &self.settings.namespace);
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match api.patch_status(&s.name_any(), &params, &Patch::Merge(&body)).await {
+            Ok(written) => {
+                self.written.insert(s.name_any(), written);
+            }
+            Err(e) => {
+                tracing::warn!(settlement = %s.name_any(), error = %e, "could not record the settlement's condition")
+            }
+        }
+        self.publish(s, EventType::Warning, reason, message.to_string()).await;
+    }
+
+    async fn report_withheld(&mut self, withheld: &ledger::Withheld) {
+        if self.withheld.get(&withheld.provider) == Some(&withheld.message) {
+            return;
+        }
+        tracing::warn!(provider = %withheld.provider, reason = withheld.reason, message = %withheld.message, "provider's payment withheld");
+        self.withheld.insert(withheld.provider.clone(), withheld.message.clone());
+        let cluster = self.clusters.state().into_iter().find(|c| c.name_any() == withheld.provider);
+        if let Some(cluster) = cluster {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: withheld.reason.into(),
+                note: Some(withheld.message.clone()),
+                action: "Settle".into(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &cluster.object_ref(&())).await {
+                tracing::debug!(error = %e, "event not recorded");
+            }
+        }
+    }
+
+    /// Writes a provider's earnings into its GpuCluster status when they changed.
+    async fn record_earnings(&mut self, provider: &str, earnings: &Earnings) -> Result<(), BillingError> {
+        if self.earnings.get(provider) == Some(earnings) {
+            return Ok(());
+        }
+        let Some(cluster) = self.clusters.state().into_iter().find(|c| c.name_any() == provider) else {
+            return Ok(());
+        };
+        let body = serde_json::json!({
+            "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster",
+            "status": {"earnings": earnings},
+        });
+        let api: Api<GpuCluster> = Api::all(self.client.clone());
+        api.patch_status(
+            &cluster.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map_err(hub(format!("record the earnings of {provider}")))?;
+        self.earnings.insert(provider.to_string(), earnings.clone());
+        Ok(())
+    }
+
+    /// Removes billing's finalizer from a deleted unit that is paid for (or owed nothing).
+    async fn release(&self, unit: &WorkUnit) -> Result<(), BillingError> {
+        let finalizers: Vec<String> = unit
+            .metadata
+            .finalizers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f != accrual::FINALIZER)
+            .collect();
+        let body = serde_json::json!({"metadata": {
+            "finalizers": finalizers, "resourceVersion": unit.metadata.resource_version,
+        }});
+        let api: Api<WorkUnit> = Api::namespaced(self.client.clone(), &unit.namespace().unwrap_or_default());
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        match api.patch(&unit.name_any(), &params, &Patch::Merge(&body)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+            Err(source) => {
+                Err(BillingError::Hub { what: format!("release unit {}", unit.name_any()), source })
+            }
+        }
+    }
+
+    async fn publish(&self, s: &Settlement, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Settle".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &s.object_ref(&())).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+
+    fn crash_at(&self, step: &str) {
+        if let Some(crash) = &self.settings.crash {
+            crash.reached(step);
+        }
+    }
+}
+
+fn spawn_reflector<K>(
+    writer: reflector::store::Writer<K>,
+    api: Api<K>,
+    config: watcher::Config,
+    wake: Arc<Notify>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    tokio::spawn(
+        reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects().for_each(
+            move |_| {
+                wake.notify_one();
+                futures::future::ready(())
+            },
+        ),
+    );
+}
