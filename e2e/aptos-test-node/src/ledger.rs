@@ -94,6 +94,8 @@ pub struct Ledger {
     pub block_height: u64,
     /// Microseconds since the Unix epoch of the last block.
     pub ledger_timestamp_usecs: u64,
+    /// While set, no block is produced: the chain stalls, submissions wait in the mempool.
+    pub blocks_paused: bool,
     clock_ahead: Duration,
     accounts: BTreeMap<AccountAddress, Account>,
     mempool: BTreeMap<(AccountAddress, u64), (SignedTransaction, HashValue)>,
@@ -108,6 +110,7 @@ impl Ledger {
             epoch: 1,
             block_height: 0,
             ledger_timestamp_usecs: 0,
+            blocks_paused: false,
             clock_ahead: Duration::ZERO,
             accounts: BTreeMap::new(),
             mempool: BTreeMap::new(),
@@ -243,6 +246,9 @@ impl Ledger {
     /// Produces a block: drops what expired, then commits every transaction whose sequence
     /// number is next for its sender, in sender order, until no gap is left to fill.
     pub fn produce_block(&mut self) {
+        if self.blocks_paused {
+            return;
+        }
         self.ledger_timestamp_usecs = self.clock_usecs().max(self.ledger_timestamp_usecs.saturating_add(1));
         self.block_height += 1;
         let now_secs = self.ledger_timestamp_usecs / 1_000_000;
@@ -367,6 +373,7 @@ impl Ledger {
             epoch: self.epoch,
             block_height: self.block_height,
             ledger_timestamp_usecs: self.ledger_timestamp_usecs,
+            blocks_paused: true,
             clock_ahead: self.clock_ahead,
             accounts: self.accounts.clone(),
             mempool: BTreeMap::new(),
@@ -409,4 +416,58 @@ fn sender_authenticator(authenticator: &TransactionAuthenticator) -> Result<Acco
 
 fn max_fee(txn: &SignedTransaction) -> u128 {
     u128::from(txn.raw_txn.max_gas_amount) * u128::from(txn.raw_txn.gas_unit_price)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aptos_sdk::ChainId;
+    use aptos_sdk::account::Ed25519Account;
+    use aptos_sdk::transaction::builder::sign_transaction;
+    use aptos_sdk::transaction::{EntryFunction, TransactionBuilder};
+
+    fn signed_transfer(ledger: &Ledger, from: &Ed25519Account, sequence_number: u64) -> SignedTransaction {
+        let raw = TransactionBuilder::new()
+            .sender(from.address())
+            .sequence_number(sequence_number)
+            .payload(
+                EntryFunction::apt_transfer(AccountAddress::from_hex("0xb0b").unwrap(), 7).unwrap().into(),
+            )
+            .max_gas_amount(1_000)
+            .gas_unit_price(GAS_UNIT_PRICE)
+            .expiration_timestamp_secs(ledger.ledger_timestamp_usecs / 1_000_000 + 30)
+            .chain_id(ChainId::new(ledger.chain_id))
+            .build()
+            .unwrap();
+        sign_transaction(&raw, from).unwrap()
+    }
+
+    #[test]
+    fn simulation_refuses_a_valid_signature_and_changes_nothing() {
+        let payer = Ed25519Account::generate();
+        let ledger = Ledger::new(4, &[(payer.address(), 1_000_000)]);
+        let signed = signed_transfer(&ledger, &payer, 0);
+        assert!(matches!(ledger.simulate(signed.clone()), Err(Refusal::Unsupported(_))));
+        let zeroed = signed.for_simulate_endpoint();
+        let simulated = ledger.simulate(zeroed).unwrap();
+        assert!(simulated.summary.success);
+        assert_eq!(ledger.balance(&payer.address()), 1_000_000);
+        assert_eq!(ledger.committed().count(), 0);
+    }
+
+    #[test]
+    fn a_paused_chain_commits_nothing_until_resumed() {
+        let payer = Ed25519Account::generate();
+        let mut ledger = Ledger::new(4, &[(payer.address(), 1_000_000)]);
+        ledger.blocks_paused = true;
+        let signed = signed_transfer(&ledger, &payer, 0);
+        assert_eq!(ledger.submit(signed.clone()).unwrap().0, Accepted::New);
+        assert_eq!(ledger.submit(signed).unwrap().0, Accepted::AlreadyPending);
+        ledger.produce_block();
+        assert_eq!(ledger.committed().count(), 0);
+        ledger.blocks_paused = false;
+        ledger.produce_block();
+        assert_eq!(ledger.committed().count(), 1);
+        assert_eq!(ledger.balance(&payer.address()), 1_000_000 - 7 - GAS_USED * GAS_UNIT_PRICE);
+    }
 }

@@ -163,6 +163,16 @@ impl TestNode {
         self.ledger().advance_clock(by);
     }
 
+    /// Stops producing blocks: submissions are accepted and stay pending, the ledger's
+    /// timestamp stands still, as on a stalled chain.
+    pub fn pause_blocks(&self) {
+        self.ledger().blocks_paused = true;
+    }
+
+    pub fn resume_blocks(&self) {
+        self.ledger().blocks_paused = false;
+    }
+
     /// Stops listening: connections to the port are refused from now on, while the chain keeps
     /// producing blocks. Open connections are closed once their request is answered.
     pub async fn go_offline(&self) {

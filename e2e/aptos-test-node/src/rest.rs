@@ -78,21 +78,43 @@ async fn ledger_headers(State(ledger): State<SharedLedger>, mut response: Respon
     response
 }
 
-/// The Aptos error body: `message`, `error_code`, `vm_error_code`.
-fn error(status: StatusCode, message: impl Into<String>, code: &str, vm: Option<u64>) -> Response {
-    let body = json!({ "message": message.into(), "error_code": code, "vm_error_code": vm });
-    (status, Json(body)).into_response()
+/// An answer in the Aptos error shape: `message`, `error_code`, `vm_error_code`.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    error_code: &'static str,
+    vm_error_code: Option<u64>,
 }
 
-fn invalid_input(message: impl Into<String>) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "message": self.message,
+            "error_code": self.error_code,
+            "vm_error_code": self.vm_error_code,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn error(
+    status: StatusCode,
+    message: impl Into<String>,
+    error_code: &'static str,
+    vm_error_code: Option<u64>,
+) -> ApiError {
+    ApiError { status, message: message.into(), error_code, vm_error_code }
+}
+
+fn invalid_input(message: impl Into<String>) -> ApiError {
     error(StatusCode::BAD_REQUEST, message, "invalid_input", None)
 }
 
-async fn not_found() -> Response {
+async fn not_found() -> ApiError {
     error(StatusCode::NOT_FOUND, "Not Found", "web_framework_error", None)
 }
 
-fn parse_address(text: &str) -> Result<AccountAddress, Response> {
+fn parse_address(text: &str) -> Result<AccountAddress, ApiError> {
     AccountAddress::from_hex(text).map_err(|e| {
         invalid_input(format!("failed to parse path : failed to parse \"address({text})\": {e}"))
     })
@@ -114,19 +136,19 @@ async fn ledger_info(State(ledger): State<SharedLedger>) -> Json<Value> {
     }))
 }
 
-async fn account(State(ledger): State<SharedLedger>, Path(address): Path<String>) -> Response {
-    let address = match parse_address(&address) {
-        Ok(address) => address,
-        Err(response) => return response,
-    };
+async fn account(
+    State(ledger): State<SharedLedger>,
+    Path(address): Path<String>,
+) -> Result<Response, ApiError> {
+    let address = parse_address(&address)?;
     let ledger = lock(&ledger);
     match ledger.account(&address) {
-        Some(account) => Json(json!({
+        Some(account) => Ok(Json(json!({
             "sequence_number": account.sequence_number.to_string(),
             "authentication_key": format!("0x{}", hex::encode(account.authentication_key)),
         }))
-        .into_response(),
-        None => error(
+        .into_response()),
+        None => Err(error(
             StatusCode::NOT_FOUND,
             format!(
                 "Account not found by Address({}) and Ledger version({})",
@@ -135,7 +157,7 @@ async fn account(State(ledger): State<SharedLedger>, Path(address): Path<String>
             ),
             "account_not_found",
             None,
-        ),
+        )),
     }
 }
 
@@ -147,7 +169,7 @@ async fn estimate_gas_price() -> Json<Value> {
     }))
 }
 
-fn signed_transaction(headers: &HeaderMap, body: &[u8]) -> Result<SignedTransaction, Response> {
+fn signed_transaction(headers: &HeaderMap, body: &[u8]) -> Result<SignedTransaction, ApiError> {
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if content_type != SIGNED_TRANSACTION_BCS {
         return Err(error(
@@ -161,7 +183,7 @@ fn signed_transaction(headers: &HeaderMap, body: &[u8]) -> Result<SignedTransact
         .map_err(|e| invalid_input(format!("Failed to deserialize input into SignedTransaction: {e}")))
 }
 
-fn refusal(refusal: Refusal) -> Response {
+fn refusal(refusal: Refusal) -> ApiError {
     match refusal {
         Refusal::Validation(status) => {
             error(StatusCode::BAD_REQUEST, status.message(), "vm_error", Some(status.code()))
@@ -177,63 +199,63 @@ fn refusal(refusal: Refusal) -> Response {
 }
 
 /// `POST /v1/transactions`: 202 with the pending transaction, or a validation error.
-async fn submit(State(ledger): State<SharedLedger>, headers: HeaderMap, body: Bytes) -> Response {
-    let txn = match signed_transaction(&headers, &body) {
-        Ok(txn) => txn,
-        Err(response) => return response,
-    };
+async fn submit(
+    State(ledger): State<SharedLedger>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let txn = signed_transaction(&headers, &body)?;
     let outcome = lock(&ledger).submit(txn.clone());
-    match outcome {
-        Ok((accepted, hash)) => {
-            if accepted == Accepted::New {
-                tracing::debug!(%hash, sender = %txn.sender(), "transaction accepted");
-            }
-            (StatusCode::ACCEPTED, Json(pending_json(&txn, &hash, false))).into_response()
-        }
-        Err(why) => refusal(why),
+    let (accepted, hash) = outcome.map_err(refusal)?;
+    if accepted == Accepted::New {
+        tracing::debug!(%hash, sender = %txn.sender(), "transaction accepted");
     }
+    Ok((StatusCode::ACCEPTED, Json(pending_json(&txn, &hash, false))).into_response())
 }
 
 /// `POST /v1/transactions/simulate`: a one-element list with the transaction as it would commit.
-async fn simulate(State(ledger): State<SharedLedger>, headers: HeaderMap, body: Bytes) -> Response {
-    let txn = match signed_transaction(&headers, &body) {
-        Ok(txn) => txn,
-        Err(response) => return response,
-    };
-    let outcome = lock(&ledger).simulate(txn);
-    match outcome {
-        Ok(committed) => Json(json!([committed_json(&committed)])).into_response(),
-        Err(why) => refusal(why),
-    }
+async fn simulate(
+    State(ledger): State<SharedLedger>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let txn = signed_transaction(&headers, &body)?;
+    let committed = lock(&ledger).simulate(txn).map_err(refusal)?;
+    Ok(Json(json!([committed_json(&committed)])))
 }
 
-async fn by_hash(State(ledger): State<SharedLedger>, Path(hash): Path<String>) -> Response {
-    let Ok(parsed) = HashValue::from_hex(&hash) else {
-        return invalid_input(format!("failed to parse path : failed to parse \"hash({hash})\""));
-    };
+async fn by_hash(
+    State(ledger): State<SharedLedger>,
+    Path(hash): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let parsed = HashValue::from_hex(&hash)
+        .map_err(|_| invalid_input(format!("failed to parse path : failed to parse \"hash({hash})\"")))?;
     let ledger = lock(&ledger);
     match ledger.lookup(&parsed) {
-        Some(Lookup::Pending(txn, hash)) => Json(pending_json(txn, &hash, true)).into_response(),
-        Some(Lookup::Committed(committed)) => Json(committed_json(committed)).into_response(),
-        None => error(
+        Some(Lookup::Pending(txn, hash)) => Ok(Json(pending_json(txn, &hash, true))),
+        Some(Lookup::Committed(committed)) => Ok(Json(committed_json(committed))),
+        None => Err(error(
             StatusCode::NOT_FOUND,
             format!("Transaction not found by Transaction hash({hash})"),
             "transaction_not_found",
             None,
-        ),
+        )),
     }
 }
 
-async fn by_version(State(ledger): State<SharedLedger>, Path(version): Path<u64>) -> Response {
+async fn by_version(
+    State(ledger): State<SharedLedger>,
+    Path(version): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
     let ledger = lock(&ledger);
     match ledger.by_version(version) {
-        Some(committed) => Json(committed_json(committed)).into_response(),
-        None => error(
+        Some(committed) => Ok(Json(committed_json(committed))),
+        None => Err(error(
             StatusCode::NOT_FOUND,
             format!("Transaction not found by Ledger version({version})"),
             "transaction_not_found",
             None,
-        ),
+        )),
     }
 }
 
@@ -247,8 +269,11 @@ struct ViewRequest {
 }
 
 /// `POST /v1/view` for the balance and sequence-number view functions.
-async fn view(State(ledger): State<SharedLedger>, Json(request): Json<ViewRequest>) -> Response {
-    let address_arg = |index: usize| -> Result<AccountAddress, Response> {
+async fn view(
+    State(ledger): State<SharedLedger>,
+    Json(request): Json<ViewRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let address_arg = |index: usize| -> Result<AccountAddress, ApiError> {
         let text = request
             .arguments
             .get(index)
@@ -261,24 +286,20 @@ async fn view(State(ledger): State<SharedLedger>, Json(request): Json<ViewReques
     let value = match (request.function.as_str(), types.as_slice()) {
         ("0x1::coin::balance", ["0x1::aptos_coin::AptosCoin"])
         | ("0x1::primary_fungible_store::balance", ["0x1::fungible_asset::Metadata"]) => {
-            match address_arg(0) {
-                Ok(address) => ledger.balance(&address).to_string(),
-                Err(response) => return response,
-            }
+            ledger.balance(&address_arg(0)?).to_string()
         }
-        ("0x1::account::get_sequence_number", []) => match address_arg(0) {
-            Ok(address) => ledger.account(&address).map_or(0, |a| a.sequence_number).to_string(),
-            Err(response) => return response,
-        },
+        ("0x1::account::get_sequence_number", []) => {
+            ledger.account(&address_arg(0)?).map_or(0, |a| a.sequence_number).to_string()
+        }
         _ => {
-            return invalid_input(format!(
+            return Err(invalid_input(format!(
                 "the test node has no view function {}<{}>",
                 request.function,
                 request.type_arguments.join(", ")
-            ));
+            )));
         }
     };
-    Json(json!([value])).into_response()
+    Ok(Json(json!([value])))
 }
 
 fn payload_json(entry: &EntryFunction) -> Value {
@@ -448,13 +469,13 @@ struct FundRequest {
 }
 
 /// `POST /pictor-test/fund {"address": "0x…", "octas": 100000000}`: mints APT.
-async fn admin_fund(State(ledger): State<SharedLedger>, Json(request): Json<FundRequest>) -> Response {
-    let address = match parse_address(&request.address) {
-        Ok(address) => address,
-        Err(response) => return response,
-    };
+async fn admin_fund(
+    State(ledger): State<SharedLedger>,
+    Json(request): Json<FundRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let address = parse_address(&request.address)?;
     let balance = lock(&ledger).fund(address, request.octas);
-    Json(json!({ "address": address.to_string(), "balance": balance.to_string() })).into_response()
+    Ok(Json(json!({ "address": address.to_string(), "balance": balance.to_string() })))
 }
 
 /// `GET /pictor-test/transactions`: the committed transactions, oldest first.
