@@ -17,6 +17,12 @@
 //! committed transaction is charged a fixed [`GAS_USED`] gas units × its gas unit price. Versions
 //! count user transactions only (a real chain also writes block metadata transactions).
 //!
+//! Tests steer it with [`TestNode::fund`], [`TestNode::advance_clock`] (expiry),
+//! [`TestNode::pause_blocks`] (a stalled chain: transactions stay pending) and
+//! [`TestNode::go_offline`] (connections refused, state kept), and read it back with
+//! [`TestNode::committed`], [`TestNode::balance`] and [`TestNode::sequence_number`]. The binary
+//! `pictor-aptos-test-node` runs one for shell demos, with admin endpoints under `/pictor-test/`.
+//!
 //! The controller talks to it through [`TestNode::url`], like to any real endpoint (a
 //! localnet, devnet, testnet): `Aptos::new(AptosConfig::custom(&node.url())?)`.
 //!
