@@ -47,6 +47,7 @@ mod execution;
 mod ledger;
 mod rest;
 mod validation;
+mod wire;
 
 use std::io;
 use std::net::SocketAddr;

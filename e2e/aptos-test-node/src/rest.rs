@@ -7,7 +7,7 @@ use std::time::Duration;
 use aptos_sdk::transaction::{
     AccountAuthenticator, EntryFunction, SignedTransaction, TransactionAuthenticator, TransactionPayload,
 };
-use aptos_sdk::{AccountAddress, HashValue, aptos_bcs};
+use aptos_sdk::{AccountAddress, HashValue};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
@@ -179,7 +179,7 @@ fn signed_transaction(headers: &HeaderMap, body: &[u8]) -> Result<SignedTransact
             None,
         ));
     }
-    aptos_bcs::from_bytes(body)
+    crate::wire::signed_transaction(body)
         .map_err(|e| invalid_input(format!("Failed to deserialize input into SignedTransaction: {e}")))
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aptos_sdk::account::Ed25519Account;
+use aptos_sdk::account::{Ed25519Account, Ed25519SingleKeyAccount};
 use aptos_sdk::api::response::LedgerInfo;
 use aptos_sdk::transaction::builder::sign_transaction;
 use aptos_sdk::transaction::{
@@ -100,6 +100,29 @@ async fn a_transfer_moves_exactly_the_amount_and_charges_the_fixed_gas() {
     assert_eq!(committed[0].transfers, vec![(provider, 1_234_567)]);
     assert_eq!(committed[0].hash, done.data["hash"].as_str().unwrap());
     assert_eq!(committed[0].version.to_string(), done.data["version"].as_str().unwrap());
+}
+
+#[tokio::test]
+async fn a_single_key_account_signs_and_pays_too() {
+    let payer = Ed25519SingleKeyAccount::generate();
+    let provider = Ed25519Account::generate().address();
+    let node = TestNode::start(TestNodeConfig {
+        genesis: vec![(payer.address(), 10 * APT)],
+        ..TestNodeConfig::default()
+    })
+    .await
+    .unwrap();
+    let aptos = Aptos::new(AptosConfig::custom(&node.url()).unwrap()).unwrap();
+    aptos
+        .sign_submit_and_wait(
+            &payer,
+            EntryFunction::apt_transfer(provider, 77).unwrap().into(),
+            Some(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(node.balance(provider), 77);
+    assert_eq!(node.balance(payer.address()), 10 * APT - 77 - FEE);
 }
 
 #[tokio::test]
@@ -411,4 +434,72 @@ async fn offline_refuses_connections_and_online_resumes_with_the_state_kept() {
     let next = transfer(&aptos, &payer, 1, provider, 8).await;
     aptos.fullnode().submit_and_wait(&next, Some(Duration::from_secs(10))).await.unwrap();
     assert_eq!(node.balance(provider), 50);
+}
+
+/// The calls the billing controller builds on, in the order it makes them; the report that
+/// accompanies this crate quotes this test.
+#[tokio::test]
+async fn recipes_for_the_billing_controller() -> Result<(), Box<dyn std::error::Error>> {
+    // An account from a private key in hex (what a Secret holds); its address is derived.
+    let key_hex = "0x9bf49a6a0755f953811fce125f2683d50429c3bb49e074147e0089a52eae155f";
+    let payer = Ed25519Account::from_private_key_hex(key_hex)?;
+    let payer_address: AccountAddress = payer.address();
+    let provider = AccountAddress::from_hex("0x7e57")?;
+
+    let node = TestNode::start(TestNodeConfig {
+        genesis: vec![(payer_address, 10 * APT)],
+        ..TestNodeConfig::default()
+    })
+    .await?;
+    let aptos = Aptos::new(AptosConfig::custom(&node.url())?)?;
+
+    // The chain's clock and id, from the body of GET /v1 (not from the response headers).
+    let info = aptos.ledger_info().await?;
+    let chain_now_secs = info.ledger_timestamp.parse::<u64>()? / 1_000_000;
+    let chain_id = ChainId::new(info.chain_id);
+
+    // A transaction with an explicit sequence number and expiration, signed.
+    let sequence_number = aptos.get_sequence_number(payer_address).await?;
+    let raw = TransactionBuilder::new()
+        .sender(payer_address)
+        .sequence_number(sequence_number)
+        .payload(EntryFunction::apt_transfer(provider, 25_000)?.into())
+        .max_gas_amount(2_000)
+        .gas_unit_price(aptos.fullnode().estimate_gas_price().await?.data.recommended())
+        .expiration_timestamp_secs(chain_now_secs + 120)
+        .chain_id(chain_id)
+        .build()?;
+    let signed = sign_transaction(&raw, &payer)?;
+
+    // Its hash before submitting, and its BCS bytes to store.
+    let hash: HashValue = signed.hash()?;
+    let bytes: Vec<u8> = signed.to_bcs()?;
+
+    // Later, maybe after a restart: the same bytes, submitted again (idempotent while pending).
+    let again: SignedTransaction = aptos_bcs::from_bytes(&bytes)?;
+    assert_eq!(again.hash()?, hash);
+    let pending = aptos.submit_transaction(&again).await?;
+    assert_eq!(pending.data.hash, hash);
+
+    // Looking it up: 404 (AptosError::Api { status_code: 404, .. }) until the node knows it,
+    // no "version" while pending, then success / vm_status / version once committed.
+    let done = loop {
+        match aptos.fullnode().get_transaction_by_hash(&hash).await {
+            Ok(found) if found.data.get("version").is_some() => break found.data,
+            Ok(_) => {}
+            Err(AptosError::Api { status_code: 404, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let success = done["success"].as_bool() == Some(true);
+    let vm_status = done["vm_status"].as_str().unwrap_or_default();
+    let version: u64 = done["version"].as_str().unwrap_or_default().parse()?;
+    assert!(success, "{vm_status}");
+    assert_eq!(version, 1);
+
+    // Balances in octas.
+    assert_eq!(aptos.get_balance(provider).await?, 25_000);
+    assert_eq!(aptos.get_balance(payer_address).await?, 10 * APT - 25_000 - FEE);
+    Ok(())
 }
