@@ -7,6 +7,7 @@
 //! [`ControlPlane`] is dropped, on panic too; a failed run keeps its logs and prints where.
 #![forbid(unsafe_code)]
 
+pub mod billing;
 mod binaries;
 mod control_plane;
 pub mod fake_nodes;

@@ -355,6 +355,7 @@ impl Billing {
                 }
                 Step::Resubmit => {
                     self.submit(&s).await?;
+                    self.crash_at("submitted");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Step::Confirm { version } => {
@@ -457,7 +458,7 @@ impl Billing {
         self.crash_at("signed");
         let bytes = signed.to_bcs().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
         let hash = signed.hash().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
-        let hash = format!("0x{}", hash.to_hex());
+        let hash = hash.to_hex();
         let expiry = ledger.now_seconds + self.settings.transaction_ttl_seconds;
         let body = serde_json::json!({"status": {
             "observedGeneration": s.metadata.generation,

@@ -1,0 +1,142 @@
+//! Exactly-once settlement under crashes: pictor-billing is stopped dead at every step of a
+//! payout (after signing, after recording, after submitting, before confirming), over and over
+//! across many Settlements, and restarted each time. In the end every provider's balance on the
+//! Aptos test node is exactly what it was owed, each Settlement's transaction executed once, and
+//! no unit is in two paid Settlements.
+
+use kube::api::{Api, DeleteParams, ListParams};
+use pictor_aptos_test_node::{TestNode, TestNodeConfig};
+use pictor_crds::v1alpha1::{GpuCluster, WorkUnit};
+use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
+use pictor_e2e::network::{self, eventually};
+use pictor_e2e::{ControlPlane, ControlPlaneOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const PROVIDERS: [(&str, usize); 3] = [("p1", 7), ("p2", 5), ("p3", 4)];
+const GPU_SECONDS: i64 = 36;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_at_every_step_pay_every_provider_exactly_once() {
+    let started = Instant::now();
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 0, kube_scheduler: false }).await.unwrap();
+    plane.install_crds().await.unwrap();
+    let hub = plane.hub.client().await.unwrap();
+    let treasury = billing::treasury_address(LOCAL_TREASURY_KEY);
+    let node = TestNode::start(TestNodeConfig {
+        genesis: vec![(treasury, 1_000_000_000_000)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    billing::install_treasury(&hub, LOCAL_TREASURY_KEY).await.unwrap();
+
+    let mut owed: BTreeMap<String, u64> = BTreeMap::new();
+    let mut all_uids = BTreeSet::new();
+    for (i, (provider, count)) in PROVIDERS.iter().enumerate() {
+        let address = billing::payout_address(i as u64 + 1);
+        let kubeconfig = plane.run_dir().join(format!("{provider}.kubeconfig"));
+        network::member_add(&plane.hub, provider, &address, &["NVIDIA-H100-80GB-HBM3=100000"], &kubeconfig)
+            .unwrap();
+        // Prices differ per provider so a payment to the wrong one cannot go unnoticed.
+        let price = 100_000 * (i as i64 + 1);
+        for unit in billing::accrued_units(&hub, provider, *count, GPU_SECONDS, price).await.unwrap() {
+            *owed.entry(address.clone()).or_default() += (GPU_SECONDS * price / 3600) as u64;
+            all_uids.insert(unit.metadata.uid.unwrap());
+        }
+    }
+    // One unit per settlement: many settlements, so the crashes land all over their lives.
+    let expected_settlements: usize = PROVIDERS.iter().map(|(_, n)| n).sum();
+
+    // Stop dead at each step, at its first, second and third occurrence, then once more at each.
+    let mut flags = billing::settle_at_once();
+    flags.push("--max-units-per-settlement=1".into());
+    let mut crashes: BTreeMap<&str, usize> = BTreeMap::new();
+    let rounds: Vec<String> = [1, 2, 3, 1]
+        .iter()
+        .flat_map(|n| ["signed", "recorded", "submitted", "confirming"].map(|step| format!("{step}:{n}")))
+        .collect();
+    for (i, crash_at) in rounds.iter().enumerate() {
+        let mut args = flags.clone();
+        args.push(format!("--crash-at={crash_at}"));
+        let mut process =
+            billing::start_billing(&plane, &format!("billing-{i:02}"), &node.url(), &args).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(status) = process.exited() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match exit {
+            Some(status) if status.code() == Some(86) => {
+                *crashes.entry(crash_at.split(':').next().unwrap()).or_default() += 1;
+            }
+            Some(status) => {
+                panic!("billing exited with {status} at round {crash_at}: {}", process.log_tail(30))
+            }
+            // Nothing left to pay reaches that step any more.
+            None => {}
+        }
+    }
+    eprintln!("crashes by step over {} rounds: {crashes:?}", rounds.len());
+    for step in ["signed", "recorded", "submitted", "confirming"] {
+        assert!(crashes.get(step).copied().unwrap_or(0) >= 2, "step {step} crashed too rarely: {crashes:?}");
+    }
+    let crashes: usize = crashes.values().sum();
+
+    let _billing = billing::start_billing(&plane, "billing-final", &node.url(), &flags).unwrap();
+    let settlements = eventually("every settlement confirmed", Duration::from_secs(90), || async {
+        let all = billing::settlements(&hub).await.ok()?;
+        (all.len() == expected_settlements && billing::all_confirmed(&all)).then_some(all)
+    })
+    .await;
+
+    // The hub's record: each unit in exactly one paid Settlement, each provider paid its due.
+    let (paid, uids) = billing::confirmed(&settlements);
+    assert_eq!(paid, owed, "paid per payout address");
+    assert_eq!(uids.len(), all_uids.len(), "no unit paid twice");
+    assert_eq!(uids.into_iter().collect::<BTreeSet<_>>(), all_uids, "no verified unit left unpaid");
+
+    // The chain's record: balances, and one successful transfer per Settlement.
+    for (address, octas) in &owed {
+        assert_eq!(node.balance(address.parse().unwrap()), *octas, "balance of {address}");
+    }
+    let committed = node.committed();
+    let hashes: BTreeSet<String> =
+        settlements.iter().filter_map(|s| s.status.clone()?.transaction_hash).collect();
+    let succeeded: Vec<_> = committed.iter().filter(|t| t.success).collect();
+    assert_eq!(succeeded.len(), expected_settlements, "one transfer per settlement: {committed:#?}");
+    assert_eq!(succeeded.iter().map(|t| t.hash.clone()).collect::<BTreeSet<_>>(), hashes);
+    eprintln!(
+        "{} settlements paid exactly once after {crashes} crashes; {} transactions committed in all",
+        settlements.len(),
+        committed.len()
+    );
+
+    // Earnings in each provider's GpuCluster status, and paid units may now be deleted.
+    let clusters: Api<GpuCluster> = Api::all(hub.clone());
+    for (i, (provider, _)) in PROVIDERS.iter().enumerate() {
+        let address = billing::payout_address(i as u64 + 1);
+        eventually(&format!("earnings of {provider}"), Duration::from_secs(30), || async {
+            let e = clusters.get(provider).await.ok()?.status?.earnings?;
+            (e.paid_octas as u64 == owed[&address] && e.pending_octas == 0).then_some(())
+        })
+        .await;
+    }
+    let units: Api<WorkUnit> = Api::all(hub.clone());
+    for unit in units.list(&ListParams::default()).await.unwrap() {
+        Api::<WorkUnit>::namespaced(hub.clone(), unit.metadata.namespace.as_deref().unwrap())
+            .delete(unit.metadata.name.as_deref().unwrap(), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    eventually("paid units released by billing and gone", Duration::from_secs(30), || async {
+        units.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
+    })
+    .await;
+    eprintln!("billing crash e2e wall time {:?}", started.elapsed());
+}
