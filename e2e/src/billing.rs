@@ -82,11 +82,23 @@ pub async fn accrued_units(
     gpu_seconds: i64,
     price: i64,
 ) -> Result<Vec<WorkUnit>, kube::Error> {
+    accrued_units_named(hub, member, "bill", count, gpu_seconds, price).await
+}
+
+/// [`accrued_units`] with names `<prefix>-<member>-<n>`.
+pub async fn accrued_units_named(
+    hub: &kube::Client,
+    member: &str,
+    prefix: &str,
+    count: usize,
+    gpu_seconds: i64,
+    price: i64,
+) -> Result<Vec<WorkUnit>, kube::Error> {
     let namespace = format!("pictor-member-{member}");
     let api: Api<WorkUnit> = Api::namespaced(hub.clone(), &namespace);
     let mut out = Vec::new();
     for i in 0..count {
-        let name = format!("bill-{member}-{i:04}");
+        let name = format!("{prefix}-{member}-{i:04}");
         let unit: WorkUnit = serde_json::from_value(serde_json::json!({
             "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
             "metadata": {"name": name, "namespace": namespace,

@@ -218,28 +218,36 @@ pub fn batches(
         if amount < policy.min_octas && !oldest_waited {
             continue;
         }
+        // Failed settlements of the provider so far: a batch made again of the same units after
+        // one failed must not take the failed one's name.
+        let failed = settlements
+            .iter()
+            .filter(|s| s.spec.provider == *provider && phase(s) == SettlementPhase::Failed)
+            .count();
         for batch in payable.chunks(policy.max_units.max(1)) {
             let units: Vec<SettledUnit> = batch.iter().map(|o| o.unit.clone()).collect();
             let amount: i64 = units.iter().map(|u| u.amount_octas).sum();
             if amount < 1 {
                 continue;
             }
-            out.create.push(settlement(provider, address, units, amount, namespace));
+            out.create.push(settlement(provider, address, units, amount, failed, namespace));
         }
     }
     out
 }
 
-/// A Settlement named after its provider and a digest of its units' UIDs, so the same batch
-/// made twice is one object.
+/// A Settlement named after its provider and a digest of its units' UIDs, its address and the
+/// provider's failed settlements, so the same batch made twice is one object.
 fn settlement(
     provider: &str,
     address: &str,
     units: Vec<SettledUnit>,
     amount: i64,
+    failed_before: usize,
     namespace: &str,
 ) -> Settlement {
     let mut digest = Sha256::new();
+    digest.update(format!("{address}\n{failed_before}\n").as_bytes());
     for unit in &units {
         digest.update(unit.uid.as_bytes());
         digest.update(b"\n");

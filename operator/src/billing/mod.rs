@@ -178,7 +178,13 @@ impl Billing {
             settlements.wait_until_ready(),
             clusters.wait_until_ready()
         );
-        let instance = std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_default();
+        // The API server requires a reporting instance: the pod, else the host, else the process.
+        let instance = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| format!("{FIELD_MANAGER}-{}", std::process::id()));
         let recorder = Recorder::new(
             client.clone(),
             Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) },
@@ -213,7 +219,7 @@ impl Billing {
                 Err(e) => {
                     tracing::warn!(reason = e.reason(), error = %e, retry_in = ?backoff, "billing pass failed");
                     let delay = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     delay
                 }
             };
@@ -567,7 +573,7 @@ impl Billing {
                 secondary: None,
             };
             if let Err(e) = self.recorder.publish(&event, &cluster.object_ref(&())).await {
-                tracing::debug!(error = %e, "event not recorded");
+                tracing::warn!(error = %e, "event not recorded");
             }
         }
     }
@@ -629,7 +635,7 @@ impl Billing {
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, &s.object_ref(&())).await {
-            tracing::debug!(error = %e, "event not recorded");
+            tracing::warn!(error = %e, "event not recorded");
         }
     }
 

@@ -155,6 +155,7 @@ fn a_rejected_payout_address_withholds_the_provider_until_it_changes() {
     let b = batches(&l, &f, &[&rejected], &policy(), "ns", at(NOW));
     assert_eq!(b.create.len(), 1);
     assert_eq!(b.create[0].spec.payout_address, "0xa11ce");
+    assert_ne!(b.create[0].metadata.name, rejected.metadata.name, "a new settlement, not the failed one");
 }
 
 #[test]
