@@ -2,6 +2,7 @@
 # Both set up a fresh machine first (Debian packages, the control plane built from Go modules).
 
 CARGO ?= cargo
+GO ?= go
 
 .PHONY: deps demo test lint crds
 
@@ -17,6 +18,7 @@ lint:
 
 test: deps lint
 	$(CARGO) test --workspace
+	cd charts/pictor/argocd && $(GO) test ./...
 
 crds:
 	$(CARGO) run -p pictor-crds --bin crdgen
