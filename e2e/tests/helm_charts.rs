@@ -175,7 +175,15 @@ fn lint_and_required_values(helm: &Helm, hub_kubeconfig: &str) {
     assert!(!kinds(&plain).contains(&"ConfigMap".to_string()));
     let dashboard = helm.ok(
         None,
-        &["template", "pictor", &hub, "--kube-version", KUBE_VERSION, "--set", "grafana.dashboard.enabled=true"],
+        &[
+            "template",
+            "pictor",
+            &hub,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "grafana.dashboard.enabled=true",
+        ],
     );
     let config_map = serde_yaml::Deserializer::from_str(&dashboard)
         .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
