@@ -71,7 +71,7 @@ struct Context {
 }
 
 async fn reconcile(job: Arc<RenderJob>, ctx: Arc<Context>) -> Result<Action, RenderJobError> {
-    let span = tracing::info_span!("reconcile", controller = CONTROLLER, job = %job.name_any(), namespace = ?job.namespace());
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, job = %job.name_any(), namespace = %job.namespace().unwrap_or_default());
     let started = Instant::now();
     let result = reconcile_job(job, &ctx).instrument(span).await;
     let error = result.as_ref().err().map(RenderJobError::metric_label);
