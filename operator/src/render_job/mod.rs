@@ -103,9 +103,11 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     let members = ctx.index.clusters.state();
     let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
     let mut claims = ctx.index.claims();
-    let plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings);
+    let mut plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings);
 
-    unit_writes::create(&ctx.client, &plan.create).await?;
+    let created = unit_writes::create(&ctx.client, &plan.create).await?;
+    // A unit the index had not seen yet exists already: it was placed and told about before.
+    plan.create.retain(|u| created.contains(&u.name_any()));
     for unit in &plan.create {
         let (attempt, since) =
             metrics::waiting_since(unit, &unit_refs, job.meta().creation_timestamp.as_ref());

@@ -109,8 +109,10 @@ async fn apply(job: &TrainingJob, ctx: &Context) -> Result<Action, TrainingJobEr
     let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
     let members = ctx.index.clusters.state();
     let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
-    let plan = plan::plan(job, &unit_refs, &member_refs, &mut ctx.index.claims(), ctx.fake_run_seconds);
-    unit_writes::create(&ctx.client, plan.create.as_slice()).await?;
+    let mut plan = plan::plan(job, &unit_refs, &member_refs, &mut ctx.index.claims(), ctx.fake_run_seconds);
+    let created = unit_writes::create(&ctx.client, plan.create.as_slice()).await?;
+    // A unit the index had not seen yet exists already: it was placed and told about before.
+    plan.create = plan.create.filter(|u| created.contains(&u.name_any()));
     if let Some(unit) = &plan.create {
         let (attempt, since) =
             metrics::waiting_since(unit, &unit_refs, job.meta().creation_timestamp.as_ref());
