@@ -2,8 +2,9 @@
 # Both set up a fresh machine first (Debian packages, the control plane built from Go modules).
 
 CARGO ?= cargo
+GO ?= go
 
-.PHONY: deps demo test lint crds
+.PHONY: deps demo test lint crds images
 
 deps:
 	./scripts/install-deps.sh
@@ -17,9 +18,25 @@ lint:
 
 test: deps lint
 	$(CARGO) test --workspace
+	cd charts/pictor/argocd && $(GO) test ./...
 
 crds:
 	$(CARGO) run -p pictor-crds --bin crdgen
+
+# The container images the charts reference, one images/<name>.Dockerfile each, tagged
+# $(IMAGE_REGISTRY)/<name>:$(IMAGE_TAG). pictor-agent is built on pictor-operator, so that comes first.
+DOCKER ?= docker
+IMAGE_REGISTRY ?= ghcr.io/pictor-network
+IMAGE_TAG ?= 0.1.0
+IMAGES := pictor-operator $(filter-out pictor-operator,$(basename $(notdir $(wildcard images/*.Dockerfile))))
+
+images:
+	@set -e; for image in $(IMAGES); do \
+		echo "building $(IMAGE_REGISTRY)/$$image:$(IMAGE_TAG)"; \
+		DOCKER_BUILDKIT=1 $(DOCKER) build -f images/$$image.Dockerfile \
+			--build-arg IMAGE_REGISTRY=$(IMAGE_REGISTRY) --build-arg IMAGE_TAG=$(IMAGE_TAG) \
+			-t $(IMAGE_REGISTRY)/$$image:$(IMAGE_TAG) . ; \
+	done
 
 # kube-scheduler against pictor-scheduler on fresh local control planes (not part of `make test`:
 # it takes minutes). Sizes are flags: make bench-scheduler BENCH_ARGS="--nodes 1000 --pods 4000"

@@ -5,6 +5,7 @@
 
 use crate::backend::{BackendError, GpuBackend};
 use crate::inventory::GpuInventory;
+use crate::metrics::{DeviceMetrics, ResultLabels};
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -97,6 +98,8 @@ pub struct NodeLabeller {
     /// Labels are applied again after this long even when unchanged, in case someone removed
     /// them by hand.
     pub resync: Duration,
+    /// Where the GPUs read and the label writes are counted.
+    pub metrics: Arc<DeviceMetrics>,
 }
 
 impl NodeLabeller {
@@ -108,12 +111,16 @@ impl NodeLabeller {
             let backend = self.backend.clone();
             match tokio::task::spawn_blocking(move || backend.inventory()).await? {
                 Ok(inventory) => {
+                    self.metrics.labelled(&inventory);
                     let labels = gpu_labels(&inventory);
                     let due = applied
                         .as_ref()
                         .is_none_or(|(last, at)| *last != labels || at.elapsed() >= self.resync);
                     if due {
-                        match apply_labels(&self.client, &self.node_name, &labels).await {
+                        let written = apply_labels(&self.client, &self.node_name, &labels).await;
+                        let result = if written.is_ok() { "ok" } else { "error" };
+                        self.metrics.label_writes.get_or_create(&ResultLabels { result }).inc();
+                        match written {
                             Ok(()) => {
                                 if applied.as_ref().is_none_or(|(last, _)| *last != labels) {
                                     info!(node = %self.node_name, ?labels, "GPU labels applied");

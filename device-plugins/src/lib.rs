@@ -8,6 +8,7 @@ pub mod backend;
 pub mod fake;
 pub mod inventory;
 pub mod labeller;
+pub mod metrics;
 pub mod nvml;
 pub mod plugin;
 pub mod registration;

@@ -5,6 +5,7 @@
 
 use clap::{Parser, ValueEnum};
 use pictor_device_plugins::labeller::NodeLabeller;
+use pictor_device_plugins::metrics::DeviceMetrics;
 use pictor_device_plugins::nvml::NvmlBackend;
 use pictor_device_plugins::plugin::{self, PluginConfig};
 use pictor_device_plugins::v1beta1::DEVICE_PLUGIN_DIR;
@@ -53,6 +54,8 @@ struct Args {
     /// Do not label the Node (device plugin only).
     #[arg(long, env = "PICTOR_NO_LABELLER")]
     no_labeller: bool,
+    #[command(flatten)]
+    metrics: pictor_telemetry::MetricsArgs,
 }
 
 /// `h100x8` / `h100:8` / `mi300x8` as a model and count of the fake catalogue.
@@ -142,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(stop));
+    let metrics = Arc::new(DeviceMetrics::new());
+    let readiness = pictor_telemetry::Readiness::new("no GPU backend chosen yet");
+    pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;
 
     let backend = match pick_backend(&args) {
         Ok(backend) => backend,
@@ -156,10 +162,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let vendor = backend.vendor();
     info!(%vendor, "GPU backend chosen");
+    readiness.set(true);
 
     let plugin_task = (!args.no_device_plugin).then(|| {
         let resource = args.resource_name.clone().unwrap_or_else(|| vendor.resource_name().to_string());
-        let config = PluginConfig::new(resource, args.socket_dir.clone());
+        let mut config = PluginConfig::new(resource, args.socket_dir.clone());
+        config.metrics = metrics.clone();
         tokio::spawn(plugin::run(config, backend.clone(), stopped(stop_rx.clone())))
     });
     let labeller_task = if args.no_labeller {
@@ -175,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             backend: backend.clone(),
             interval: Duration::from_secs(args.label_interval.max(1)),
             resync: Duration::from_secs(600),
+            metrics: metrics.clone(),
         };
         Some(tokio::spawn(labeller.run(stopped(stop_rx.clone()))))
     };

@@ -8,6 +8,7 @@
 use crate::allocation::{AllocationError, container_allocation};
 use crate::backend::{BackendError, GpuBackend};
 use crate::inventory::{GpuInventory, Health};
+use crate::metrics::DeviceMetrics;
 use crate::registration::{RegistrationError, register};
 use crate::topology::preferred_allocation;
 use crate::v1beta1::device_plugin_server::{DevicePlugin, DevicePluginServer};
@@ -42,6 +43,8 @@ pub struct PluginConfig {
     pub socket_dir: PathBuf,
     /// How often to look whether the kubelet restarted or removed our socket.
     pub poll_interval: Duration,
+    /// Where devices, allocations and registrations are counted.
+    pub metrics: Arc<DeviceMetrics>,
 }
 
 impl PluginConfig {
@@ -50,6 +53,7 @@ impl PluginConfig {
             resource_name: resource_name.into(),
             socket_dir: socket_dir.into(),
             poll_interval: Duration::from_secs(1),
+            metrics: Arc::new(DeviceMetrics::new()),
         }
     }
 
@@ -101,11 +105,17 @@ pub async fn run(
         inventory.gpus.len(),
         inventory.vendor
     );
+    config.metrics.serving(&config.resource_name, &inventory);
     let (inventory_tx, inventory_rx) = watch::channel(inventory);
     let monitor_stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let monitor = tokio::task::spawn_blocking({
         let stop = monitor_stop.0.clone();
-        move || watch_health(backend.as_ref(), &inventory_tx, &stop)
+        let (metrics, resource) = (config.metrics.clone(), config.resource_name.clone());
+        move || {
+            watch_health(backend.as_ref(), &inventory_tx, &stop, &|inventory| {
+                metrics.serving(&resource, inventory)
+            })
+        }
     });
 
     let result = serve_and_register(&config, inventory_rx, shutdown).await;
@@ -139,7 +149,7 @@ async fn serve_and_register(
     loop {
         generation += 1;
         let endpoint = config.endpoint(generation);
-        let serving = Serving::start(config.socket_dir.join(&endpoint), inventory.clone())?;
+        let serving = Serving::start(config.socket_dir.join(&endpoint), inventory.clone(), config)?;
 
         // Register; while the kubelet is not (yet) listening, wait for it.
         let mut told = false;
@@ -164,6 +174,8 @@ async fn serve_and_register(
             }
         };
         info!(resource = %config.resource_name, %endpoint, "registered with the kubelet");
+        let resource = crate::metrics::ResourceLabels { resource: config.resource_name.clone() };
+        config.metrics.registrations.get_or_create(&resource).inc();
 
         // A restarting kubelet removes every socket in the folder and makes a new kubelet.sock.
         loop {
@@ -194,7 +206,13 @@ fn socket_identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
 }
 
 /// Feeds health events into the watched inventory; runs on a blocking thread until `stop`.
-fn watch_health(backend: &dyn GpuBackend, inventory: &watch::Sender<GpuInventory>, stop: &AtomicBool) {
+/// `changed` sees the inventory after each health change.
+fn watch_health(
+    backend: &dyn GpuBackend,
+    inventory: &watch::Sender<GpuInventory>,
+    stop: &AtomicBool,
+    changed: &dyn Fn(&GpuInventory),
+) {
     // Nobody left to tell (the plugin was dropped) also means stop.
     while !stop.load(Ordering::Relaxed) && !inventory.is_closed() {
         let events = match backend.wait_health_events(HEALTH_WAIT) {
@@ -206,23 +224,29 @@ fn watch_health(backend: &dyn GpuBackend, inventory: &watch::Sender<GpuInventory
             }
         };
         for event in events {
-            inventory.send_if_modified(|inv| match inv.gpus.iter_mut().find(|g| g.id == event.id) {
-                Some(gpu) if gpu.health != event.health => {
-                    gpu.health = event.health;
-                    match event.health {
-                        Health::Unhealthy => warn!(gpu = %event.id, reason = %event.reason, "GPU unhealthy"),
-                        Health::Healthy => {
-                            info!(gpu = %event.id, reason = %event.reason, "GPU healthy again")
+            let modified =
+                inventory.send_if_modified(|inv| match inv.gpus.iter_mut().find(|g| g.id == event.id) {
+                    Some(gpu) if gpu.health != event.health => {
+                        gpu.health = event.health;
+                        match event.health {
+                            Health::Unhealthy => {
+                                warn!(gpu = %event.id, reason = %event.reason, "GPU unhealthy")
+                            }
+                            Health::Healthy => {
+                                info!(gpu = %event.id, reason = %event.reason, "GPU healthy again")
+                            }
                         }
+                        true
                     }
-                    true
-                }
-                Some(_) => false,
-                None => {
-                    debug!(gpu = %event.id, "health event for a GPU this plugin does not serve");
-                    false
-                }
-            });
+                    Some(_) => false,
+                    None => {
+                        debug!(gpu = %event.id, "health event for a GPU this plugin does not serve");
+                        false
+                    }
+                });
+            if modified {
+                changed(&inventory.borrow());
+            }
         }
     }
 }
@@ -235,13 +259,22 @@ struct Serving {
 }
 
 impl Serving {
-    fn start(path: PathBuf, inventory: watch::Receiver<GpuInventory>) -> Result<Self, PluginError> {
+    fn start(
+        path: PathBuf,
+        inventory: watch::Receiver<GpuInventory>,
+        config: &PluginConfig,
+    ) -> Result<Self, PluginError> {
         // A socket left by a crashed run of ours would make bind fail.
         let _ = std::fs::remove_file(&path);
         let listener =
             UnixListener::bind(&path).map_err(|source| PluginError::Socket { path: path.clone(), source })?;
         let (stop, stopped) = watch::channel(false);
-        let service = DevicePluginService { inventory, stop: stopped.clone() };
+        let service = DevicePluginService {
+            inventory,
+            stop: stopped.clone(),
+            resource: config.resource_name.clone(),
+            metrics: config.metrics.clone(),
+        };
         let mut signal = stopped;
         let task = tokio::spawn(
             tonic::transport::Server::builder()
@@ -272,6 +305,9 @@ struct DevicePluginService {
     inventory: watch::Receiver<GpuInventory>,
     /// Ends open ListAndWatch streams when this start of the server stops.
     stop: watch::Receiver<bool>,
+    /// The resource served, for metrics.
+    resource: String,
+    metrics: Arc<DeviceMetrics>,
 }
 
 fn device_list(inventory: &GpuInventory) -> ListAndWatchResponse {
@@ -359,8 +395,15 @@ impl DevicePlugin for DevicePluginService {
         for container in request.into_inner().container_requests {
             let response = container_allocation(&inventory, &container.devices_ids).map_err(|e| {
                 warn!("allocation of {:?} refused: {e}", container.devices_ids);
+                let reason = match e {
+                    AllocationError::Unhealthy { .. } => "unhealthy",
+                    AllocationError::UnknownDevice { .. } => "unknown_device",
+                    AllocationError::Empty => "empty",
+                };
+                self.metrics.allocated(&self.resource, reason);
                 refusal(e)
             })?;
+            self.metrics.allocated(&self.resource, "ok");
             info!(devices = ?container.devices_ids, "allocated");
             container_responses.push(response);
         }

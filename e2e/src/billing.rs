@@ -61,6 +61,7 @@ pub fn start_billing(
         format!("--namespace={NAMESPACE}"),
         format!("--aptos-node-url={node_url}"),
         format!("--treasury-secret={TREASURY_SECRET}"),
+        "--metrics-addr=127.0.0.1:0".into(),
     ];
     args.extend(extra.iter().cloned());
     ManagedProcess::spawn(name, &billing, &args, plane.run_dir())

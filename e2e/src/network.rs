@@ -6,6 +6,7 @@ use crate::control_plane::{Cluster, ControlPlane};
 use crate::process::ManagedProcess;
 use crate::workspace_binaries::workspace_binary;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,8 @@ pub fn start_agent(
         format!("--kubeconfig={}", member.kubeconfig.display()),
         format!("--scheduler-name={scheduler}"),
         "--heartbeat-seconds=1".into(),
+        // Several processes share the machine: each takes a free port, found in its log.
+        "--metrics-addr=127.0.0.1:0".into(),
     ];
     ManagedProcess::spawn(&format!("{}-agent", member.name), &agent, &args, plane.run_dir())
 }
@@ -106,12 +109,45 @@ pub fn start_operator(
     let mut args = vec![
         format!("--kubeconfig={}", plane.hub.kubeconfig.display()),
         format!("--member-grace-seconds={grace_seconds}"),
+        "--metrics-addr=127.0.0.1:0".into(),
     ];
     if let Some(seconds) = fake_run_seconds {
         args.push(format!("--fake-run-seconds={seconds}"));
     }
     args.extend(extra.iter().map(|a| a.to_string()));
     ManagedProcess::spawn("hub-pictor-operator", &operator, &args, plane.run_dir())
+}
+
+/// Where a process started by this module serves `/metrics`, `/healthz` and `/readyz`: the
+/// address it logged after binding its free port.
+pub async fn metrics_addr(process: &ManagedProcess, limit: Duration) -> SocketAddr {
+    eventually(&format!("{} serving /metrics", process.name()), limit, || async {
+        let log = std::fs::read_to_string(process.log()).ok()?;
+        let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+        let addr = line.split_whitespace().find_map(|word| word.strip_prefix("addr="))?;
+        addr.parse().ok()
+    })
+    .await
+}
+
+/// `GET path` from a process's HTTP endpoints: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// The value of one series in an OpenMetrics text, written as it appears there:
+/// `name{label="value",...}` (labels in the order the exporter writes them) or a bare name.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
 }
 
 /// The path a member's agent kubeconfig is written to.

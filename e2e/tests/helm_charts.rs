@@ -10,6 +10,7 @@
 //! are bound to the fake nodes and Running.
 
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes};
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -168,6 +169,30 @@ fn lint_and_required_values(helm: &Helm, hub_kubeconfig: &str) {
         &["template", "pictor", &hub, "--kube-version", KUBE_VERSION, "--set", "serviceMonitor.enabled=true"],
     );
     assert!(kinds(&monitored).contains(&"ServiceMonitor".to_string()));
+    assert!(plain.contains("--metrics-addr=0.0.0.0:9090"), "the operator always serves /metrics");
+
+    // The Grafana dashboard only when asked for, labelled for the sidecar, the JSON intact.
+    assert!(!kinds(&plain).contains(&"ConfigMap".to_string()));
+    let dashboard = helm.ok(
+        None,
+        &[
+            "template",
+            "pictor",
+            &hub,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "grafana.dashboard.enabled=true",
+        ],
+    );
+    let config_map = serde_yaml::Deserializer::from_str(&dashboard)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .find(|doc| doc["kind"] == "ConfigMap")
+        .expect("a dashboard ConfigMap");
+    assert_eq!(config_map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = config_map["data"]["pictor.json"].as_str().unwrap();
+    let shipped: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(shipped["uid"], "pictor-overview");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

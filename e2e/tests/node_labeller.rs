@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use pictor_device_plugins::labeller::{FIELD_MANAGER, LABEL_PREFIX, NodeLabeller};
+use pictor_device_plugins::metrics::DeviceMetrics;
 use pictor_device_plugins::{FakeBackend, GpuBackend};
 use pictor_e2e::fake_nodes::{self, GpuModel};
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions};
@@ -142,6 +143,7 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
         backend: Arc::new(fake.clone()) as Arc<dyn GpuBackend>,
         interval: Duration::from_millis(200),
         resync: Duration::from_secs(2),
+        metrics: Arc::new(DeviceMetrics::new()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(labeller.run(async {

@@ -6,6 +6,7 @@
 //! - [`agent`]: the member agent — heartbeat, inventory, WorkUnits run as local pods.
 //! - [`member_health`]: the hub's member controller — Ready from the heartbeat, Lost units.
 //! - [`conditions`]: the status machinery every controller shares.
+//! - [`metrics`] and [`events`]: what the operator tells the people who run it and use it.
 #![forbid(unsafe_code)]
 
 pub mod accrual;
@@ -13,6 +14,7 @@ pub mod agent;
 pub mod api_status;
 pub mod billing;
 pub mod conditions;
+pub mod events;
 pub mod hub_index;
 pub mod job_status;
 pub mod kubeconfig;
@@ -20,6 +22,7 @@ pub mod labels;
 pub mod logging;
 pub mod member_health;
 pub mod membership;
+pub mod metrics;
 pub mod placement;
 pub mod render_job;
 pub mod training_job;

@@ -3,19 +3,25 @@
 //! job controllers place that work again elsewhere.
 
 use crate::conditions::{Observation, set_condition};
+use crate::events;
 use crate::hub_index::HubIndex;
 use crate::labels;
+use crate::metrics::OperatorMetrics;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
 use kube::runtime::{reflector, watcher};
 use kube::{Resource, ResourceExt};
 use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, Reputation, WorkUnit, WorkUnitPhase};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
 
+/// The `controller` label of this controller's metrics.
+pub const CONTROLLER: &str = "gpucluster";
 /// Field manager of what the member controller writes.
 pub const FIELD_MANAGER: &str = "pictor-member-controller";
 
@@ -165,6 +171,8 @@ struct Context {
     index: HubIndex,
     grace: Duration,
     hub_link: SharedHubLink,
+    metrics: Arc<OperatorMetrics>,
+    recorder: Recorder,
 }
 
 impl Context {
@@ -185,6 +193,15 @@ fn now() -> Time {
 }
 
 async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action, MemberHealthError> {
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, member = %cluster.name_any());
+    let started = Instant::now();
+    let result = reconcile_member(cluster, &ctx).instrument(span).await;
+    let error = result.as_ref().err().map(MemberHealthError::metric_label);
+    ctx.metrics.controllers.reconciled(CONTROLLER, error, started.elapsed());
+    result
+}
+
+async fn reconcile_member(cluster: Arc<GpuCluster>, ctx: &Context) -> Result<Action, MemberHealthError> {
     let member = cluster.name_any();
     let namespace = labels::member_namespace(&member);
     let lease_key = reflector::ObjectRef::<Lease>::new(labels::AGENT).within(&namespace);
@@ -196,6 +213,7 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
     };
 
     let mut conditions = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let was_ready = conditions.iter().find(|c| c.type_ == CONDITION_READY).map(|c| c.status == "True");
     let observation = Observation {
         type_: CONDITION_READY,
         status: verdict.ready,
@@ -223,6 +241,14 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
         .await
         .map_err(|source| MemberHealthError::Hub { what: format!("write status of {member}"), source })?;
     ctx.hub_answered();
+    if let Some(event) = events::member_event(was_ready, verdict.ready, verdict.reason, &verdict.message) {
+        if verdict.ready {
+            tracing::info!(member = %member, reason = verdict.reason, "member Ready");
+        } else {
+            tracing::warn!(member = %member, reason = verdict.reason, message = %verdict.message, "member NotReady");
+        }
+        events::publish(&ctx.recorder, &cluster.object_ref(&()), vec![event]).await;
+    }
 
     if !verdict.ready && verdict.last_heartbeat.is_some() {
         let all_units = ctx.index.units.state();
@@ -249,21 +275,31 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
             api.patch_status(&name, &params, &Patch::Apply(&body)).await.map_err(|source| {
                 MemberHealthError::Hub { what: format!("mark {namespace}/{name} Lost"), source }
             })?;
-            tracing::warn!(member = %member, unit = %name, "unit Lost: its member is silent");
+            tracing::warn!(member = %member, unit = %name, job = %unit.spec.job_ref.name, "unit Lost: its member is silent");
+            let lost = || events::unit_lost(&name, &member, &verdict.message);
+            events::publish(&ctx.recorder, &unit.object_ref(&()), vec![lost()]).await;
+            events::publish(&ctx.recorder, &events::job_reference(&unit.spec.job_ref), vec![lost()]).await;
         }
     }
     // Staleness is a matter of time, not of events: look again well within the grace period.
     Ok(Action::requeue(ctx.grace / 3))
 }
 
-fn error_policy(_cluster: Arc<GpuCluster>, error: &MemberHealthError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(reason = error.metric_label(), error = %error, "member reconcile failed");
+fn error_policy(cluster: Arc<GpuCluster>, error: &MemberHealthError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(member = %cluster.name_any(), reason = error.metric_label(), error = %error, "member reconcile failed");
     Action::requeue(Duration::from_secs(2))
 }
 
 /// Runs the member controller until the process stops.
-pub async fn run(client: kube::Client, index: HubIndex, hub_link: SharedHubLink, grace: Duration) {
-    let ctx = Arc::new(Context { client: client.clone(), index, grace, hub_link });
+pub async fn run(
+    client: kube::Client,
+    index: HubIndex,
+    hub_link: SharedHubLink,
+    grace: Duration,
+    metrics: Arc<OperatorMetrics>,
+) {
+    let recorder = events::recorder(client.clone());
+    let ctx = Arc::new(Context { client: client.clone(), index, grace, hub_link, metrics, recorder });
     Controller::new(Api::<GpuCluster>::all(client), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -2,7 +2,7 @@
 //! deleting what a job no longer needs. Both are idempotent (an existing unit, a missing one).
 
 use crate::accrual::UnitMark;
-use crate::api_status::tolerate;
+use crate::api_status::{is_code, tolerate};
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -23,8 +23,10 @@ pub struct UnitWriteError {
 }
 
 /// Creates units in their member namespaces; units that already exist are left as they are.
-pub async fn create(client: &kube::Client, units: &[WorkUnit]) -> Result<(), UnitWriteError> {
-    futures::stream::iter(units.iter().cloned())
+/// Returns the names of the units this call created (not those that existed already), so that
+/// what is counted and told about each placement happens once.
+pub async fn create(client: &kube::Client, units: &[WorkUnit]) -> Result<Vec<String>, UnitWriteError> {
+    let outcomes: Vec<Result<Option<String>, UnitWriteError>> = futures::stream::iter(units.iter().cloned())
         .map(|unit| {
             let client = client.clone();
             async move {
@@ -32,19 +34,23 @@ pub async fn create(client: &kube::Client, units: &[WorkUnit]) -> Result<(), Uni
                 let created = Api::<WorkUnit>::namespaced(client, &namespace)
                     .create(&PostParams::default(), &unit)
                     .await;
-                tolerate(created, &[409]).map_err(|source| UnitWriteError {
-                    what: "create unit",
-                    namespace,
-                    name: unit.name_any(),
-                    source,
-                })
+                match created {
+                    Ok(_) => Ok(Some(unit.name_any())),
+                    Err(e) if is_code(&e, 409) => Ok(None),
+                    Err(source) => {
+                        Err(UnitWriteError { what: "create unit", namespace, name: unit.name_any(), source })
+                    }
+                }
             }
         })
         .buffer_unordered(CONCURRENT_WRITES)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
         .collect()
+        .await;
+    let mut names = Vec::new();
+    for outcome in outcomes {
+        names.extend(outcome?);
+    }
+    Ok(names)
 }
 
 /// Deletes units by namespace and name; units already gone are fine.

@@ -1,11 +1,14 @@
 //! What `/metrics` exports: attempts by result, scheduling latency, pending pods, gangs waiting.
 
+use pictor_telemetry::NamedRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Why `/metrics` could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +27,8 @@ pub struct AttemptLabels {
 
 /// The scheduler's metrics and their registry.
 pub struct Metrics {
-    registry: Registry,
+    registry: Arc<Registry>,
+    series: BTreeSet<String>,
     /// Attempts by result.
     pub attempts: Family<AttemptLabels, Counter>,
     /// Seconds from a pod first seen pending to its binding.
@@ -37,7 +41,7 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("pictor_scheduler");
+        let mut registry = NamedRegistry::with_prefix("pictor_scheduler");
         let attempts = Family::<AttemptLabels, Counter>::default();
         let latency = Histogram::new(exponential_buckets(0.001, 2.0, 18));
         let pending_pods = Gauge::default();
@@ -54,7 +58,8 @@ impl Default for Metrics {
             "Gangs holding a reservation while they gather",
             gangs_waiting.clone(),
         );
-        Self { registry, attempts, latency, pending_pods, gangs_waiting }
+        let (registry, series) = registry.finish();
+        Self { registry, series, attempts, latency, pending_pods, gangs_waiting }
     }
 }
 
@@ -66,9 +71,17 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn render(&self) -> Result<String, MetricsError> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+        Ok(pictor_telemetry::encode(&self.registry)?)
+    }
+
+    /// The name of every series `/metrics` may export.
+    pub fn series(&self) -> &BTreeSet<String> {
+        &self.series
+    }
+
+    /// The registry `/metrics` serves.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
     }
 }
 

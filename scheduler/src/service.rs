@@ -7,15 +7,12 @@ use crate::framework::Profile;
 use crate::metrics::Metrics;
 use crate::scheduling::{Action, Input, Scheduler, SchedulerConfig};
 use crate::watch::{watch_nodes, watch_pods};
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
+use pictor_telemetry::Readiness;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -26,8 +23,8 @@ pub enum ServiceError {
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     /// The HTTP endpoints could not listen.
-    #[error("listen on {0}: {1}")]
-    Listen(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Listen(#[from] pictor_telemetry::ServeError),
     /// Another replica took the lease: this one stops writing and exits so it restarts clean.
     #[error("lost the leader lease")]
     LostLease,
@@ -78,47 +75,6 @@ impl Default for ServiceConfig {
     }
 }
 
-async fn serve_http(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
-) -> Result<(), ServiceError> {
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = ready.load(Ordering::Relaxed);
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ok")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "the watches have not listed the cluster yet")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.render();
-                async move {
-                    match text {
-                        Ok(t) => (StatusCode::OK, t),
-                        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-                    }
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| ServiceError::Listen(addr, e))?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP endpoints stopped");
-        }
-    });
-    Ok(())
-}
-
 /// Runs the scheduler until `shutdown` completes (then releases the lease) or the lease is lost.
 pub async fn run<W: ClusterWriter>(
     client: Client,
@@ -127,9 +83,9 @@ pub async fn run<W: ClusterWriter>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     let metrics = Arc::new(Metrics::default());
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Readiness::new("the watches have not listed the cluster yet");
     if let Some(addr) = config.http_addr {
-        serve_http(addr, metrics.clone(), ready.clone()).await?;
+        pictor_telemetry::serve(addr, metrics.registry(), ready.clone()).await?;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Input>();
     let watches = [
@@ -197,7 +153,7 @@ pub async fn run<W: ClusterWriter>(
             }
             () = tokio::time::sleep_until(wake.into()) => {}
         }
-        ready.store(scheduler.synced(), Ordering::Relaxed);
+        ready.set(scheduler.synced());
         if !*leading.borrow() {
             continue;
         }

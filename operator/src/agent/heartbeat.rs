@@ -1,5 +1,6 @@
 //! The agent's heartbeat: its Lease on the hub, renewed every few seconds.
 
+use super::metrics::AgentMetrics;
 use super::{AgentConfig, FIELD_MANAGER};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -7,7 +8,12 @@ use kube::api::{Api, Patch, PatchParams};
 
 /// Renews the Lease forever; a failed renewal (hub outage) is logged and tried again at the
 /// next beat, and the hub's member controller decides what silence means.
-pub async fn renew_forever(hub: kube::Client, namespace: String, config: AgentConfig) {
+pub async fn renew_forever(
+    hub: kube::Client,
+    namespace: String,
+    config: AgentConfig,
+    metrics: std::sync::Arc<AgentMetrics>,
+) {
     let leases = Api::<Lease>::namespaced(hub, &namespace);
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     let mut failing = false;
@@ -19,7 +25,13 @@ pub async fn renew_forever(hub: kube::Client, namespace: String, config: AgentCo
                 "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
             }
         });
-        match leases.patch(crate::labels::AGENT, &params, &Patch::Merge(&body)).await {
+        let renewed = leases.patch(crate::labels::AGENT, &params, &Patch::Merge(&body)).await;
+        if renewed.is_ok() {
+            metrics.heartbeats.inc();
+        } else {
+            metrics.heartbeat_failures.inc();
+        }
+        match renewed {
             Ok(_) if failing => {
                 tracing::info!("heartbeat restored");
                 failing = false;

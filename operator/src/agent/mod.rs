@@ -9,6 +9,7 @@
 
 mod heartbeat;
 pub mod inventory;
+pub mod metrics;
 pub mod work_pods;
 
 use crate::api_status::tolerate;
@@ -17,10 +18,12 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use metrics::AgentMetrics;
 use pictor_crds::v1alpha1::{GpuCluster, GpuInventory, WorkUnit};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tracing::Instrument;
 use work_pods::{AgentAction, PodSettings};
 
 /// Field manager of everything the agent writes.
@@ -55,8 +58,23 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Runs the agent until the process is stopped.
-pub async fn run(hub: kube::Client, member: kube::Client, config: AgentConfig) -> Result<(), AgentError> {
+/// Runs the agent until the process is stopped; every log line carries the member's name.
+pub async fn run(
+    hub: kube::Client,
+    member: kube::Client,
+    config: AgentConfig,
+    metrics: Arc<AgentMetrics>,
+) -> Result<(), AgentError> {
+    let span = tracing::info_span!("agent", member = %config.member);
+    run_agent(hub, member, config, metrics).instrument(span).await
+}
+
+async fn run_agent(
+    hub: kube::Client,
+    member: kube::Client,
+    config: AgentConfig,
+    metrics: Arc<AgentMetrics>,
+) -> Result<(), AgentError> {
     ensure_namespace(&member, &config.namespace).await?;
     let hub_namespace = crate::labels::member_namespace(&config.member);
     let changed = Arc::new(Notify::new());
@@ -79,10 +97,15 @@ pub async fn run(hub: kube::Client, member: kube::Client, config: AgentConfig) -
     let settings =
         PodSettings { namespace: config.namespace.clone(), scheduler_name: config.scheduler_name.clone() };
     let stores = WorkStores { units, pods: pods.clone(), services };
-    let work =
-        work_loop(hub.clone(), member.clone(), hub_namespace.clone(), settings, stores, changed.clone());
-    let inventory = inventory_loop(hub.clone(), config.member.clone(), nodes, pods);
-    let heartbeat = heartbeat::renew_forever(hub, hub_namespace, config.clone());
+    let work = work_loop(
+        WorkClients { hub: hub.clone(), member: member.clone(), hub_namespace: hub_namespace.clone() },
+        settings,
+        stores,
+        changed.clone(),
+        metrics.clone(),
+    );
+    let inventory = inventory_loop(hub.clone(), config.member.clone(), nodes, pods, metrics.clone());
+    let heartbeat = heartbeat::renew_forever(hub, hub_namespace, config.clone(), metrics);
     tracing::info!(member = %config.member, namespace = %config.namespace, "agent started");
     tokio::join!(node_watch, pod_watch, unit_watch, service_watch, work, inventory, heartbeat);
     Ok(())
@@ -122,15 +145,22 @@ struct WorkStores {
     services: reflector::Store<Service>,
 }
 
-/// Turns units into pods and pods into unit status, whenever a store changes.
-async fn work_loop(
+/// Where the work loop writes: the hub (its member namespace) and the member cluster.
+struct WorkClients {
     hub: kube::Client,
     member: kube::Client,
     hub_namespace: String,
+}
+
+/// Turns units into pods and pods into unit status, whenever a store changes.
+async fn work_loop(
+    clients: WorkClients,
     settings: PodSettings,
     stores: WorkStores,
     changed: Arc<Notify>,
+    metrics: Arc<AgentMetrics>,
 ) {
+    let WorkClients { hub, member, hub_namespace } = clients;
     let WorkStores { units, pods, services } = stores;
     let local_pods = Api::<Pod>::namespaced(member.clone(), &settings.namespace);
     let local_services = Api::<Service>::namespaced(member, &settings.namespace);
@@ -150,8 +180,21 @@ async fn work_loop(
         let service_list = services.state();
         let service_refs: Vec<&Service> = service_list.iter().map(|s| s.as_ref()).collect();
         let synced = units.wait_until_ready().now_or_never_ready();
+        let unit_pods: Vec<&Pod> = pod_refs
+            .iter()
+            .copied()
+            .filter(|p| {
+                p.metadata.labels.as_ref().is_some_and(|l| l.contains_key(crate::labels::WORK_UNIT_UID))
+            })
+            .collect();
+        metrics.observe(&unit_refs, &unit_pods);
         for action in work_pods::plan(&unit_refs, &pod_refs, &service_refs, synced, &settings, &now()) {
-            if let Err(e) = apply_action(&local_pods, &local_services, &hub_units, action).await {
+            let reports = matches!(action, AgentAction::ReportStatus { .. });
+            let result = apply_action(&local_pods, &local_services, &hub_units, action).await;
+            if reports {
+                metrics.status_reported(result.is_ok());
+            }
+            if let Err(e) = result {
                 tracing::warn!(error = %e, "agent action failed; retrying on the next change");
             }
         }
@@ -181,7 +224,8 @@ async fn apply_action(
         }
         AgentAction::CreatePod(pod) => match pods.create(&PostParams::default(), &pod).await {
             Ok(created) => {
-                tracing::info!(pod = ?created.metadata.name, "created unit pod");
+                let unit = created.metadata.labels.as_ref().and_then(|l| l.get(crate::labels::WORK_UNIT));
+                tracing::info!(pod = ?created.metadata.name, unit = ?unit, "created unit pod");
                 Ok(())
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
@@ -217,6 +261,7 @@ async fn inventory_loop(
     member: String,
     nodes: reflector::Store<Node>,
     pods: reflector::Store<Pod>,
+    metrics: Arc<AgentMetrics>,
 ) {
     let clusters = Api::<GpuCluster>::all(hub);
     let mut written: Option<GpuInventory> = None;
@@ -233,10 +278,11 @@ async fn inventory_loop(
                 "kind": "GpuCluster",
                 "status": {"inventory": inventory},
             });
-            match clusters
+            let written_now = clusters
                 .patch_status(&member, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-                .await
-            {
+                .await;
+            metrics.inventory_reported(written_now.is_ok());
+            match written_now {
                 Ok(_) => {
                     tracing::info!(
                         total = inventory.total_gpus,

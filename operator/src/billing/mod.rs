@@ -13,6 +13,7 @@
 pub mod chain;
 pub mod crash;
 pub mod ledger;
+pub mod metrics;
 pub mod settle;
 pub mod treasury;
 
@@ -119,6 +120,7 @@ pub struct Billing {
     settlements: Store<Settlement>,
     clusters: Store<GpuCluster>,
     wake: Arc<Notify>,
+    metrics: Arc<metrics::BillingMetrics>,
     /// Settlements as this process last wrote them, newer than the watch may show yet.
     written: HashMap<String, Settlement>,
     /// Earnings as last written, by provider.
@@ -154,6 +156,7 @@ impl Billing {
         chain: AptosChain,
         treasury: Treasury,
         settings: BillingSettings,
+        metrics: Arc<metrics::BillingMetrics>,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let (units, unit_writer) = reflector::store::<WorkUnit>();
@@ -200,6 +203,7 @@ impl Billing {
             settlements,
             clusters,
             wake,
+            metrics,
             written: HashMap::new(),
             earnings: HashMap::new(),
             withheld: HashMap::new(),
@@ -217,6 +221,10 @@ impl Billing {
                     delay
                 }
                 Err(e) => {
+                    self.metrics
+                        .errors
+                        .get_or_create(&metrics::ReasonLabels { reason: e.reason().into() })
+                        .inc();
                     tracing::warn!(reason = e.reason(), error = %e, retry_in = ?backoff, "billing pass failed");
                     let delay = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -295,6 +303,8 @@ impl Billing {
             self.report_withheld(withheld).await;
         }
         for (provider, account) in &ledger.providers {
+            let labels = metrics::ProviderLabels { provider: provider.clone() };
+            self.metrics.pending_octas.get_or_create(&labels).set(account.earnings.pending_octas);
             self.record_earnings(provider, &account.earnings).await?;
         }
         for unit in ledger::releasable(&unit_refs, &ledger) {
@@ -314,6 +324,7 @@ impl Billing {
             .await
         {
             Ok(created) => {
+                self.metrics.outcome("recorded");
                 tracing::info!(settlement = %name, provider = %created.spec.provider, amount = %created.spec.amount, units = created.spec.unit_count, "settlement recorded");
                 self.publish(
                     &created,
@@ -376,6 +387,8 @@ impl Billing {
                         )),
                     }});
                     s = self.write_status(&s, body).await?;
+                    self.metrics.outcome("confirmed");
+                    self.metrics.octas_paid.inc_by(s.spec.amount_octas.max(0) as u64);
                     tracing::info!(settlement = %s.name_any(), provider = %s.spec.provider, amount = %s.spec.amount, version, "settlement confirmed");
                     self.publish(
                         &s,
@@ -399,6 +412,7 @@ impl Billing {
                         "conditions": self.conditions(&s, false, reason, message.clone()),
                     }});
                     s = self.write_status(&s, body).await?;
+                    self.metrics.outcome("signed_again");
                     tracing::warn!(settlement = %s.name_any(), reason, %message, "settlement signed again");
                     self.publish(&s, EventType::Warning, reason, message).await;
                 }
@@ -423,6 +437,7 @@ impl Billing {
             "conditions": self.conditions(s, false, reason, message.clone()),
         }});
         let s = self.write_status(s, body).await?;
+        self.metrics.outcome("failed");
         tracing::warn!(settlement = %s.name_any(), reason, %message, "settlement failed");
         self.publish(&s, EventType::Warning, reason, message).await;
         Ok(())

@@ -26,12 +26,21 @@ struct Args {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 2)]
     heartbeat_seconds: u64,
+    #[command(flatten)]
+    metrics: pictor_telemetry::MetricsArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     pictor_operator::logging::init("info");
     let args = Args::parse();
+    let metrics = std::sync::Arc::new(agent::metrics::AgentMetrics::new());
+    pictor_telemetry::serve(
+        args.metrics.metrics_addr,
+        metrics.registry(),
+        pictor_telemetry::Readiness::always(),
+    )
+    .await?;
     let hub = pictor_operator::kubeconfig::client(Some(&args.hub_kubeconfig)).await?;
     let member = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
     let heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
@@ -45,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         identity,
     };
     tokio::select! {
-        result = agent::run(hub, member, config) => result?,
+        result = agent::run(hub, member, config, metrics) => result?,
         _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
     }
     Ok(())

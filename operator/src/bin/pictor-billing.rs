@@ -4,6 +4,7 @@ use clap::Parser;
 use pictor_operator::billing::chain::AptosChain;
 use pictor_operator::billing::crash::CrashPoint;
 use pictor_operator::billing::ledger::BatchPolicy;
+use pictor_operator::billing::metrics::BillingMetrics;
 use pictor_operator::billing::treasury::{Gas, Treasury};
 use pictor_operator::billing::{Billing, BillingSettings};
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ struct Args {
     /// signed, recorded, submitted, confirming).
     #[arg(long, hide = true, value_parser = CrashPoint::parse)]
     crash_at: Option<CrashPoint>,
+    #[command(flatten)]
+    metrics: pictor_telemetry::MetricsArgs,
 }
 
 #[tokio::main]
@@ -59,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
     pictor_operator::logging::init("info");
     let args = Args::parse();
     let client = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
+    let metrics = std::sync::Arc::new(BillingMetrics::new());
+    let readiness = pictor_telemetry::Readiness::new("the treasury key and the watches are not loaded yet");
+    pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;
     let chain = AptosChain::new(&args.aptos_node_url, Duration::from_secs(args.node_timeout_seconds))?;
     let treasury = Treasury::from_secret(&client, &args.namespace, &args.treasury_secret).await?;
     let settings = BillingSettings {
@@ -73,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         gas: Gas { max_amount: args.max_gas_amount, unit_price: args.gas_unit_price },
         crash: args.crash_at,
     };
-    Billing::start(client, chain, treasury, settings).await.run().await;
+    let billing = Billing::start(client, chain, treasury, settings, metrics).await;
+    readiness.set(true);
+    billing.run().await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use clap::Parser;
 use pictor_operator::hub_index::HubIndex;
 use pictor_operator::member_health;
+use pictor_operator::metrics::{self, OperatorMetrics};
 use pictor_operator::render_job::{self, plan::RenderSettings};
 use pictor_operator::training_job;
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ struct Args {
     /// `pictor.network/dispute` on the job); billing pays it only afterwards.
     #[arg(long, default_value_t = 3600)]
     dispute_window_seconds: u64,
+    #[command(flatten)]
+    metrics: pictor_telemetry::MetricsArgs,
 }
 
 #[tokio::main]
@@ -40,6 +43,9 @@ async fn main() -> anyhow::Result<()> {
     pictor_operator::logging::init("info");
     let args = Args::parse();
     let client = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
+    let metrics = std::sync::Arc::new(OperatorMetrics::new());
+    let readiness = pictor_telemetry::Readiness::new("the hub's watches have not listed yet");
+    pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;
     let grace = Duration::from_secs(args.member_grace_seconds);
     let link =
         std::sync::Arc::new(std::sync::Mutex::new(member_health::HubLink::new(std::time::Instant::now())));
@@ -49,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
         std::sync::Arc::new(move || member_health::hub_answered(&lease_link, grace)),
     )
     .await;
+    readiness.set(true);
+    tokio::spawn(metrics::refresh_hub(index.clone(), metrics.clone()));
     tracing::info!(grace_seconds = args.member_grace_seconds, "hub index ready; controllers starting");
     let render = RenderSettings {
         default_image: args.render_image,
@@ -62,9 +70,9 @@ async fn main() -> anyhow::Result<()> {
         dispute_window: Duration::from_secs(args.dispute_window_seconds),
     };
     tokio::join!(
-        member_health::run(client.clone(), index.clone(), link, grace),
-        render_job::run(client.clone(), index.clone(), render),
-        training_job::run(client, index, training),
+        member_health::run(client.clone(), index.clone(), link, grace, metrics.clone()),
+        render_job::run(client.clone(), index.clone(), render, metrics.clone()),
+        training_job::run(client, index, training, metrics),
     );
     Ok(())
 }

@@ -5,13 +5,16 @@
 pub mod plan;
 
 use crate::conditions::{Observation, record_job_outcome, set_condition};
+use crate::events;
 use crate::hub_index::HubIndex;
 use crate::job_status;
+use crate::metrics::{self, OperatorMetrics};
 use crate::unit_writes::{self, UnitWriteError};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -19,8 +22,11 @@ use kube::{Resource, ResourceExt};
 use pictor_crds::v1alpha1::{JobKind, RenderJob, RenderJobPhase, WorkUnit};
 use plan::RenderSettings;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
 
+/// The `controller` label of this controller's metrics.
+pub const CONTROLLER: &str = "renderjob";
 /// Field manager of what the render controller writes.
 pub const FIELD_MANAGER: &str = "pictor-render-controller";
 /// Finalizer that makes deleting a job delete its units first.
@@ -60,15 +66,26 @@ struct Context {
     client: kube::Client,
     index: HubIndex,
     settings: RenderSettings,
+    metrics: Arc<OperatorMetrics>,
+    recorder: Recorder,
 }
 
 async fn reconcile(job: Arc<RenderJob>, ctx: Arc<Context>) -> Result<Action, RenderJobError> {
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, job = %job.name_any(), namespace = %job.namespace().unwrap_or_default());
+    let started = Instant::now();
+    let result = reconcile_job(job, &ctx).instrument(span).await;
+    let error = result.as_ref().err().map(RenderJobError::metric_label);
+    ctx.metrics.controllers.reconciled(CONTROLLER, error, started.elapsed());
+    result
+}
+
+async fn reconcile_job(job: Arc<RenderJob>, ctx: &Context) -> Result<Action, RenderJobError> {
     let namespace = job.namespace().unwrap_or_default();
     let api: Api<RenderJob> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, job, |event| async {
         match event {
-            Event::Apply(job) => apply(&job, &ctx).await,
-            Event::Cleanup(job) => cleanup(&job, &ctx).await,
+            Event::Apply(job) => apply(&job, ctx).await,
+            Event::Cleanup(job) => cleanup(&job, ctx).await,
         }
     })
     .await
@@ -87,9 +104,17 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     let member_refs: Vec<_> = members.iter().map(|m| m.as_ref()).collect();
     let mut claims = ctx.index.claims();
     let now = k8s_openapi::jiff::Timestamp::now();
-    let plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings, now);
+    let mut plan = plan::plan(job, &unit_refs, &member_refs, &mut claims, &ctx.settings, now);
 
-    unit_writes::create(&ctx.client, &plan.create).await?;
+    let created = unit_writes::create(&ctx.client, &plan.create).await?;
+    // A unit the index had not seen yet exists already: it was placed and told about before.
+    plan.create.retain(|u| created.contains(&u.name_any()));
+    for unit in &plan.create {
+        let (attempt, since) =
+            metrics::waiting_since(unit, &unit_refs, job.meta().creation_timestamp.as_ref());
+        ctx.metrics.placement.placed("RenderJob", attempt, since.as_ref());
+        tracing::debug!(unit = %unit.name_any(), member = ?unit.namespace().as_deref().and_then(crate::labels::member_of_namespace), attempt, "unit placed");
+    }
     unit_writes::delete(&ctx.client, &plan.delete).await?;
     unit_writes::mark(&ctx.client, FIELD_MANAGER, &plan.marks).await?;
     for mark in plan.marks.iter().filter(|m| m.labels.get(plan::VERDICT).is_some_and(|v| v == plan::MISMATCH))
@@ -97,6 +122,7 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
         tracing::warn!(job = %job.name_any(), unit = %mark.name, member = ?crate::labels::member_of_namespace(&mark.namespace), "verification mismatch: output rejected");
     }
 
+    let job_events = events::render_job_events(job, &unit_refs, &plan);
     let mut status = plan.status;
     let terminal = matches!(
         status.phase,
@@ -116,6 +142,14 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
         now,
     );
     job_status::write(&ctx.client, job, FIELD_MANAGER, &status).await.map_err(hub("write the job status"))?;
+    let awaiting = (!terminal).then_some(plan.awaiting_placement);
+    ctx.metrics.placement.awaiting(
+        "RenderJob",
+        &job.namespace().unwrap_or_default(),
+        &job.name_any(),
+        awaiting,
+    );
+    events::publish(&ctx.recorder, &job.object_ref(&()), job_events).await;
     // Unit changes wake the job through the watch; the requeue catches members becoming free.
     Ok(Action::requeue(if terminal { Duration::from_secs(300) } else { Duration::from_secs(5) }))
 }
@@ -128,6 +162,7 @@ async fn cleanup(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobErro
         .map(|u| (u.namespace().unwrap_or_default(), u.name_any()))
         .collect();
     unit_writes::delete(&ctx.client, &units).await?;
+    ctx.metrics.placement.awaiting("RenderJob", &job.namespace().unwrap_or_default(), &job.name_any(), None);
     tracing::info!(job = %job.name_any(), "deleted the job's units");
     Ok(Action::await_change())
 }
@@ -144,9 +179,18 @@ fn job_of(unit: WorkUnit) -> Option<ObjectRef<RenderJob>> {
 }
 
 /// Runs the RenderJob controller until the process stops.
-pub async fn run(client: kube::Client, index: HubIndex, settings: RenderSettings) {
-    let ctx = Arc::new(Context { client: client.clone(), index, settings });
-    Controller::new(Api::<RenderJob>::all(client.clone()), watcher::Config::default())
+pub async fn run(
+    client: kube::Client,
+    index: HubIndex,
+    settings: RenderSettings,
+    metrics: Arc<OperatorMetrics>,
+) {
+    let recorder = events::recorder(client.clone());
+    let ctx =
+        Arc::new(Context { client: client.clone(), index, settings, metrics: metrics.clone(), recorder });
+    let controller = Controller::new(Api::<RenderJob>::all(client.clone()), watcher::Config::default());
+    tokio::spawn(metrics::refresh_render_jobs(controller.store(), metrics));
+    controller
         .watches(Api::<WorkUnit>::all(client), watcher::Config::default(), job_of)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

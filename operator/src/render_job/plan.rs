@@ -95,6 +95,9 @@ pub struct RenderPlan {
     pub status: RenderJobStatus,
     /// Ready condition: status, reason, message.
     pub ready: (bool, &'static str, String),
+    /// Chunks that need a member and got none this time (no member fits, the budget, the
+    /// in-flight limit).
+    pub awaiting_placement: i64,
 }
 
 #[derive(Default)]
@@ -370,6 +373,23 @@ pub fn plan(
         RenderJobPhase::Pending
     } else {
         RenderJobPhase::Rendering
+    };
+    let placed_now: BTreeSet<i64> = out
+        .create
+        .iter()
+        .filter(|u| u.metadata.labels.as_ref().is_none_or(|l| !l.contains_key(VERIFIES)))
+        .filter_map(|u| u.metadata.labels.as_ref()?.get(CHUNK)?.parse().ok())
+        .collect();
+    out.awaiting_placement = if cancel {
+        0
+    } else {
+        all_chunks
+            .iter()
+            .filter(|c| {
+                !placed_now.contains(&c.index)
+                    && states.get(&c.index).is_none_or(|s| s.accepted.is_none() && s.active.is_empty())
+            })
+            .count() as i64
     };
     let providers: BTreeSet<String> = done_units.iter().map(|u| member_of(u)).collect();
     let failed_chunks: Vec<FailedChunk> = all_chunks

@@ -157,6 +157,7 @@ fn a_budget_no_member_meets_keeps_the_job_pending_with_the_reason() {
     assert!(p.create.is_empty());
     assert_eq!(p.status.phase, Some(RenderJobPhase::Pending));
     assert_eq!(p.ready.1, "NoMemberFits");
+    assert_eq!(p.awaiting_placement, 1, "the one chunk waits for a member");
     assert!(
         p.ready.2.contains("under 0.00001 APT/GPU-hour") && p.ready.2.contains("too expensive"),
         "{}",
@@ -174,6 +175,7 @@ fn suspending_cancels_the_running_units() {
     let p = run(&job(20, json!({"suspend": true})), &[unit(0, 1, "a", Some("Running"), 0)], &members);
     assert_eq!(p.status.phase, Some(RenderJobPhase::Cancelled));
     assert_eq!(p.delete.len(), 1);
+    assert_eq!(p.awaiting_placement, 0, "a cancelled job waits for nothing");
     assert!(p.create.is_empty());
 }
 
@@ -186,6 +188,7 @@ fn in_flight_units_are_bounded() {
     let s = RenderSettings { max_in_flight: 25, ..settings() };
     let p = plan(&j, &units, &ms, &mut Claims::new(), &s, now());
     assert_eq!(p.create.len(), 25, "100,000 frames do not mean 10,000 objects at once");
+    assert_eq!(p.awaiting_placement, 10_000 - 25, "the rest wait for room");
 }
 
 fn verify_unit(checked: &str, member: &str, attempt: i64, phase: &str, passed: Option<bool>) -> WorkUnit {
