@@ -95,30 +95,37 @@ pub async fn accrued_units_named(
     gpu_seconds: i64,
     price: i64,
 ) -> Result<Vec<WorkUnit>, kube::Error> {
+    use futures::StreamExt;
     let namespace = format!("pictor-member-{member}");
     let api: Api<WorkUnit> = Api::namespaced(hub.clone(), &namespace);
-    let mut out = Vec::new();
-    for i in 0..count {
-        let name = format!("{prefix}-{member}-{i:04}");
-        let unit: WorkUnit = serde_json::from_value(serde_json::json!({
-            "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
-            "metadata": {"name": name, "namespace": namespace,
-                         "labels": {"pictor.network/billing": "accrued", "pictor.network/job-uid": "billing-test"},
-                         "annotations": {"pictor.network/payable-after": "2026-01-01T00:00:00Z",
-                                         "pictor.network/gpu-model": "NVIDIA-H100-80GB-HBM3"},
-                         "finalizers": ["pictor.network/settlement"]},
-            "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "billing-test", "uid": "billing-test"},
-                     "pods": [{"name": "render", "image": "render-worker", "gpuVendor": "nvidia", "gpus": 1}],
-                     "frames": format!("{}-{}", i * 10 + 1, i * 10 + 10),
-                     "agreedPricePerGpuHour": price}
-        }))
-        .unwrap();
-        api.create(&PostParams::default(), &unit).await?;
-        let status = serde_json::json!({"status": {"phase": "Succeeded", "gpuSeconds": gpu_seconds,
-            "outputs": [{"url": format!("file:///renders/{name}.png"), "sha256": format!("{i:064x}")}]}});
-        out.push(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?);
-    }
-    Ok(out)
+    let made: Vec<Result<WorkUnit, kube::Error>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let api = api.clone();
+            let name = format!("{prefix}-{member}-{i:04}");
+            let unit: WorkUnit = serde_json::from_value(serde_json::json!({
+                "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"pictor.network/billing": "accrued", "pictor.network/job-uid": "billing-test"},
+                             "annotations": {"pictor.network/payable-after": "2026-01-01T00:00:00Z",
+                                             "pictor.network/gpu-model": "NVIDIA-H100-80GB-HBM3"},
+                             "finalizers": ["pictor.network/settlement"]},
+                "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "billing-test", "uid": "billing-test"},
+                         "pods": [{"name": "render", "image": "render-worker", "gpuVendor": "nvidia", "gpus": 1}],
+                         "frames": format!("{}-{}", i * 10 + 1, i * 10 + 10),
+                         "agreedPricePerGpuHour": price}
+            }))
+            .unwrap();
+            async move {
+                api.create(&PostParams::default(), &unit).await?;
+                let status = serde_json::json!({"status": {"phase": "Succeeded", "gpuSeconds": gpu_seconds,
+                    "outputs": [{"url": format!("file:///renders/{name}.png"), "sha256": format!("{i:064x}")}]}});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await
+            }
+        })
+        .buffered(16)
+        .collect()
+        .await;
+    made.into_iter().collect()
 }
 
 /// The Settlements on the hub.

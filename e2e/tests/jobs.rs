@@ -274,16 +274,37 @@ async fn render_and_training_jobs_run_across_members() {
     })
     .await;
     render_jobs.delete("doomed", &DeleteParams::default()).await.unwrap();
-    eventually("doomed's units and pods gone", Duration::from_secs(60), || async {
+    // Units of chunks that finished stay, being deleted, until billing has paid their providers
+    // (no billing runs here); every other unit and every running pod goes.
+    eventually("doomed's unpaid work gone", Duration::from_secs(60), || async {
         let job_gone = render_jobs.get_opt("doomed").await.ok()?.is_none();
         let units = all_units
             .list(&ListParams::default().labels(&format!("pictor.network/job-uid={doomed_uid}")))
             .await
             .ok()?;
+        let only_owed = units.items.iter().all(|u| {
+            u.metadata.deletion_timestamp.is_some()
+                && u.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("pictor.network/billing"))
+                    .map(String::as_str)
+                    == Some("accrued")
+        });
         let selector = ListParams::default().labels(&format!("pictor.network/job-uid={doomed_uid}"));
-        let pods_a = a_pods.list(&selector).await.ok()?.items.len();
-        let pods_b = b_pods.list(&selector).await.ok()?.items.len();
-        (job_gone && units.items.is_empty() && pods_a + pods_b == 0).then_some(())
+        let running = |pods: Vec<Pod>| {
+            pods.iter()
+                .filter(|p| {
+                    !matches!(
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                        Some("Succeeded" | "Failed")
+                    )
+                })
+                .count()
+        };
+        let pods_a = running(a_pods.list(&selector).await.ok()?.items);
+        let pods_b = running(b_pods.list(&selector).await.ok()?.items);
+        (job_gone && only_owed && pods_a + pods_b == 0).then_some(())
     })
     .await;
     // Verification: every chunk is rendered again by another member; member A's output does not

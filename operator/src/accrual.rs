@@ -130,11 +130,20 @@ pub fn hold(unit: &WorkUnit) -> UnitMark {
     mark
 }
 
+/// Annotation on a unit whose dispute was decided in its provider's favour.
+pub const DISPUTE_CLEARED: &str = "pictor.network/dispute-cleared";
+
 /// Releases a disputed unit that passed its re-verification: payable at once.
 pub fn release(unit: &WorkUnit, now: Timestamp) -> UnitMark {
     let mut mark = UnitMark::of(unit).label(BILLING, BillingState::Accrued.as_str());
     mark.annotations.insert(PAYABLE_AFTER.into(), now.to_string());
+    mark.annotations.insert(DISPUTE_CLEARED.into(), now.to_string());
     mark
+}
+
+/// Whether a unit's dispute was decided in its provider's favour.
+pub fn dispute_cleared(unit: &WorkUnit) -> bool {
+    unit.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DISPUTE_CLEARED))
 }
 
 /// Whether a unit can still be disputed at `now`: not yet judged, or accrued and inside its

@@ -179,9 +179,18 @@ pub fn plan(
         let Some(accepted) = state.accepted else { continue };
         let name = accepted.metadata.name.as_deref().unwrap_or_default();
         let held = accrual::billing_state(accepted) == Some(BillingState::Held);
-        if disputed.contains(&accepted.spec.frames) && !held && !accrual::disputable(accepted, now) {
+        let named = disputed.contains(&accepted.spec.frames);
+        // A dispute is decided once: a chunk whose disputed output was forfeited is rendered
+        // again and not disputed anew; an output that passed its re-verification stays paid.
+        let upheld_before =
+            state.failures.iter().any(|u| accrual::billing_state(u) == Some(BillingState::Forfeited));
+        if named && !held && upheld_before {
+            dispute.upheld.push(accepted.spec.frames.clone());
+        } else if named && !held && accrual::dispute_cleared(accepted) {
+            dispute.cleared.push(accepted.spec.frames.clone());
+        } else if named && !held && !accrual::disputable(accepted, now) {
             dispute.too_late.push(accepted.spec.frames.clone());
-        } else if held || disputed.contains(&accepted.spec.frames) {
+        } else if held || named {
             // A disputed chunk is verified again, on yet another member, whatever its sample said.
             if !held {
                 out.marks.push(accrual::hold(accepted));
