@@ -171,9 +171,9 @@ pub fn member_objects(request: &JoinRequest) -> MemberObjects {
                 rule("pictor.network", &["workunits"], &["get", "list", "watch"], None),
                 rule("pictor.network", &["workunits/status"], &["get", "patch", "update"], None),
                 // The tails of unit pod logs (`<unit>-log`), for `pictor logs`: the hub cannot reach
-                // the member to read them. Server-side apply creates them with `patch` alone, so
-                // the agent still creates nothing else.
-                rule("", &["configmaps"], &["get", "list", "watch", "patch"], None),
+                // the member to read them. `create` cannot be narrowed by name (server-side apply of
+                // a new object needs it); the namespace is the member's own and holds no secrets.
+                rule("", &["configmaps"], &["get", "list", "watch", "create", "patch"], None),
                 rule(
                     "coordination.k8s.io",
                     &["leases"],
@@ -344,13 +344,20 @@ mod tests {
         let objects = member_objects(&request());
         assert_eq!(objects.namespace.metadata.name.as_deref(), Some("pictor-member-lab-berlin"));
         let rules = objects.role.rules.unwrap();
-        assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "create" || v == "delete" || v == "*")));
+        let creates = |r: &PolicyRule| r.verbs.iter().any(|v| v == "create");
+        assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "delete" || v == "*")));
+        assert!(
+            rules
+                .iter()
+                .filter(|r| creates(r))
+                .all(|r| r.resources.as_deref() == Some(&["configmaps".to_string()][..]))
+        );
         assert!(
             rules.iter().all(|r| !r.resources.as_ref().unwrap().iter().any(|x| x == "secrets" || x == "*"))
         );
         let lease_rule = rules.iter().find(|r| r.resources.as_ref().unwrap() == &["leases"]).unwrap();
         let log_rule = rules.iter().find(|r| r.resources.as_ref().unwrap() == &["configmaps"]).unwrap();
-        assert_eq!(log_rule.verbs, ["get", "list", "watch", "patch"]);
+        assert_eq!(log_rule.verbs, ["get", "list", "watch", "create", "patch"]);
         assert_eq!(lease_rule.resource_names.as_deref(), Some(&["pictor-agent".to_string()][..]));
         let cluster_rules = objects.cluster_role.rules.unwrap();
         assert!(

@@ -251,6 +251,9 @@ struct LogStores {
     logs: reflector::Store<ConfigMap>,
 }
 
+/// How long a unit whose log copy failed waits before the next try.
+const LOG_RETRY_DELAY: Duration = Duration::from_secs(15);
+
 /// How long the member's API server may take to serve one pod's log.
 const LOG_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -262,6 +265,8 @@ async fn log_loop(clients: LogClients, hub_namespace: String, work_namespace: St
     let _ = stores.units.wait_until_ready().await;
     let _ = stores.pods.wait_until_ready().await;
     let _ = stores.logs.wait_until_ready().await;
+    // A unit whose copy failed (the hub refused or was away) waits before the next try.
+    let mut failed: std::collections::HashMap<String, std::time::Instant> = Default::default();
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let unit_list = stores.units.state();
@@ -278,18 +283,25 @@ async fn log_loop(clients: LogClients, hub_namespace: String, work_namespace: St
             &log_list.iter().map(|c| c.as_ref()).collect::<Vec<_>>(),
             k8s_openapi::jiff::Timestamp::now(),
         );
-        futures::stream::iter(due)
-            .for_each_concurrent(4, |capture| copy_log(&local_pods, &hub_logs, &hub_namespace, capture))
+        failed.retain(|_, at| at.elapsed() < LOG_RETRY_DELAY);
+        let due = due.into_iter().filter(|c| !failed.contains_key(&c.unit));
+        let failures: Vec<String> = futures::stream::iter(due)
+            .map(|capture| copy_log(&local_pods, &hub_logs, &hub_namespace, capture))
+            .buffer_unordered(4)
+            .filter_map(futures::future::ready)
+            .collect()
             .await;
+        failed.extend(failures.into_iter().map(|unit| (unit, std::time::Instant::now())));
     }
 }
 
+/// Copies one unit's logs; the unit's name when the hub did not take them.
 async fn copy_log(
     pods: &Api<Pod>,
     hub_logs: &Api<ConfigMap>,
     hub_namespace: &str,
     capture: unit_logs::LogCapture,
-) {
+) -> Option<String> {
     let limit = unit_logs::limit_per_pod(capture.pods.len());
     let params = LogParams { tail_lines: Some(unit_logs::TAIL_LINES), ..Default::default() };
     let mut texts = Vec::new();
@@ -306,8 +318,14 @@ async fn copy_log(
     let name = unit_logs::config_map_name(&capture.unit);
     match hub_logs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&config_map)).await
     {
-        Ok(_) => tracing::debug!(unit = %capture.unit, final_copy = capture.final_copy, "copied unit log"),
-        Err(e) => tracing::warn!(unit = %capture.unit, error = %e, "unit log not copied; retrying"),
+        Ok(_) => {
+            tracing::debug!(unit = %capture.unit, final_copy = capture.final_copy, "copied unit log");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(unit = %capture.unit, error = %e, "unit log not copied; retrying later");
+            Some(capture.unit)
+        }
     }
 }
 

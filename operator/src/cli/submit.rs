@@ -318,16 +318,19 @@ pub fn describe_refusal(kind: &str, namespace: &str, name: &str, status: &kube::
     text
 }
 
-/// `Invalid value: "object": frames.end must …` → `frames.end must …`.
+/// `Invalid value: "object": frames.end …` → `frames.end …`. The API server echoes the value
+/// quoted, as JSON, or not at all (newer CEL errors); only a recognisable echo is dropped.
 fn without_value_echo(message: &str) -> &str {
     let Some(rest) = message.strip_prefix("Invalid value: ") else { return message };
-    let rest = rest.trim_start();
     if let Some(quoted) = rest.strip_prefix('"')
         && let Some(end) = quoted.find("\": ")
     {
         return &quoted[end + 3..];
     }
-    rest.split_once(": ").map_or(message, |(_, m)| m)
+    match rest.split_once(": ") {
+        Some((value, detail)) if serde_json::from_str::<Value>(value).is_ok() => detail,
+        _ => rest,
+    }
 }
 
 fn resource_of(kind: &str) -> Option<ApiResource> {
@@ -535,5 +538,10 @@ mod tests {
         );
         assert_eq!(without_value_echo("Invalid value: 0: must be at least 1"), "must be at least 1");
         assert_eq!(without_value_echo("Required value"), "Required value");
+        assert_eq!(without_value_echo("Invalid value: {\"a\":1}: no"), "no");
+        assert_eq!(
+            without_value_echo("Invalid value: frames.end must not be before frames.start: start to end"),
+            "frames.end must not be before frames.start: start to end"
+        );
     }
 }
