@@ -47,10 +47,10 @@ enum Command {
     /// Members of the network: join and leave.
     Member {
         #[command(subcommand)]
-        command: member::MemberCommand,
+        command: Box<member::MemberCommand>,
     },
     /// Submits a RenderJob or TrainingJob from flags, or jobs from a YAML file (server-side apply).
-    Submit(submit::SubmitArgs),
+    Submit(Box<submit::SubmitArgs>),
     /// Follows jobs live: frames, units per member, cost. Exits when the named jobs finish.
     Watch(watch::WatchArgs),
     /// Prints the log tail of each unit of a job, as the members' agents stored it on the hub.
@@ -121,8 +121,8 @@ async fn connect(kubeconfig: Option<PathBuf>, namespace: Option<String>) -> Resu
 async fn run(cli: Cli) -> Result<(), CliError> {
     let hub = connect(cli.kubeconfig, cli.namespace).await?;
     match cli.command {
-        Command::Member { command } => member::run(&hub, command).await,
-        Command::Submit(args) => submit::run(&hub, args).await,
+        Command::Member { command } => member::run(&hub, *command).await,
+        Command::Submit(args) => submit::run(&hub, *args).await,
         Command::Watch(args) => watch::run(&hub, args).await,
         Command::Logs(args) => logs::run(&hub, args).await,
         Command::Members { output } => members::run(&hub, output).await,
