@@ -10,8 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
-pub mod cli;
 pub mod api_status;
+pub mod cli;
 pub mod conditions;
 pub mod hub_index;
 pub mod job_status;
