@@ -3,9 +3,10 @@
 //! The hub never reaches a member's API server (members connect out, with narrow credentials),
 //! so the agent copies the logs up: the last [`LOG_TAIL_BYTES`] of each pod, in a ConfigMap
 //! `<unit>-log` in the member's hub namespace, owned by the WorkUnit so it goes with it. A
-//! running unit's log is refreshed at most every [`RUNNING_REFRESH`]; a finished unit's log is
-//! written once more, marked final, and never again. When the member cannot serve a pod's log
-//! (kwok's fake pods have none) the ConfigMap says `log unavailable: <reason>` instead.
+//! unit that has run for [`RUNNING_REFRESH`] gets a copy at most that often while it runs (a
+//! short unit needs none: its final copy follows soon); a finished unit's log is written once
+//! more, marked final, and never again. When the member cannot serve a pod's log (a kwok node
+//! without a log server has none) the ConfigMap says `log unavailable: <reason>` instead.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -101,9 +102,15 @@ pub fn captures_due(
         let annotation =
             |key: &str| existing.and_then(|c| c.metadata.annotations.as_ref()?.get(key).cloned());
         let already_final = annotation(FINAL).as_deref() == Some("true");
+        let older_than_refresh =
+            |t: Timestamp| now.duration_since(t).as_secs_f64() >= RUNNING_REFRESH.as_secs_f64();
         let captured_at = annotation(CAPTURED_AT).and_then(|t| t.parse::<Timestamp>().ok());
-        let stale =
-            captured_at.is_none_or(|t| now.duration_since(t).as_secs_f64() >= RUNNING_REFRESH.as_secs_f64());
+        let started_at =
+            unit_pods.iter().filter_map(|(_, p)| p.status.as_ref()?.start_time.as_ref().map(|t| t.0)).min();
+        let stale = match captured_at {
+            Some(at) => older_than_refresh(at),
+            None => started_at.is_some_and(older_than_refresh),
+        };
         let wanted = if final_copy { !already_final } else { stale };
         if wanted {
             due.push(LogCapture {
@@ -218,7 +225,7 @@ mod tests {
     fn pod(unit: &WorkUnit, template: &str, phase: &str) -> Pod {
         serde_json::from_value(json!({
             "metadata": {"name": super::super::work_pods::pod_name(unit, template), "namespace": "pictor-work"},
-            "status": {"phase": phase}
+            "status": {"phase": phase, "startTime": "2026-01-01T00:00:00Z"}
         }))
         .unwrap()
     }
@@ -251,6 +258,9 @@ mod tests {
         let pod_refs: Vec<&Pod> = pods.iter().collect();
         let now = at("2026-01-01T00:01:00Z");
 
+        // A unit that started 20 s ago gets no copy while it runs; at 30 s it does.
+        let early = captures_due(&units, &pod_refs, &[], at("2026-01-01T00:00:20Z"));
+        assert_eq!(early.iter().map(|c| c.unit.as_str()).collect::<Vec<_>>(), ["done"]);
         let due = captures_due(&units, &pod_refs, &[], now);
         assert_eq!(
             due.iter().map(|c| (c.unit.as_str(), c.final_copy)).collect::<Vec<_>>(),
@@ -283,7 +293,7 @@ mod tests {
         let gang = unit("gang", &["worker-0", "worker-1"], Some("Running"));
         let pods = [pod(&gang, "worker-0", "Succeeded"), pod(&gang, "worker-1", "Running")];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let due = captures_due(&[&gang], &refs, &[], at("2026-01-01T00:00:00Z"));
+        let due = captures_due(&[&gang], &refs, &[], at("2026-01-01T00:00:40Z"));
         assert!(!due[0].final_copy);
         assert_eq!(due[0].pods.len(), 2);
 
