@@ -74,7 +74,7 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     /// The hub refused or failed a call.
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", brief(.source))]
     Hub { what: String, source: kube::Error },
     /// The hub refused a submitted object; the message lists what to fix.
     #[error("{0}")]
@@ -82,6 +82,14 @@ pub enum CliError {
     /// Anything else (files, kubeconfig, storage).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// The API server's own message for a refusal (what a person acts on), else the error.
+fn brief(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Wraps a hub call's error with what was being done.
