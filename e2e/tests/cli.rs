@@ -291,5 +291,24 @@ async fn the_cli_submits_watches_shows_members_logs_earnings_and_a_contact_sheet
         let expected = if frame <= 30 { colour(frame) } else { image::Rgb([40, 40, 40]) };
         assert_eq!(centre, expected, "tile of frame {frame}");
     }
+    // A YAML file of several jobs, judged by the API server without being stored.
+    let file = frames_dir.path().join("jobs.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: pictor.network/v1alpha1\nkind: RenderJob\nmetadata:\n  name: from-file\nspec:\n  \
+         scene: s3://s/a.blend\n  frames: {start: 1, end: 10}\n  output: {location: s3://o/}\n---\n\
+         apiVersion: pictor.network/v1alpha1\nkind: TrainingJob\nmetadata:\n  name: llm\n  namespace: pictor-system\n\
+         spec:\n  image: ghcr.io/x/train:1\n  workers: 2\n",
+    )
+    .unwrap();
+    let dry = pictor(&kubeconfig, &["submit", "-f", file.to_str().unwrap(), "--dry-run", "-n", "default"]);
+    assert!(dry.status.success());
+    assert_eq!(
+        stdout(&dry).lines().collect::<Vec<_>>(),
+        [
+            "renderjob.pictor.network/from-file created in namespace default (server dry run)",
+            "trainingjob.pictor.network/llm created in namespace pictor-system (server dry run)",
+        ]
+    );
     eprintln!("cli test done in {:?}", started.elapsed());
 }
