@@ -144,6 +144,13 @@ fn member_name(index: usize) -> String {
     }
 }
 
+/// Namespace whose pods kwok gives [`FAKE_POD_LOG`] (where members' agents run unit pods).
+pub const FAKE_LOG_NAMESPACE: &str = "pictor-work";
+
+/// What every pod in [`FAKE_LOG_NAMESPACE`] logs, in the CRI log format kwok reads.
+pub const FAKE_POD_LOG: &str = "2026-01-01T00:00:00.000000000Z stdout F fake render: loading the scene\n\
+     2026-01-01T00:00:01.000000000Z stdout F fake render: frames written\n";
+
 fn free_port() -> Result<u16, ControlPlaneError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io("pick a free port"))?;
     Ok(listener.local_addr().map_err(io("read the free port"))?.port())
@@ -369,6 +376,8 @@ impl ControlPlane {
                 "--max-requests-inflight=0".into(),
                 "--max-mutating-requests-inflight=0".into(),
                 "--profiling=false".into(),
+                // kwok plays each node's kubelet on 127.0.0.1 (pod logs); node names resolve to nothing.
+                "--kubelet-preferred-address-types=InternalIP".into(),
             ]
             .into_iter()
             .chain(self.flags.api_server.clone())
@@ -446,13 +455,32 @@ impl ControlPlane {
 
     fn start_kwok(&mut self, cluster: &Cluster) -> Result<(), ControlPlaneError> {
         let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("kwok/stages.yaml");
+        // kwok also plays the kubelet's server, so the API server can serve pod logs: every pod
+        // in the members' work namespace prints the same short log.
+        let log_file = self.run_dir.join("fake-pod.log");
+        std::fs::write(&log_file, FAKE_POD_LOG).map_err(io("write the fake pod log"))?;
+        let logs_config = self.run_dir.join(format!("{}-kwok-logs.yaml", cluster.name));
+        let logs = format!(
+            "apiVersion: kwok.x-k8s.io/v1alpha1\nkind: ClusterLogs\nmetadata:\n  name: work-pods\nspec:\n  \
+             selector:\n    matchNamespaces: [{FAKE_LOG_NAMESPACE}]\n  logs:\n  - logsFile: {}\n",
+            log_file.display()
+        );
+        std::fs::write(&logs_config, logs).map_err(io("write the kwok logs config"))?;
+        let port = free_port()?;
+        // The API server does not verify a kubelet's certificate unless told to; its own serves.
+        let cert_dir = self.run_dir.join(format!("{}-certs", cluster.name));
         self.spawn(
             &format!("{}-kwok", cluster.name),
             "kwok",
             vec![
                 format!("--kubeconfig={}", cluster.kubeconfig.display()),
                 format!("--config={}", config.display()),
-                format!("--server-address=127.0.0.1:{}", free_port()?),
+                format!("--config={}", logs_config.display()),
+                format!("--server-address=127.0.0.1:{port}"),
+                "--node-ip=127.0.0.1".into(),
+                format!("--node-port={port}"),
+                format!("--tls-cert-file={}", cert_dir.join("apiserver.crt").display()),
+                format!("--tls-private-key-file={}", cert_dir.join("apiserver.key").display()),
             ],
         )
     }

@@ -17,7 +17,10 @@ mod process;
 mod workspace_binaries;
 
 pub use binaries::{Binaries, BinariesError};
-pub use control_plane::{Cluster, ComponentFlags, ControlPlane, ControlPlaneError, ControlPlaneOptions};
+pub use control_plane::{
+    Cluster, ComponentFlags, ControlPlane, ControlPlaneError, ControlPlaneOptions, FAKE_LOG_NAMESPACE,
+    FAKE_POD_LOG,
+};
 pub use fake_nodes::{CATALOGUE, GpuModel};
 pub use process::ManagedProcess;
 pub use workspace_binaries::workspace_binary;

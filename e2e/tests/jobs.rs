@@ -307,6 +307,21 @@ async fn render_and_training_jobs_run_across_members() {
         (job_gone && only_owed && pods_a + pods_b == 0).then_some(())
     })
     .await;
+    // Placement reads the members' inventories, which follow the deleted pods within a second
+    // or so: wait for them, so the next job sees member A's cheap GPUs free.
+    let clusters: Api<pictor_crds::v1alpha1::GpuCluster> = Api::all(hub.clone());
+    eventually("every member's GPUs reported free again", Duration::from_secs(30), || async {
+        let all = clusters.list(&ListParams::default()).await.ok()?.items;
+        all.iter()
+            .all(|c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.inventory.as_ref())
+                    .is_some_and(|i| i.free_gpus == i.total_gpus)
+            })
+            .then_some(())
+    })
+    .await;
     // Verification: every chunk is rendered again by another member; member A's output does not
     // reproduce (the operator's fake-verification switch), so A's chunks are rejected, rendered
     // again elsewhere, and count against A's reputation.
@@ -358,7 +373,6 @@ async fn render_and_training_jobs_run_across_members() {
         assert_eq!(accepted, 1, "chunk {chunk} accepted once");
     }
     if !rejected.is_empty() {
-        let clusters: Api<pictor_crds::v1alpha1::GpuCluster> = Api::all(hub.clone());
         let mismatches =
             eventually("A's reputation shows the mismatches", Duration::from_secs(30), || async {
                 let r = clusters.get("member-a").await.ok()?.status?.reputation?;

@@ -2,6 +2,7 @@
 //! member agent speaks to the hub through the hub's Kubernetes API", "Billing and settlement on
 //! Aptos").
 //!
+//! - [`cli`]: the `pictor` command line (also `kubectl pictor`).
 //! - [`membership`]: what `pictor member add/remove` creates and deletes on the hub.
 //! - [`agent`]: the member agent — heartbeat, inventory, WorkUnits run as local pods.
 //! - [`member_health`]: the hub's member controller — Ready from the heartbeat, Lost units.
@@ -13,6 +14,7 @@ pub mod accrual;
 pub mod agent;
 pub mod api_status;
 pub mod billing;
+pub mod cli;
 pub mod conditions;
 pub mod events;
 pub mod hub_index;

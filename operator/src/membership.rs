@@ -2,7 +2,8 @@
 //! and what `pictor member remove` deletes.
 //!
 //! A member's agent gets exactly what DESIGN.md allows: watch WorkUnits and write their status in
-//! its own namespace, write the status of its own GpuCluster, renew its own Lease. The objects
+//! its own namespace, write the status of its own GpuCluster, renew its own Lease — and apply the
+//! ConfigMaps that carry its units' log tails, in its own namespace. The objects
 //! are built by pure functions (tested without a cluster) and applied with server-side apply, so
 //! running `add` again changes nothing but the printed token.
 
@@ -169,6 +170,10 @@ pub fn member_objects(request: &JoinRequest) -> MemberObjects {
             rules: Some(vec![
                 rule("pictor.network", &["workunits"], &["get", "list", "watch"], None),
                 rule("pictor.network", &["workunits/status"], &["get", "patch", "update"], None),
+                // The tails of unit pod logs (`<unit>-log`), for `pictor logs`: the hub cannot reach
+                // the member to read them. `create` cannot be narrowed by name (server-side apply of
+                // a new object needs it); the namespace is the member's own and holds no secrets.
+                rule("", &["configmaps"], &["get", "list", "watch", "create", "patch"], None),
                 rule(
                     "coordination.k8s.io",
                     &["leases"],
@@ -339,11 +344,20 @@ mod tests {
         let objects = member_objects(&request());
         assert_eq!(objects.namespace.metadata.name.as_deref(), Some("pictor-member-lab-berlin"));
         let rules = objects.role.rules.unwrap();
-        assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "create" || v == "delete" || v == "*")));
+        let creates = |r: &PolicyRule| r.verbs.iter().any(|v| v == "create");
+        assert!(rules.iter().all(|r| !r.verbs.iter().any(|v| v == "delete" || v == "*")));
+        assert!(
+            rules
+                .iter()
+                .filter(|r| creates(r))
+                .all(|r| r.resources.as_deref() == Some(&["configmaps".to_string()][..]))
+        );
         assert!(
             rules.iter().all(|r| !r.resources.as_ref().unwrap().iter().any(|x| x == "secrets" || x == "*"))
         );
         let lease_rule = rules.iter().find(|r| r.resources.as_ref().unwrap() == &["leases"]).unwrap();
+        let log_rule = rules.iter().find(|r| r.resources.as_ref().unwrap() == &["configmaps"]).unwrap();
+        assert_eq!(log_rule.verbs, ["get", "list", "watch", "create", "patch"]);
         assert_eq!(lease_rule.resource_names.as_deref(), Some(&["pictor-agent".to_string()][..]));
         let cluster_rules = objects.cluster_role.rules.unwrap();
         assert!(

@@ -4,19 +4,21 @@
 //! Three loops over in-memory stores fed by watches: the heartbeat renews the agent's Lease on
 //! the hub; the inventory loop summarises the member's GPU nodes into its GpuCluster status when
 //! they change; the work loop turns the member's WorkUnits into local pods and reports their
-//! state back. When the hub is unreachable the stores keep their last contents, pods keep
+//! state back. A fourth copies the tail of each unit's pod logs up to the hub, where `pictor
+//! logs` reads it ([`unit_logs`]). When the hub is unreachable the stores keep their last contents, pods keep
 //! running, and reports go out once the hub answers again.
 
 mod heartbeat;
 pub mod inventory;
 pub mod metrics;
+pub mod unit_logs;
 pub mod work_pods;
 
 use crate::api_status::tolerate;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use metrics::AgentMetrics;
 use pictor_crds::v1alpha1::{GpuCluster, GpuInventory, WorkUnit};
@@ -96,6 +98,22 @@ async fn run_agent(
 
     let settings =
         PodSettings { namespace: config.namespace.clone(), scheduler_name: config.scheduler_name.clone() };
+    let (logs, log_writer) = reflector::store::<ConfigMap>();
+    let log_watch = reflector(
+        log_writer,
+        watcher(
+            Api::<ConfigMap>::namespaced(hub.clone(), &hub_namespace),
+            watcher::Config::default().labels(unit_logs::UNIT_LOG),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    let log_copies = log_loop(
+        LogClients { hub: hub.clone(), member: member.clone() },
+        hub_namespace.clone(),
+        config.namespace.clone(),
+        LogStores { units: units.clone(), pods: pods.clone(), logs },
+    );
     let stores = WorkStores { units, pods: pods.clone(), services };
     let work = work_loop(
         WorkClients { hub: hub.clone(), member: member.clone(), hub_namespace: hub_namespace.clone() },
@@ -107,7 +125,17 @@ async fn run_agent(
     let inventory = inventory_loop(hub.clone(), config.member.clone(), nodes, pods, metrics.clone());
     let heartbeat = heartbeat::renew_forever(hub, hub_namespace, config.clone(), metrics);
     tracing::info!(member = %config.member, namespace = %config.namespace, "agent started");
-    tokio::join!(node_watch, pod_watch, unit_watch, service_watch, work, inventory, heartbeat);
+    tokio::join!(
+        node_watch,
+        pod_watch,
+        unit_watch,
+        service_watch,
+        log_watch,
+        work,
+        inventory,
+        heartbeat,
+        log_copies
+    );
     Ok(())
 }
 
@@ -250,6 +278,97 @@ async fn apply_action(
                 .await?;
             tracing::info!(unit = %unit, phase = ?status.phase, gpu_seconds = status.gpu_seconds, "reported unit status");
             Ok(())
+        }
+    }
+}
+
+/// The clusters the log loop reads from (the member) and writes to (the hub).
+struct LogClients {
+    hub: kube::Client,
+    member: kube::Client,
+}
+
+/// What the log loop reads: the hub's units and log ConfigMaps, the member's pods.
+struct LogStores {
+    units: reflector::Store<WorkUnit>,
+    pods: reflector::Store<Pod>,
+    logs: reflector::Store<ConfigMap>,
+}
+
+/// How long a unit whose log copy failed waits before the next try.
+const LOG_RETRY_DELAY: Duration = Duration::from_secs(15);
+
+/// How long the member's API server may take to serve one pod's log.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Copies the tails of unit pod logs to the hub: each finished unit once, running ones at most
+/// every [`unit_logs::RUNNING_REFRESH`], a bounded number per pass.
+async fn log_loop(clients: LogClients, hub_namespace: String, work_namespace: String, stores: LogStores) {
+    let local_pods = Api::<Pod>::namespaced(clients.member, &work_namespace);
+    let hub_logs = Api::<ConfigMap>::namespaced(clients.hub, &hub_namespace);
+    let _ = stores.units.wait_until_ready().await;
+    let _ = stores.pods.wait_until_ready().await;
+    let _ = stores.logs.wait_until_ready().await;
+    // A unit whose copy failed (the hub refused or was away) waits before the next try.
+    let mut failed: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let unit_list = stores.units.state();
+        let pod_list: Vec<_> = stores
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(work_namespace.as_str()))
+            .collect();
+        let log_list = stores.logs.state();
+        let due = unit_logs::captures_due(
+            &unit_list.iter().map(|u| u.as_ref()).collect::<Vec<_>>(),
+            &pod_list.iter().map(|p| p.as_ref()).collect::<Vec<_>>(),
+            &log_list.iter().map(|c| c.as_ref()).collect::<Vec<_>>(),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        failed.retain(|_, at| at.elapsed() < LOG_RETRY_DELAY);
+        let due = due.into_iter().filter(|c| !failed.contains_key(&c.unit));
+        let failures: Vec<String> = futures::stream::iter(due)
+            .map(|capture| copy_log(&local_pods, &hub_logs, &hub_namespace, capture))
+            .buffer_unordered(4)
+            .filter_map(futures::future::ready)
+            .collect()
+            .await;
+        failed.extend(failures.into_iter().map(|unit| (unit, std::time::Instant::now())));
+    }
+}
+
+/// Copies one unit's logs; the unit's name when the hub did not take them.
+async fn copy_log(
+    pods: &Api<Pod>,
+    hub_logs: &Api<ConfigMap>,
+    hub_namespace: &str,
+    capture: unit_logs::LogCapture,
+) -> Option<String> {
+    let limit = unit_logs::limit_per_pod(capture.pods.len());
+    let params = LogParams { tail_lines: Some(unit_logs::TAIL_LINES), ..Default::default() };
+    let mut texts = Vec::new();
+    for (template, pod) in &capture.pods {
+        let result = match tokio::time::timeout(LOG_READ_TIMEOUT, pods.logs(pod, &params)).await {
+            Ok(Ok(log)) => Ok(log),
+            Ok(Err(e)) => Err(unit_logs::unavailable_reason(&e)),
+            Err(_) => Err(format!("the member's API server did not answer within {LOG_READ_TIMEOUT:?}")),
+        };
+        texts.push((template.clone(), unit_logs::stored_text(result, limit)));
+    }
+    let config_map =
+        unit_logs::log_config_map(&capture, hub_namespace, texts, k8s_openapi::jiff::Timestamp::now());
+    let name = unit_logs::config_map_name(&capture.unit);
+    match hub_logs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&config_map)).await
+    {
+        Ok(_) => {
+            tracing::debug!(unit = %capture.unit, final_copy = capture.final_copy, "copied unit log");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(unit = %capture.unit, error = %e, "unit log not copied; retrying later");
+            Some(capture.unit)
         }
     }
 }
