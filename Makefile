@@ -50,3 +50,9 @@ bench-scheduler: deps
 .PHONY: bench-placement
 bench-placement: deps
 	$(CARGO) run -p pictor-e2e --bin bench-placement -- $(BENCH_ARGS)
+
+# pictor-billing paying verified units on the Aptos test node, batched against one transaction
+# per unit (not part of `make test`).
+.PHONY: bench-billing
+bench-billing: deps
+	$(CARGO) run -p pictor-e2e --bin bench-billing -- $(BENCH_ARGS)
