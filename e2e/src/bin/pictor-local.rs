@@ -2,7 +2,10 @@
 //! GPU nodes on a real control plane — for the demo and for development.
 
 use clap::{Parser, Subcommand};
-use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes, network};
+use pictor_aptos_test_node::{TestNode, TestNodeConfig};
+use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes, network, workspace_binary};
+use std::time::Duration;
 
 /// Prices of the demo's members, in octas per GPU-hour.
 const PRICES: [&str; 4] = [
@@ -22,13 +25,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Starts the hub and two members, installs the CRDs, applies examples/ and shows
-    /// `kubectl get pictor`.
+    /// Starts the hub and two members and the Aptos test node, installs the CRDs, submits
+    /// examples/, follows the jobs with `pictor watch`, and ends with their cost and each
+    /// provider's settlement.
     Demo {
         /// Keep the network running until Ctrl-C, printing how to reach each cluster.
         #[arg(long)]
         hold: bool,
     },
+}
+
+/// Runs the `pictor` CLI against the hub, its output going straight to the terminal.
+fn pictor(hub: &Cluster, args: &[&str]) -> anyhow::Result<()> {
+    println!("\n$ pictor {}", args.join(" "));
+    let status = std::process::Command::new(workspace_binary("pictor-operator", "pictor"))
+        .args(args)
+        .env("PICTOR_HUB_KUBECONFIG", &hub.kubeconfig)
+        .status()?;
+    anyhow::ensure!(status.success(), "pictor {} failed", args.join(" "));
+    Ok(())
 }
 
 fn show(title: &str, cluster: &Cluster, args: &[&str]) -> anyhow::Result<()> {
@@ -65,9 +80,29 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("local network up in {:.1?}: hub and {} members", started.elapsed(), plane.members.len());
 
-    // The hub's operator, then each member joins with `pictor member add` and runs its agent with
-    // nothing but the kubeconfig that command printed.
-    let mut processes = vec![network::start_operator(&plane, 30, Some(5), &[])?];
+    // The chain: a local Aptos test node (a test double of a fullnode's REST API; no network
+    // here), the hub's treasury funded at genesis, its key in a Secret on the hub.
+    let treasury = billing::treasury_address(LOCAL_TREASURY_KEY);
+    let node = TestNode::start(TestNodeConfig {
+        genesis: vec![(treasury, 1_000 * 100_000_000)],
+        ..Default::default()
+    })
+    .await?;
+    let hub_client = plane.hub.client().await?;
+    billing::install_treasury(&hub_client, LOCAL_TREASURY_KEY).await?;
+    println!(
+        "Aptos test node at {} (chain id {}); treasury {treasury} holds 1000 APT",
+        node.url(),
+        node.chain_id()
+    );
+
+    // The hub's operator and billing, then each member joins with `pictor member add` and runs its
+    // agent with nothing but the kubeconfig that command printed. Disputes are open for 10 s
+    // here (an hour by default), so the demo sees its providers paid.
+    let mut processes = vec![
+        network::start_operator(&plane, 30, Some(5), &["--dispute-window-seconds=10"])?,
+        billing::start_billing(&plane, "hub-pictor-billing", &node.url(), &billing::settle_at_once())?,
+    ];
     for member in &plane.members {
         processes.push(network::start_scheduler(&plane, member)?);
     }
@@ -88,12 +123,9 @@ async fn main() -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
 
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    show(
-        "submit the examples",
-        &plane.hub,
-        &["apply", "--server-side", "-f", &examples.display().to_string()],
-    )?;
-    show("everything Pictor on the hub", &plane.hub, &["get", "pictor", "-A"])?;
+    for example in ["renderjob.yaml", "trainingjob.yaml"] {
+        pictor(&plane.hub, &["submit", "-f", &examples.join(example).display().to_string()])?;
+    }
     for member in &plane.members {
         show(
             &format!("GPU nodes of {}", member.name),
@@ -106,31 +138,72 @@ async fn main() -> anyhow::Result<()> {
             ],
         )?;
     }
-    show("members, Ready with the GPUs their agents reported", &plane.hub, &["get", "gpuclusters"])?;
+    pictor(&plane.hub, &["members"])?;
 
     // The jobs run: chunks and the training gang are placed on the members, their pods "run" on
-    // kwok's fake GPUs for a few seconds each, and the status follows.
-    let limit = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    loop {
-        show("progress", &plane.hub, &["get", "renderjobs,trainingjobs", "-n", "default"])?;
+    // kwok's fake GPUs for a few seconds each; `pictor watch` follows them until both finish.
+    pictor(&plane.hub, &["watch", "-n", "default", "classroom", "llama-finetune"])?;
+    show("where the work ran", &plane.hub, &["get", "workunits", "-A"])?;
+
+    // Billing pays each provider once the units' dispute window has closed.
+    let paid = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let settlements = billing::settlements(&hub_client).await.unwrap_or_default();
+            if billing::all_confirmed(&settlements)
+                && unpaid_units(&hub_client, &settlements).await == Some(0)
+            {
+                return settlements;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .await;
+    show("the jobs, their cost", &plane.hub, &["get", "renderjobs,trainingjobs", "-n", "default"])?;
+    let job_cost = |kind: &str, name: &str| -> anyhow::Result<u64> {
         let out = plane
             .hub
             .kubectl()
-            .args(["get", "rj,tj", "-n", "default", "-o", "jsonpath={.items[*].status.phase}"])
+            .args(["get", kind, name, "-n", "default", "-o", "jsonpath={.status.costOctas}"])
             .output()?;
-        let phases = String::from_utf8_lossy(&out.stdout).to_string();
-        let finished =
-            phases.split_whitespace().filter(|p| matches!(*p, "Succeeded" | "Failed" | "Cancelled")).count();
-        if finished == 2 || std::time::Instant::now() > limit {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    }
-    show("where the work ran", &plane.hub, &["get", "workunits", "-A"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+    };
+    let total_cost = job_cost("renderjob", "classroom")? + job_cost("trainingjob", "llama-finetune")?;
     println!(
         "\nOutputs: the RenderJob writes its frames under file:///var/lib/pictor/renders/classroom/ (on kwok no pod really renders)."
     );
-    println!("Settlement on Aptos is not built yet: the cost above is what the providers are owed.");
+    show(
+        "settlements on Aptos",
+        &plane.hub,
+        &["get", "settlements", "-n", billing::NAMESPACE, "-o", "wide"],
+    )?;
+    pictor(&plane.hub, &["earnings"])?;
+    match paid {
+        Ok(settlements) => {
+            let (by_address, _) = billing::confirmed(&settlements);
+            println!("\nBalances on the Aptos test node:");
+            let settled: u64 = by_address.values().sum();
+            for (address, octas) in by_address {
+                let balance = node.balance(address.parse()?);
+                println!(
+                    "  {address}: {} (settled {})",
+                    pictor_crds::v1alpha1::format_apt(balance),
+                    pictor_crds::v1alpha1::format_apt(octas)
+                );
+            }
+            println!(
+                "  the jobs cost {} in all; the providers were paid {}{}",
+                pictor_crds::v1alpha1::format_apt(total_cost),
+                pictor_crds::v1alpha1::format_apt(settled),
+                if total_cost == settled { ", exactly" } else { " (they differ!)" }
+            );
+        }
+        Err(_) => {
+            println!("\nNot every provider was paid within 2 minutes: see the settlements' conditions above.")
+        }
+    }
+    println!(
+        "Settled on a local Aptos test node; point pictor-billing's --aptos-node-url at devnet or testnet for a real chain."
+    );
 
     if hold {
         println!("\nThe network runs until Ctrl-C. Reach it with:");
@@ -142,4 +215,16 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(processes);
     Ok(())
+}
+
+/// Units accrued to a provider and in no confirmed Settlement yet.
+async fn unpaid_units(
+    hub: &kube::Client,
+    settlements: &[pictor_crds::v1alpha1::Settlement],
+) -> Option<usize> {
+    let units: kube::Api<pictor_crds::v1alpha1::WorkUnit> = kube::Api::all(hub.clone());
+    let accrued =
+        units.list(&kube::api::ListParams::default().labels("pictor.network/billing=accrued")).await.ok()?;
+    let (_, paid) = billing::confirmed(settlements);
+    Some(accrued.items.iter().filter(|u| u.metadata.uid.as_ref().is_none_or(|id| !paid.contains(id))).count())
 }

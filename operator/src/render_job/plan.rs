@@ -248,7 +248,11 @@ pub fn plan(
                     // Busy members free up; a network with no second provider of these GPUs never
                     // will, and the job must not wait for it forever.
                     Err(e) if e.busy => unverified.push((chunk, accepted)),
-                    Err(e) => unverifiable = Some(e.message),
+                    // Accepted unverified, as the job's status says: its provider is paid.
+                    Err(e) => {
+                        unverifiable = Some(e.message);
+                        out.marks.extend(accrual::accrue(accepted, now, settings.dispute_window));
+                    }
                 }
             }
         }

@@ -278,6 +278,7 @@ fn without_a_second_provider_of_the_gpus_the_job_finishes_unverified_and_says_so
     assert!(p.create.is_empty());
     assert_eq!(p.status.phase, Some(RenderJobPhase::Succeeded));
     assert_eq!(p.ready.1, "SucceededUnverified");
+    assert_eq!(p.marks[0].labels[crate::accrual::BILLING], "accrued", "accepted unverified, and paid");
     assert!(p.ready.2.contains("no Ready member offers nvidia GPUs"), "{}", p.ready.2);
 }
 
