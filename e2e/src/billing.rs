@@ -62,6 +62,8 @@ pub fn start_billing(
         format!("--aptos-node-url={node_url}"),
         format!("--treasury-secret={TREASURY_SECRET}"),
         "--metrics-addr=127.0.0.1:0".into(),
+        // Tests restart billing often; a killed holder's Lease lapses in two seconds.
+        "--lease-duration-seconds=2".into(),
     ];
     args.extend(extra.iter().cloned());
     ManagedProcess::spawn(name, &billing, &args, plane.run_dir())

@@ -181,16 +181,9 @@ impl Billing {
             settlements.wait_until_ready(),
             clusters.wait_until_ready()
         );
-        // The API server requires a reporting instance: the pod, else the host, else the process.
-        let instance = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| format!("{FIELD_MANAGER}-{}", std::process::id()));
         let recorder = Recorder::new(
             client.clone(),
-            Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance) },
+            Reporter { controller: FIELD_MANAGER.into(), instance: Some(instance()) },
         );
         tracing::info!(treasury = %treasury.address(), node = %chain.url(), namespace = %settings.namespace, "billing ready");
         Billing {
@@ -659,6 +652,19 @@ impl Billing {
             crash.reached(step);
         }
     }
+}
+
+/// This process, as Events and the leader Lease name it (the API server requires a reporting
+/// instance): the pod, else the host, with the process id, so a restarted process is a new
+/// holder.
+pub fn instance() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| FIELD_MANAGER.to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 fn spawn_reflector<K>(

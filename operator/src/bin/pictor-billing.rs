@@ -1,6 +1,7 @@
 //! `pictor-billing`: pays providers on Aptos for verified work, exactly once.
 
 use clap::Parser;
+use kube_lease_manager::LeaseManagerBuilder;
 use pictor_operator::billing::chain::AptosChain;
 use pictor_operator::billing::crash::CrashPoint;
 use pictor_operator::billing::ledger::BatchPolicy;
@@ -53,6 +54,12 @@ struct Args {
     /// signed, recorded, submitted, confirming).
     #[arg(long, hide = true, value_parser = CrashPoint::parse)]
     crash_at: Option<CrashPoint>,
+    /// Name of the Lease (in --namespace) that makes one pictor-billing the only one paying.
+    #[arg(long, default_value = "pictor-billing")]
+    lease_name: String,
+    /// Seconds the Lease holds without renewal; a new replica takes over after that.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    lease_duration_seconds: u64,
     #[command(flatten)]
     metrics: pictor_telemetry::MetricsArgs,
 }
@@ -79,8 +86,30 @@ async fn main() -> anyhow::Result<()> {
         gas: Gas { max_amount: args.max_gas_amount, unit_price: args.gas_unit_price },
         crash: args.crash_at,
     };
+    // Two controllers with different views could batch the same unit twice: only the holder of
+    // the Lease pays, and one that loses it exits at once.
+    let lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&settings.namespace)
+        .with_identity(pictor_operator::billing::instance())
+        .with_duration(args.lease_duration_seconds)
+        .with_grace((args.lease_duration_seconds / 3).max(1))
+        .with_field_manager(pictor_operator::billing::FIELD_MANAGER)
+        .build()
+        .await?;
+    let (mut leading, _renewing) = lease.watch().await;
+    if !*leading.borrow_and_update() {
+        tracing::info!(lease = %args.lease_name, "waiting for the billing lease");
+    }
+    while !*leading.borrow_and_update() {
+        leading.changed().await?;
+    }
+    tracing::info!(lease = %args.lease_name, "holding the billing lease: billing starts");
     let billing = Billing::start(client, chain, treasury, settings, metrics).await;
     readiness.set(true);
-    billing.run().await;
-    Ok(())
+    tokio::select! {
+        () = billing.run() => Ok(()),
+        () = async {
+            while leading.changed().await.is_ok() && *leading.borrow() {}
+        } => anyhow::bail!("lost the billing lease: exiting, so that only one controller pays"),
+    }
 }
