@@ -1,13 +1,14 @@
 //! The Helm charts on a real local control plane: `helm lint` passes for all three, `helm template`
-//! fails with a clear message when the provider chart misses its required values, the rendered
-//! objects are accepted by the real API servers (`kubectl apply --dry-run=server`), and `helm
-//! install` puts the hub operator on the hub and the provider's agent, scheduler, device plugins
-//! and node labeller on a member, where kwok plays their pods on fake GPU nodes. `helm uninstall`
-//! removes them again.
+//! fails with a clear message when the provider chart or the hub chart's billing misses its
+//! required values, the rendered objects are accepted by the real API servers (`kubectl apply
+//! --dry-run=server`), and `helm install` puts the hub operator and the billing controller (with
+//! its own ServiceAccount and least-privilege RBAC, checked with `kubectl auth can-i`) on the hub
+//! and the provider's agent, scheduler, device plugins and node labeller on a member, where kwok
+//! plays their pods on fake GPU nodes. `helm uninstall` removes them again.
 //!
-//! The hub runs no kube-scheduler, so the operator's pod is created there but stays Pending (no
-//! image is pulled anywhere: kwok only plays pods); the member runs kube-scheduler, so its pods
-//! are bound to the fake nodes and Running.
+//! The hub runs no kube-scheduler, so the operator's and billing's pods are created there but stay
+//! Pending (no image is pulled anywhere: kwok only plays pods); the member runs kube-scheduler, so
+//! its pods are bound to the fake nodes and Running.
 
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes};
 use serde::Deserialize;
@@ -20,6 +21,25 @@ use std::time::{Duration, Instant};
 
 const KUBE_VERSION: &str = "1.33.0";
 const NAMESPACE: &str = "pictor-system";
+/// The hub chart's billing controller needs an Aptos node; nothing is asked of it here (the
+/// hub's pods never run).
+const APTOS_NODE_URL: &str = "https://fullnode.testnet.aptoslabs.com/v1";
+const BILLING_ACCOUNT: &str = "system:serviceaccount:pictor-system:pictor-billing";
+/// What the hub chart installs for billing: kind, name, namespace.
+const BILLING_OBJECTS: [(&str, &str, &str); 8] = [
+    ("deployment", "pictor-billing", NAMESPACE),
+    ("serviceaccount", "pictor-billing", NAMESPACE),
+    ("role", "pictor-billing", NAMESPACE),
+    ("rolebinding", "pictor-billing", NAMESPACE),
+    ("role", "pictor-billing-events", "default"),
+    ("rolebinding", "pictor-billing-events", "default"),
+    ("clusterrole", "pictor-billing", "default"),
+    ("clusterrolebinding", "pictor-billing", "default"),
+];
+
+fn hub_values() -> [String; 2] {
+    ["--set".into(), format!("billing.aptosNodeUrl={APTOS_NODE_URL}")]
+}
 
 fn chart(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts").join(name).display().to_string()
@@ -80,6 +100,14 @@ fn kubectl(cluster: &Cluster, args: &[&str], stdin: Option<&str>) -> String {
     ok(&format!("kubectl {args:?} on {}", cluster.name), output(cmd, stdin))
 }
 
+/// The object of `kind` named `name` in the rendered `manifest`.
+fn object(manifest: &str, kind: &str, name: &str) -> serde_yaml::Value {
+    serde_yaml::Deserializer::from_str(manifest)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .find(|doc| doc["kind"] == kind && doc["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {manifest}"))
+}
+
 fn kinds(manifest: &str) -> Vec<String> {
     let mut kinds: Vec<String> = serde_yaml::Deserializer::from_str(manifest)
         .filter_map(|doc| {
@@ -132,9 +160,12 @@ fn provider_values(hub_kubeconfig: &str) -> Vec<String> {
 }
 
 fn lint_and_required_values(helm: &Helm, hub_kubeconfig: &str) {
-    for name in ["pictor-crds", "pictor"] {
-        helm.ok(None, &["lint", "--strict", &chart(name), "--kube-version", KUBE_VERSION]);
-    }
+    helm.ok(None, &["lint", "--strict", &chart("pictor-crds"), "--kube-version", KUBE_VERSION]);
+    let hub = chart("pictor");
+    let hub_values = hub_values();
+    let mut args = vec!["lint", "--strict", hub.as_str(), "--kube-version", KUBE_VERSION];
+    args.extend(hub_values.iter().map(String::as_str));
+    helm.ok(None, &args);
     let provider = chart("pictor-provider");
     let mut args = vec!["lint", "--strict", provider.as_str(), "--kube-version", KUBE_VERSION];
     let values = provider_values(hub_kubeconfig);
@@ -160,31 +191,86 @@ fn lint_and_required_values(helm: &Helm, hub_kubeconfig: &str) {
     assert!(!kinds(&existing).contains(&"Secret".to_string()));
     assert!(existing.contains("secretName: hub"));
 
-    // The ServiceMonitor only when asked for.
-    let hub = chart("pictor");
-    let plain = helm.ok(None, &["template", "pictor", &hub, "--kube-version", KUBE_VERSION]);
-    assert!(!kinds(&plain).contains(&"ServiceMonitor".to_string()));
-    let monitored = helm.ok(
-        None,
-        &["template", "pictor", &hub, "--kube-version", KUBE_VERSION, "--set", "serviceMonitor.enabled=true"],
+    // Billing is on by default and needs an Aptos node: without one the hub chart says so.
+    let hub_args = ["template", "pictor", hub.as_str(), "-n", NAMESPACE, "--kube-version", KUBE_VERSION];
+    let template = |extra: &[&str]| helm.ok(None, &[&hub_args[..], extra].concat());
+    let no_node = helm.run(None, &hub_args);
+    assert!(!no_node.status.success());
+    let stderr = String::from_utf8_lossy(&no_node.stderr);
+    assert!(
+        stderr.contains("billing.aptosNodeUrl is required")
+            && stderr.contains("https://fullnode.testnet.aptoslabs.com/v1"),
+        "{stderr}"
     );
-    assert!(kinds(&monitored).contains(&"ServiceMonitor".to_string()));
+    let unbilled = template(&["--set", "billing.enabled=false"]);
+    assert!(!unbilled.contains("pictor-billing"), "billing disabled renders none of it: {unbilled}");
+    let bad_url =
+        helm.run(None, &[&hub_args[..], &["--set", "billing.aptosNodeUrl=fullnode.testnet"]].concat());
+    assert!(!bad_url.status.success(), "the schema wants an http(s) URL");
+
+    // The ServiceMonitor only when asked for.
+    let url = format!("billing.aptosNodeUrl={APTOS_NODE_URL}");
+    let plain = template(&["--set", &url]);
+    assert!(!kinds(&plain).contains(&"ServiceMonitor".to_string()));
+    let monitored = template(&["--set", &url, "--set", "serviceMonitor.enabled=true"]);
+    assert_eq!(
+        kinds(&monitored).iter().filter(|k| *k == "ServiceMonitor").count(),
+        2,
+        "operator and billing"
+    );
+    object(&monitored, "Service", "pictor-billing-metrics");
     assert!(plain.contains("--metrics-addr=0.0.0.0:9090"), "the operator always serves /metrics");
+    let operator = object(&plain, "Deployment", "pictor");
+    let operator_args = &operator["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        operator_args
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str() == Some("--dispute-window-seconds=3600")),
+        "{operator_args:?}"
+    );
+
+    // Billing: one replica, never two at once, the operator's image running pictor-billing with
+    // the values as flags, the namespace and pod name from the downward API.
+    let billing = object(&plain, "Deployment", "pictor-billing");
+    assert_eq!(billing["spec"]["replicas"], 1);
+    assert_eq!(billing["spec"]["strategy"]["type"], "Recreate");
+    let pod = &billing["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "pictor-billing");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "ghcr.io/pictor-network/pictor-operator:0.1.0");
+    assert_eq!(container["command"][0], "pictor-billing");
+    let args: Vec<&str> =
+        container["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    for expected in [
+        format!("--aptos-node-url={APTOS_NODE_URL}"),
+        "--treasury-secret=pictor-treasury".to_string(),
+        "--settle-min-octas=100000000".to_string(),
+        "--max-units-per-settlement=500".to_string(),
+        "--metrics-addr=0.0.0.0:9090".to_string(),
+    ] {
+        assert!(args.contains(&expected.as_str()), "{expected} in {args:?}");
+    }
+    let env = container["env"].as_sequence().unwrap();
+    for (name, field) in [("POD_NAMESPACE", "metadata.namespace"), ("POD_NAME", "metadata.name")] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap_or_else(|| panic!("{name}: {env:?}"));
+        assert_eq!(var["valueFrom"]["fieldRef"]["fieldPath"], field);
+    }
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    // Another treasury Secret name moves the flag and the one Secret billing may read.
+    let other = template(&["--set", &url, "--set", "billing.treasurySecret.name=vault-key"]);
+    let role = object(&other, "Role", "pictor-billing");
+    let secrets =
+        role["rules"].as_sequence().unwrap().iter().find(|r| r["resources"][0] == "secrets").unwrap();
+    assert_eq!(secrets["resourceNames"][0], "vault-key");
+    assert!(other.contains("--treasury-secret=vault-key"));
 
     // The Grafana dashboard only when asked for, labelled for the sidecar, the JSON intact.
     assert!(!kinds(&plain).contains(&"ConfigMap".to_string()));
-    let dashboard = helm.ok(
-        None,
-        &[
-            "template",
-            "pictor",
-            &hub,
-            "--kube-version",
-            KUBE_VERSION,
-            "--set",
-            "grafana.dashboard.enabled=true",
-        ],
-    );
+    let dashboard = template(&["--set", &url, "--set", "grafana.dashboard.enabled=true"]);
     let config_map = serde_yaml::Deserializer::from_str(&dashboard)
         .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
         .find(|doc| doc["kind"] == "ConfigMap")
@@ -221,10 +307,25 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
     kubectl(hub, &["wait", "--for=condition=Established", "crd", "--all", "--timeout=30s"], None);
 
     kubectl(hub, &["create", "namespace", NAMESPACE], None);
-    let operator = helm
-        .ok(None, &["template", "pictor", &chart("pictor"), "-n", NAMESPACE, "--kube-version", KUBE_VERSION]);
+    let hub_chart = chart("pictor");
+    let hub_values = hub_values();
+    let mut args = vec!["template", "pictor", &hub_chart, "-n", NAMESPACE, "--kube-version", KUBE_VERSION];
+    args.extend(hub_values.iter().map(String::as_str));
+    let operator = helm.ok(None, &args);
     let applied = kubectl(hub, &["apply", "--dry-run=server", "-f", "-"], Some(&operator));
-    assert!(applied.contains("deployment.apps/pictor created (server dry run)"), "{applied}");
+    for object in [
+        "deployment.apps/pictor",
+        "deployment.apps/pictor-billing",
+        "serviceaccount/pictor-billing",
+        "clusterrole.rbac.authorization.k8s.io/pictor-billing",
+        "clusterrolebinding.rbac.authorization.k8s.io/pictor-billing",
+        "role.rbac.authorization.k8s.io/pictor-billing",
+        "rolebinding.rbac.authorization.k8s.io/pictor-billing",
+        "role.rbac.authorization.k8s.io/pictor-billing-events",
+        "rolebinding.rbac.authorization.k8s.io/pictor-billing-events",
+    ] {
+        assert!(applied.contains(&format!("{object} created (server dry run)")), "{object}: {applied}");
+    }
 
     // Member: validated in namespaces of its own (the work namespace's Role needs it to exist),
     // installed for real in pictor-system and pictor-work.
@@ -248,21 +349,64 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
     }
     eprintln!("helm template output accepted by both API servers at {:?}", started.elapsed());
 
-    helm.ok(Some(hub), &["install", "pictor", &chart("pictor"), "-n", NAMESPACE, "--create-namespace"]);
+    let mut args = vec!["install", "pictor", &hub_chart, "-n", NAMESPACE, "--create-namespace"];
+    args.extend(hub_values.iter().map(String::as_str));
+    helm.ok(Some(hub), &args);
     let mut args =
         vec!["install", "pictor-provider", provider.as_str(), "-n", NAMESPACE, "--create-namespace"];
     args.extend(values.iter().map(String::as_str));
     helm.ok(Some(member), &args);
 
-    // Hub: the operator's pod is created (Pending: the hub has no kube-scheduler).
-    let hub_pods = wait_for("the operator's pod on the hub", Duration::from_secs(30), || {
+    // Hub: the operator's and billing's pods are created (Pending: the hub has no kube-scheduler).
+    let hub_pods = wait_for("the operator's and billing's pods on the hub", Duration::from_secs(30), || {
         let p = pods(hub, "pictor");
-        (!p.is_empty()).then_some(p)
+        (p.len() >= 2).then_some(p)
     })
     .await;
-    assert_eq!(hub_pods.len(), 1, "{hub_pods:?}");
-    assert_eq!(hub_pods[0].0, "pictor-operator");
-    eprintln!("hub: operator pod created ({}) at {:?}", hub_pods[0].1, started.elapsed());
+    let mut names: Vec<&str> = hub_pods.iter().map(|p| p.0.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["pictor-billing", "pictor-operator"], "{hub_pods:?}");
+    eprintln!("hub: operator and billing pods created ({:?}) at {:?}", hub_pods, started.elapsed());
+
+    // Billing's own objects, and what its ServiceAccount may do: exactly what billing does.
+    for (kind, name, namespace) in BILLING_OBJECTS {
+        kubectl(hub, &["get", kind, name, "-n", namespace, "-o", "name"], None);
+    }
+    for (verb, resource, namespace, expected) in [
+        ("get", "secret/pictor-treasury", Some(NAMESPACE), "yes"),
+        ("get", "secret/other", Some(NAMESPACE), "no"),
+        ("list", "secrets", Some(NAMESPACE), "no"),
+        ("watch", "settlements.pictor.network", Some(NAMESPACE), "yes"),
+        ("create", "settlements.pictor.network", Some(NAMESPACE), "yes"),
+        ("delete", "settlements.pictor.network", Some(NAMESPACE), "no"),
+        ("create", "settlements.pictor.network", Some("default"), "no"),
+        ("patch", "settlements.pictor.network/status", Some(NAMESPACE), "yes"),
+        ("list", "workunits.pictor.network", None, "yes"),
+        ("patch", "workunits.pictor.network", Some("team-a"), "yes"),
+        ("delete", "workunits.pictor.network", Some("team-a"), "no"),
+        ("watch", "gpuclusters.pictor.network", None, "yes"),
+        ("patch", "gpuclusters.pictor.network", None, "no"),
+        ("patch", "gpuclusters.pictor.network/status", None, "yes"),
+        ("create", "renderjobs.pictor.network", Some("team-a"), "no"),
+        ("create", "events.events.k8s.io", Some(NAMESPACE), "yes"),
+        ("patch", "events.events.k8s.io", Some("default"), "yes"),
+        ("create", "events.events.k8s.io", Some("team-a"), "no"),
+    ] {
+        let mut cmd = hub.kubectl();
+        cmd.args(["auth", "can-i", verb, "--as", BILLING_ACCOUNT]);
+        match resource.split_once('/') {
+            Some((kind, "status")) => cmd.args([kind, "--subresource=status"]),
+            _ => cmd.arg(resource),
+        };
+        match namespace {
+            Some(ns) => cmd.args(["-n", ns]),
+            None => cmd.arg("--all-namespaces"),
+        };
+        let out = cmd.output().unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(answer.trim(), expected, "can billing {verb} {resource} in {namespace:?}?");
+    }
+    eprintln!("hub: billing's ServiceAccount, RBAC and Deployment in place at {:?}", started.elapsed());
 
     // Member: every component Running on the fake nodes, the plugins only where their vendor is.
     let expected = BTreeMap::from([
@@ -307,8 +451,19 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
         pods(member, "pictor-provider").is_empty().then_some(())
     })
     .await;
-    wait_for("the operator's pod to be gone", Duration::from_secs(30), || {
+    wait_for("the operator's and billing's pods to be gone", Duration::from_secs(30), || {
         pods(hub, "pictor").is_empty().then_some(())
+    })
+    .await;
+    wait_for("billing's Deployment, ServiceAccount and RBAC to be gone", Duration::from_secs(30), || {
+        BILLING_OBJECTS
+            .iter()
+            .all(|(kind, name, namespace)| {
+                kubectl(hub, &["get", kind, name, "-n", namespace, "--ignore-not-found", "-o", "name"], None)
+                    .trim()
+                    .is_empty()
+            })
+            .then_some(())
     })
     .await;
     let left = helm.ok(Some(member), &["list", "-A", "-q"]);
