@@ -391,6 +391,8 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
         ("create", "events.events.k8s.io", Some(NAMESPACE), "yes"),
         ("patch", "events.events.k8s.io", Some("default"), "yes"),
         ("create", "events.events.k8s.io", Some("team-a"), "no"),
+        ("patch", "leases.coordination.k8s.io", Some(NAMESPACE), "yes"),
+        ("patch", "leases.coordination.k8s.io", Some("kube-system"), "no"),
     ] {
         let mut cmd = hub.kubectl();
         cmd.args(["auth", "can-i", verb, "--as", BILLING_ACCOUNT]);
