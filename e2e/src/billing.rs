@@ -48,6 +48,17 @@ pub async fn install_treasury(hub: &kube::Client, key: &str) -> Result<(), kube:
     Ok(())
 }
 
+/// The local chain of a test or the demo: an Aptos test node whose genesis gives the treasury of
+/// [`LOCAL_TREASURY_KEY`] `octas` (none when 0), and that key's Secret on the hub.
+pub async fn local_chain(hub: &kube::Client, octas: u64) -> anyhow::Result<pictor_aptos_test_node::TestNode> {
+    let treasury = treasury_address(LOCAL_TREASURY_KEY);
+    let genesis = if octas == 0 { Vec::new() } else { vec![(treasury, octas)] };
+    let config = pictor_aptos_test_node::TestNodeConfig { genesis, ..Default::default() };
+    let node = pictor_aptos_test_node::TestNode::start(config).await?;
+    install_treasury(hub, LOCAL_TREASURY_KEY).await?;
+    Ok(node)
+}
+
 /// Starts `pictor-billing` against the node at `node_url`; `extra` are more of its flags.
 pub fn start_billing(
     plane: &ControlPlane,

@@ -6,9 +6,8 @@
 //! unit was paid before its window closed.
 
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use pictor_aptos_test_node::{TestNode, TestNodeConfig};
 use pictor_crds::v1alpha1::{GpuCluster, RenderJob, RenderJobPhase, WorkUnit, WorkUnitPhase};
-use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
+use pictor_e2e::billing;
 use pictor_e2e::network::{self, eventually};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, fake_nodes};
 use pictor_operator::accrual;
@@ -35,12 +34,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
         plane.add_nodes(member, fake_nodes::fleet(&member.name, &[(model("rtx4090"), 3)])).await.unwrap();
     }
     let hub = plane.hub.client().await.unwrap();
-    let treasury = billing::treasury_address(LOCAL_TREASURY_KEY);
-    let node =
-        TestNode::start(TestNodeConfig { genesis: vec![(treasury, 100_000_000_000)], ..Default::default() })
-            .await
-            .unwrap();
-    billing::install_treasury(&hub, LOCAL_TREASURY_KEY).await.unwrap();
+    let node = billing::local_chain(&hub, 100_000_000_000).await.unwrap();
     let _operator = network::start_operator(
         &plane,
         6,

@@ -5,9 +5,8 @@
 //! no unit is in two paid Settlements.
 
 use kube::api::{Api, DeleteParams, ListParams};
-use pictor_aptos_test_node::{TestNode, TestNodeConfig};
 use pictor_crds::v1alpha1::{GpuCluster, WorkUnit};
-use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
+use pictor_e2e::billing;
 use pictor_e2e::network::{self, eventually};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions};
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,14 +21,7 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
     let plane = ControlPlane::start(ControlPlaneOptions { members: 0, kube_scheduler: false }).await.unwrap();
     plane.install_crds().await.unwrap();
     let hub = plane.hub.client().await.unwrap();
-    let treasury = billing::treasury_address(LOCAL_TREASURY_KEY);
-    let node = TestNode::start(TestNodeConfig {
-        genesis: vec![(treasury, 1_000_000_000_000)],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    billing::install_treasury(&hub, LOCAL_TREASURY_KEY).await.unwrap();
+    let node = billing::local_chain(&hub, 1_000_000_000_000).await.unwrap();
 
     let mut owed: BTreeMap<String, u64> = BTreeMap::new();
     let mut all_uids = BTreeSet::new();

@@ -4,7 +4,6 @@
 
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use pictor_aptos_test_node::{TestNode, TestNodeConfig};
 use pictor_crds::v1alpha1::{GpuCluster, Settlement, SettlementPhase};
 use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
 use pictor_e2e::network::{self, eventually};
@@ -52,8 +51,7 @@ async fn an_empty_treasury_a_refused_address_and_an_unreachable_node_are_conditi
     let hub = plane.hub.client().await.unwrap();
     let treasury = billing::treasury_address(LOCAL_TREASURY_KEY);
     // The treasury starts empty.
-    let node = TestNode::start(TestNodeConfig::default()).await.unwrap();
-    billing::install_treasury(&hub, LOCAL_TREASURY_KEY).await.unwrap();
+    let node = billing::local_chain(&hub, 0).await.unwrap();
 
     let good = billing::payout_address(1);
     // 0x1 is the Aptos framework's address: a payout there aborts on chain.

@@ -7,8 +7,8 @@
 //! ratios.
 
 use clap::Parser;
-use pictor_aptos_test_node::{TestNode, TestNodeConfig};
-use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
+use pictor_aptos_test_node::TestNode;
+use pictor_e2e::billing;
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, network};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -94,12 +94,7 @@ async fn main() {
     let plane = ControlPlane::start(ControlPlaneOptions { members: 0, kube_scheduler: false }).await.unwrap();
     plane.install_crds().await.unwrap();
     let hub = plane.hub.client().await.unwrap();
-    let treasury = billing::treasury_address(LOCAL_TREASURY_KEY);
-    let node =
-        TestNode::start(TestNodeConfig { genesis: vec![(treasury, u64::MAX / 4)], ..Default::default() })
-            .await
-            .unwrap();
-    billing::install_treasury(&hub, LOCAL_TREASURY_KEY).await.unwrap();
+    let node = billing::local_chain(&hub, u64::MAX / 4).await.unwrap();
     let mut providers = Vec::new();
     for i in 0..args.providers {
         let name = format!("provider-{i:03}");

@@ -2,7 +2,6 @@
 //! GPU nodes on a real control plane — for the demo and for development.
 
 use clap::{Parser, Subcommand};
-use pictor_aptos_test_node::{TestNode, TestNodeConfig};
 use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes, network, workspace_binary};
 use std::time::Duration;
@@ -83,13 +82,8 @@ async fn main() -> anyhow::Result<()> {
     // The chain: a local Aptos test node (a test double of a fullnode's REST API; no network
     // here), the hub's treasury funded at genesis, its key in a Secret on the hub.
     let treasury = billing::treasury_address(LOCAL_TREASURY_KEY);
-    let node = TestNode::start(TestNodeConfig {
-        genesis: vec![(treasury, 1_000 * 100_000_000)],
-        ..Default::default()
-    })
-    .await?;
     let hub_client = plane.hub.client().await?;
-    billing::install_treasury(&hub_client, LOCAL_TREASURY_KEY).await?;
+    let node = billing::local_chain(&hub_client, 1_000 * 100_000_000).await?;
     println!(
         "Aptos test node at {} (chain id {}); treasury {treasury} holds 1000 APT",
         node.url(),
