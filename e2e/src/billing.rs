@@ -66,7 +66,7 @@ pub fn start_billing(
     node_url: &str,
     extra: &[String],
 ) -> std::io::Result<ManagedProcess> {
-    let billing = workspace_binary("pictor-operator", "pictor-billing");
+    let billing = workspace_binary("pictor-billing", "pictor-billing");
     let mut args = vec![
         format!("--kubeconfig={}", plane.hub.kubeconfig.display()),
         format!("--namespace={NAMESPACE}"),

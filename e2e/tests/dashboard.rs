@@ -14,7 +14,7 @@ fn exported_series() -> BTreeSet<String> {
     series.extend(pictor_operator::agent::metrics::AgentMetrics::new().series().iter().cloned());
     series.extend(pictor_scheduler::metrics::Metrics::default().series().iter().cloned());
     series.extend(pictor_device_plugins::metrics::DeviceMetrics::new().series().iter().cloned());
-    series.extend(pictor_operator::billing::metrics::BillingMetrics::new().series().iter().cloned());
+    series.extend(pictor_billing::metrics::BillingMetrics::new().series().iter().cloned());
     series
 }
 

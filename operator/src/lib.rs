@@ -13,7 +13,6 @@
 pub mod accrual;
 pub mod agent;
 pub mod api_status;
-pub mod billing;
 pub mod cli;
 pub mod conditions;
 pub mod events;

@@ -110,7 +110,7 @@ async fn main() {
         providers.push(name);
     }
     // Build the binary before timing anything.
-    pictor_e2e::workspace_binary("pictor-operator", "pictor-billing");
+    pictor_e2e::workspace_binary("pictor-billing", "pictor-billing");
 
     let baseline = pay(&plane, &hub, &node, "base", &providers, args.baseline_units_per_provider, 1).await;
     baseline.print("baseline, one transaction per unit");

@@ -6,15 +6,15 @@
 //! payment by the controller impossible, together with the signed transaction it records.
 
 use super::settle::{PAYOUT_REJECTED, failure_reason};
-use crate::accrual::{self, BillingState};
-use crate::hub_index::GPU_MODEL_ANNOTATION;
-use crate::labels;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
 use pictor_crds::v1alpha1::{
     Earnings, GpuCluster, SettledUnit, Settlement, SettlementPhase, SettlementSpec, WorkRecord, WorkUnit,
     format_apt,
 };
+use pictor_operator::accrual::{self, BillingState};
+use pictor_operator::hub_index::GPU_MODEL_ANNOTATION;
+use pictor_operator::labels;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

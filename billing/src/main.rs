@@ -2,12 +2,12 @@
 
 use clap::Parser;
 use kube_lease_manager::LeaseManagerBuilder;
-use pictor_operator::billing::chain::AptosChain;
-use pictor_operator::billing::crash::CrashPoint;
-use pictor_operator::billing::ledger::BatchPolicy;
-use pictor_operator::billing::metrics::BillingMetrics;
-use pictor_operator::billing::treasury::{Gas, Treasury};
-use pictor_operator::billing::{Billing, BillingSettings};
+use pictor_billing::chain::AptosChain;
+use pictor_billing::crash::CrashPoint;
+use pictor_billing::ledger::BatchPolicy;
+use pictor_billing::metrics::BillingMetrics;
+use pictor_billing::treasury::{Gas, Treasury};
+use pictor_billing::{Billing, BillingSettings};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,10 +90,10 @@ async fn main() -> anyhow::Result<()> {
     // the Lease pays, and one that loses it exits at once.
     let lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&settings.namespace)
-        .with_identity(pictor_operator::billing::instance())
+        .with_identity(pictor_billing::instance())
         .with_duration(args.lease_duration_seconds)
         .with_grace((args.lease_duration_seconds / 3).max(1))
-        .with_field_manager(pictor_operator::billing::FIELD_MANAGER)
+        .with_field_manager(pictor_billing::FIELD_MANAGER)
         .build()
         .await?;
     let (mut leading, _renewing) = lease.watch().await;

@@ -1,4 +1,4 @@
-//! Billing: turns accrued WorkUnits into Settlements and pays each on Aptos exactly once
+//! pictor-billing: turns accrued WorkUnits into Settlements and pays each on Aptos exactly once
 //! (DESIGN.md, "Billing and settlement on Aptos").
 //!
 //! - [`ledger`]: what each provider is owed and which Settlements to make (pure).
@@ -17,8 +17,6 @@ pub mod metrics;
 pub mod settle;
 pub mod treasury;
 
-use crate::accrual;
-use crate::conditions::{Observation, set_condition};
 use base64::Engine;
 use chain::{AptosChain, ChainError, LedgerView};
 use crash::CrashPoint;
@@ -34,6 +32,8 @@ use ledger::BatchPolicy;
 use pictor_crds::v1alpha1::{
     CONDITION_READY, Earnings, GpuCluster, Settlement, SettlementPhase, WorkUnit, format_apt,
 };
+use pictor_operator::accrual;
+use pictor_operator::conditions::{Observation, set_condition};
 use settle::{Lookup, NODE_UNREACHABLE, Step, TREASURY_EMPTY};
 use std::collections::HashMap;
 use std::sync::Arc;
