@@ -485,6 +485,13 @@ impl ControlPlane {
         )
     }
 
+    /// Starts kube-scheduler on the hub too, so pods of the hub's own components (the Helm
+    /// charts' operator and billing) land on its fake nodes.
+    pub fn start_hub_scheduler(&mut self) -> Result<(), ControlPlaneError> {
+        let hub = self.hub.clone();
+        self.start_kube_scheduler(&hub)
+    }
+
     fn start_kube_scheduler(&mut self, cluster: &Cluster) -> Result<(), ControlPlaneError> {
         let config = self.run_dir.join(format!("{}-kube-scheduler.yaml", cluster.name));
         let body = format!(

@@ -77,7 +77,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
     let uid = job.metadata.uid.clone().unwrap();
     let units_api: Api<WorkUnit> = Api::all(hub.clone());
     let of_job = ListParams::default().labels(&format!("pictor.network/job-uid={uid}"));
-    eventually("paid-shot Succeeded", Duration::from_secs(120), || async {
+    eventually("paid-shot Succeeded", Duration::from_secs(240), || async {
         (jobs.get("paid-shot").await.ok()?.status?.phase == Some(RenderJobPhase::Succeeded)).then_some(())
     })
     .await;
@@ -105,7 +105,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
 
     // Member A's output does not reproduce (the operator's fake-verification switch): rejected,
     // never paid, rendered again. Member B's does: paid.
-    let (rejected, cleared) = eventually("both disputes decided", Duration::from_secs(120), || async {
+    let (rejected, cleared) = eventually("both disputes decided", Duration::from_secs(240), || async {
         let job = jobs.get("paid-shot").await.ok()?;
         let status = job.status?;
         let decided = status.conditions.iter().any(|c| c.type_ == "Dispute" && c.reason == "Decided");
@@ -127,7 +127,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
 
     // Everything owed is paid.
     let (settlements, units) =
-        eventually("every accrued unit in a confirmed settlement", Duration::from_secs(90), || async {
+        eventually("every accrued unit in a confirmed settlement", Duration::from_secs(180), || async {
             let units = units_api.list(&of_job).await.ok()?.items;
             let settlements = billing::settlements(&hub).await.ok()?;
             let (_, paid_uids) = billing::confirmed(&settlements);
@@ -177,7 +177,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
     }
     let clusters: Api<GpuCluster> = Api::all(hub.clone());
     for (member, address) in &payout {
-        eventually(&format!("earnings of {member}"), Duration::from_secs(20), || async {
+        eventually(&format!("earnings of {member}"), Duration::from_secs(60), || async {
             let e = clusters.get(member).await.ok()?.status?.earnings?;
             (e.paid_octas as u64 == metered[address] && e.pending_octas == 0).then_some(())
         })

@@ -6,9 +6,8 @@
 //! and the provider's agent, scheduler, device plugins and node labeller on a member, where kwok
 //! plays their pods on fake GPU nodes. `helm uninstall` removes them again.
 //!
-//! The hub runs no kube-scheduler, so the operator's and billing's pods are created there but stay
-//! Pending (no image is pulled anywhere: kwok only plays pods); the member runs kube-scheduler, so
-//! its pods are bound to the fake nodes and Running.
+//! Both clusters run kube-scheduler here, so every component's pod is bound to a fake node and
+//! Running (no image is pulled anywhere: kwok only plays pods).
 
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes};
 use serde::Deserialize;
@@ -21,8 +20,8 @@ use std::time::{Duration, Instant};
 
 const KUBE_VERSION: &str = "1.33.0";
 const NAMESPACE: &str = "pictor-system";
-/// The hub chart's billing controller needs an Aptos node; nothing is asked of it here (the
-/// hub's pods never run).
+/// The hub chart's billing controller needs an Aptos node; nothing is asked of it here (kwok
+/// plays the pods: no process runs).
 const APTOS_NODE_URL: &str = "https://fullnode.testnet.aptoslabs.com/v1";
 const BILLING_ACCOUNT: &str = "system:serviceaccount:pictor-system:pictor-billing";
 /// What the hub chart installs for billing: kind, name, namespace.
@@ -284,7 +283,9 @@ fn lint_and_required_values(helm: &Helm, hub_kubeconfig: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_charts_lint_validate_install_and_uninstall() {
     let started = Instant::now();
-    let plane = ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: true }).await.unwrap();
+    let mut plane =
+        ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: true }).await.unwrap();
+    plane.start_hub_scheduler().unwrap();
     eprintln!("control plane (hub + 1 member) up in {:?}", started.elapsed());
     let (hub, member) = (&plane.hub, &plane.members[0]);
     let helm = Helm { bin: plane.binaries.path("helm"), home: plane.run_dir().join("helm") };
@@ -357,16 +358,17 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
     args.extend(values.iter().map(String::as_str));
     helm.ok(Some(member), &args);
 
-    // Hub: the operator's and billing's pods are created (Pending: the hub has no kube-scheduler).
-    let hub_pods = wait_for("the operator's and billing's pods on the hub", Duration::from_secs(30), || {
-        let p = pods(hub, "pictor");
-        (p.len() >= 2).then_some(p)
-    })
-    .await;
+    // Hub: the operator's and billing's pods Running on the hub's fake node.
+    let hub_pods =
+        wait_for("the operator's and billing's pods Running on the hub", Duration::from_secs(45), || {
+            let p = pods(hub, "pictor");
+            (p.len() >= 2 && p.iter().all(|(_, phase, _)| phase == "Running")).then_some(p)
+        })
+        .await;
     let mut names: Vec<&str> = hub_pods.iter().map(|p| p.0.as_str()).collect();
     names.sort();
     assert_eq!(names, ["pictor-billing", "pictor-operator"], "{hub_pods:?}");
-    eprintln!("hub: operator and billing pods created ({:?}) at {:?}", hub_pods, started.elapsed());
+    eprintln!("hub: operator and billing pods Running ({:?}) at {:?}", hub_pods, started.elapsed());
 
     // Billing's own objects, and what its ServiceAccount may do: exactly what billing does.
     for (kind, name, namespace) in BILLING_OBJECTS {
