@@ -63,6 +63,16 @@ pub fn member_add_with_tier(
     Ok(())
 }
 
+/// `pictor member remove` on the hub, with more flags; the command's output.
+pub fn member_remove(hub: &Cluster, member: &str, extra: &[&str]) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(workspace_binary("pictor-operator", "pictor"))
+        .args(["member", "remove", member])
+        .args(extra)
+        .arg("--kubeconfig")
+        .arg(&hub.kubeconfig)
+        .output()
+}
+
 /// Starts a member's agent with the hub kubeconfig `member add` printed.
 pub fn start_agent(
     plane: &ControlPlane,

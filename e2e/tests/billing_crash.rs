@@ -119,6 +119,14 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
         })
         .await;
     }
+    // A provider that has been paid everything may leave; its units go with its namespace.
+    let removed = network::member_remove(&plane.hub, "p1", &[]).unwrap();
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(hub.clone());
+    eventually("p1's namespace gone", Duration::from_secs(60), || async {
+        namespaces.get_opt("pictor-member-p1").await.ok()?.is_none().then_some(())
+    })
+    .await;
     let units: Api<WorkUnit> = Api::all(hub.clone());
     for unit in units.list(&ListParams::default()).await.unwrap() {
         Api::<WorkUnit>::namespaced(hub.clone(), unit.metadata.namespace.as_deref().unwrap())

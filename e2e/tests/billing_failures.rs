@@ -72,6 +72,11 @@ async fn an_empty_treasury_a_refused_address_and_an_unreachable_node_are_conditi
     assert!(message.contains("fund the treasury"), "{message}");
     assert!(!message.contains(&LOCAL_TREASURY_KEY[2..20]), "the key never shows: {message}");
     event_with_reason(&hub, "TreasuryInsufficientFunds").await;
+    // A member still owed for verified work is not removed by accident.
+    let refused_removal = network::member_remove(&plane.hub, "good", &[]).unwrap();
+    let stderr = String::from_utf8_lossy(&refused_removal.stderr);
+    assert!(!refused_removal.status.success(), "{stderr}");
+    assert!(stderr.contains("still owed") && stderr.contains("--forfeit-earnings"), "{stderr}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(node.committed().is_empty(), "nothing is signed while the treasury cannot pay");
 

@@ -156,6 +156,15 @@ pub fn disputable(unit: &WorkUnit, now: Timestamp) -> bool {
     }
 }
 
+/// Units still owed to their provider (accrued or held, in no paid Settlement), and their octas.
+pub fn unpaid(units: &[&WorkUnit], paid_uids: &std::collections::HashSet<String>) -> (usize, i64) {
+    units
+        .iter()
+        .filter(|u| matches!(billing_state(u), Some(BillingState::Accrued | BillingState::Held)))
+        .filter(|u| u.metadata.uid.as_ref().is_none_or(|uid| !paid_uids.contains(uid)))
+        .fold((0, 0), |(n, octas), u| (n + 1, octas + amount_octas(u)))
+}
+
 /// The frames a job's [`DISPUTE`] annotation names.
 pub fn disputed_frames(annotations: Option<&BTreeMap<String, String>>) -> Vec<String> {
     annotations
@@ -194,6 +203,18 @@ mod tests {
         assert_eq!(accrue(&accrued, now, Duration::from_secs(600)), None, "accrued once");
         assert!(disputable(&accrued, now));
         assert!(!disputable(&accrued, "2026-11-25T12:10:00Z".parse().unwrap()), "the window has closed");
+    }
+
+    #[test]
+    fn units_in_no_paid_settlement_are_still_owed() {
+        let mut paid = unit(json!({BILLING: "accrued"}), json!({}));
+        paid.metadata.uid = Some("paid".into());
+        let mut owed = unit(json!({BILLING: "held"}), json!({}));
+        owed.metadata.uid = Some("owed".into());
+        let forfeited = unit(json!({BILLING: "forfeited"}), json!({}));
+        let never = unit(json!({}), json!({}));
+        let uids = std::collections::HashSet::from(["paid".to_string()]);
+        assert_eq!(unpaid(&[&paid, &owed, &forfeited, &never], &uids), (1, 10));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! are built by pure functions (tested without a cluster) and applied with server-side apply, so
 //! running `add` again changes nothing but the printed token.
 
+use crate::accrual;
 use crate::api_status::tolerate;
 use crate::labels;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -15,10 +16,12 @@ use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use pictor_crds::v1alpha1::{GpuCluster, GpuClusterSpec, Tier};
-use std::collections::BTreeMap;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use pictor_crds::v1alpha1::{
+    GpuCluster, GpuClusterSpec, Settlement, SettlementPhase, Tier, WorkUnit, format_apt,
+};
+use std::collections::{BTreeMap, HashSet};
 
 /// Field manager of everything `pictor member add` writes.
 pub const FIELD_MANAGER: &str = "pictor-member-join";
@@ -49,6 +52,11 @@ pub enum MembershipError {
     /// The hub refused or failed a call.
     #[error("{what}: {source}")]
     Hub { what: String, source: kube::Error },
+    /// The member is still owed for verified work: removing it would leave that unpaid.
+    #[error(
+        "member {member} is still owed {amount} for {units} verified units not yet paid: wait until pictor-billing has paid them (`pictor earnings {member}`), or pass --forfeit-earnings to remove it anyway and give them up"
+    )]
+    StillOwed { member: String, units: usize, amount: String },
 }
 
 fn hub(what: impl Into<String>) -> impl FnOnce(kube::Error) -> MembershipError {
@@ -267,7 +275,12 @@ fn tolerate_missing(result: Result<(), kube::Error>) -> Result<(), kube::Error> 
 
 /// Deletes everything `add` created. The namespace takes its ServiceAccount (and with it every
 /// token it was given), Role, RoleBinding, Lease and WorkUnits along.
-pub async fn remove(client: &kube::Client, member: &str) -> Result<(), MembershipError> {
+pub async fn remove(
+    client: &kube::Client,
+    member: &str,
+    forfeit_earnings: bool,
+) -> Result<(), MembershipError> {
+    release_units(client, member, forfeit_earnings).await?;
     let dp = DeleteParams::background();
     let cluster_role = labels::member_cluster_role(member);
     tolerate_missing(
@@ -285,6 +298,51 @@ pub async fn remove(client: &kube::Client, member: &str) -> Result<(), Membershi
     .map_err(hub("delete the member namespace"))?;
     tolerate_missing(Api::<GpuCluster>::all(client.clone()).delete(member, &dp).await.map(|_| ()))
         .map_err(hub("delete the GpuCluster"))?;
+    Ok(())
+}
+
+/// Before a member goes: refuses while it is owed for work (unless the earnings are forfeited),
+/// and takes billing's finalizer off its units, so its namespace can be deleted.
+async fn release_units(
+    client: &kube::Client,
+    member: &str,
+    forfeit_earnings: bool,
+) -> Result<(), MembershipError> {
+    let ns = labels::member_namespace(member);
+    let units_api = Api::<WorkUnit>::namespaced(client.clone(), &ns);
+    let units = match units_api.list(&ListParams::default().labels(accrual::BILLING)).await {
+        Ok(list) => list.items,
+        Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
+        Err(source) => return Err(MembershipError::Hub { what: "list the member's units".into(), source }),
+    };
+    let settlements = Api::<Settlement>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(hub("list the Settlements"))?;
+    let paid: HashSet<String> = settlements
+        .items
+        .iter()
+        .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(SettlementPhase::Confirmed))
+        .flat_map(|s| s.spec.units.iter().map(|u| u.uid.clone()))
+        .collect();
+    let refs: Vec<&WorkUnit> = units.iter().collect();
+    let (owed, octas) = accrual::unpaid(&refs, &paid);
+    if owed > 0 && !forfeit_earnings {
+        return Err(MembershipError::StillOwed {
+            member: member.into(),
+            units: owed,
+            amount: format_apt(octas.max(0) as u64),
+        });
+    }
+    for unit in units.iter().filter(|u| u.finalizers().iter().any(|f| f == accrual::FINALIZER)) {
+        let finalizers: Vec<&String> =
+            unit.finalizers().iter().filter(|f| *f != accrual::FINALIZER).collect();
+        let body = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": unit.metadata.resource_version}});
+        units_api
+            .patch(&unit.name_any(), &PatchParams::default(), &Patch::Merge(&body))
+            .await
+            .map_err(hub(format!("release unit {}", unit.name_any())))?;
+    }
     Ok(())
 }
 

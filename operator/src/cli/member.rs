@@ -41,9 +41,13 @@ pub(super) enum MemberCommand {
         output: Option<PathBuf>,
     },
     /// Removes a member and everything `member add` created for it; its tokens stop working.
+    /// Refused while the member is owed for verified work not yet paid.
     Remove {
         /// Member name.
         name: String,
+        /// Remove it even while it is owed for verified work, giving that pay up.
+        #[arg(long)]
+        forfeit_earnings: bool,
     },
 }
 
@@ -100,8 +104,8 @@ pub(super) async fn run(hub: &Hub, command: MemberCommand) -> Result<(), CliErro
                 None => print!("{kubeconfig}"),
             }
         }
-        MemberCommand::Remove { name } => {
-            membership::remove(&hub.client, &name).await.map_err(anyhow::Error::from)?;
+        MemberCommand::Remove { name, forfeit_earnings } => {
+            membership::remove(&hub.client, &name, forfeit_earnings).await.map_err(anyhow::Error::from)?;
             eprintln!("member {name} removed");
         }
     }
