@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use ledger::BatchPolicy;
@@ -571,7 +571,7 @@ impl Billing {
         }
         tracing::warn!(provider = %withheld.provider, reason = withheld.reason, message = %withheld.message, "provider's payment withheld");
         self.withheld.insert(withheld.provider.clone(), withheld.message.clone());
-        let cluster = self.clusters.state().into_iter().find(|c| c.name_any() == withheld.provider);
+        let cluster = self.clusters.get(&ObjectRef::new(&withheld.provider));
         if let Some(cluster) = cluster {
             let event = Event {
                 type_: EventType::Warning,
@@ -591,7 +591,7 @@ impl Billing {
         if self.earnings.get(provider) == Some(earnings) {
             return Ok(());
         }
-        let Some(cluster) = self.clusters.state().into_iter().find(|c| c.name_any() == provider) else {
+        let Some(cluster) = self.clusters.get(&ObjectRef::new(provider)) else {
             return Ok(());
         };
         let body = serde_json::json!({

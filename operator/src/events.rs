@@ -119,10 +119,7 @@ pub fn render_job_events(job: &RenderJob, units: &[&WorkUnit], plan: &RenderPlan
             ),
         ));
     }
-    let mismatched = plan.marks.iter().filter(|m| {
-        m.labels.get(crate::render_job::plan::VERDICT).is_some_and(|v| v == crate::render_job::plan::MISMATCH)
-    });
-    for mark in mismatched {
+    for mark in plan.mismatched() {
         let (name, member) = (&mark.name, labels::member_of_namespace(&mark.namespace).unwrap_or_default());
         out.push(event(
             EventType::Warning,

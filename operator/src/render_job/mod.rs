@@ -117,8 +117,7 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
     }
     unit_writes::delete(&ctx.client, &plan.delete).await?;
     unit_writes::mark(&ctx.client, FIELD_MANAGER, &plan.marks).await?;
-    for mark in plan.marks.iter().filter(|m| m.labels.get(plan::VERDICT).is_some_and(|v| v == plan::MISMATCH))
-    {
+    for mark in plan.mismatched() {
         tracing::warn!(job = %job.name_any(), unit = %mark.name, member = ?crate::labels::member_of_namespace(&mark.namespace), "verification mismatch: output rejected");
     }
 

@@ -46,6 +46,13 @@ pub struct Chunk {
     pub frames: i64,
 }
 
+impl Chunk {
+    /// The chunk's frames as its unit's `spec.frames` shows them and a dispute names them.
+    pub fn frames_label(&self) -> String {
+        format!("{}-{}", self.first, self.last)
+    }
+}
+
 /// Splits a frame range into chunks of `chunk_size` selected frames.
 pub fn chunks(range: &FrameRange, chunk_size: i64) -> Vec<Chunk> {
     let step = range.step.max(1);
@@ -350,7 +357,7 @@ pub fn plan(
                 name: work_units::unit_name(&job_name, &format!("{:05}-{attempt}", chunk.index)),
                 job: job_ref.clone(),
                 pods: vec![render_pod(job, chunk, placement.vendor, settings)],
-                frames: format!("{}-{}", chunk.first, chunk.last),
+                frames: chunk.frames_label(),
                 attempt,
                 labels: BTreeMap::from([(CHUNK.to_string(), chunk.index.to_string())]),
                 placement,
@@ -502,10 +509,8 @@ impl DisputeTally {
         if disputed.is_empty() {
             return None;
         }
-        let unknown: Vec<&String> = disputed
-            .iter()
-            .filter(|f| !chunks.iter().any(|c| &format!("{}-{}", c.first, c.last) == *f))
-            .collect();
+        let unknown: Vec<&String> =
+            disputed.iter().filter(|f| !chunks.iter().any(|c| c.frames_label() == **f)).collect();
         let mut parts = Vec::new();
         let list = |v: &[String]| v.join(", ");
         if !self.open.is_empty() {
@@ -535,6 +540,13 @@ impl DisputeTally {
             "Decided"
         };
         Some((!self.open.is_empty(), reason, parts.join("; ")))
+    }
+}
+
+impl RenderPlan {
+    /// The units this plan rejects as verification mismatches.
+    pub fn mismatched(&self) -> impl Iterator<Item = &UnitMark> {
+        self.marks.iter().filter(|m| m.labels.get(VERDICT).is_some_and(|v| v == MISMATCH))
     }
 }
 
