@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The hub's image: every binary of the operator and billing crates — pictor-operator (the default
+# The hub's image: the binaries of the operator, agent, CLI and billing crates — pictor-operator (the default
 # entrypoint), pictor-agent, pictor-billing and the pictor CLI. Built from the repository root:
 #   docker build -f images/pictor-operator.Dockerfile -t ghcr.io/pictor-network/pictor-operator:0.1.0 .
 
@@ -8,7 +8,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p pictor-operator -p pictor-billing \
+    cargo build --release --locked -p pictor-operator -p pictor-agent -p pictor-cli -p pictor-billing \
         --bin pictor-operator --bin pictor-agent --bin pictor-billing --bin pictor \
     && mkdir -p /out \
     && cp target/release/pictor-operator target/release/pictor-agent target/release/pictor-billing target/release/pictor /out/

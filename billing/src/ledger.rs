@@ -8,13 +8,11 @@
 use super::settle::{PAYOUT_REJECTED, failure_reason};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ObjectMeta;
+use pictor_crds::contract::annotations::GPU_MODEL as GPU_MODEL_ANNOTATION;
+use pictor_crds::contract::{BillingState, billing_marks, finalizers, format_apt, labels};
 use pictor_crds::v1alpha1::{
     Earnings, GpuCluster, SettledUnit, Settlement, SettlementPhase, SettlementSpec, WorkRecord, WorkUnit,
-    format_apt,
 };
-use pictor_operator::accrual::{self, BillingState};
-use pictor_operator::hub_index::GPU_MODEL_ANNOTATION;
-use pictor_operator::labels;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -110,18 +108,20 @@ pub fn ledger(units: &[&WorkUnit], settlements: &[&Settlement]) -> Ledger {
         covered.extend(s.spec.units.iter().map(|u| u.uid.as_str()));
     }
     for unit in units {
-        let Some(provider) = unit.metadata.namespace.as_deref().and_then(labels::member_of_namespace) else {
+        let Some(provider) =
+            unit.metadata.namespace.as_deref().and_then(pictor_crds::contract::member_of_namespace)
+        else {
             continue;
         };
         let uid = unit.metadata.uid.as_deref().unwrap_or_default();
-        let state = accrual::billing_state(unit);
+        let state = billing_marks::billing_state(unit);
         if covered.contains(uid) || !matches!(state, Some(BillingState::Accrued | BillingState::Held)) {
             continue;
         }
-        let amount = accrual::amount_octas(unit);
+        let amount = billing_marks::amount_octas(unit);
         let account = out.providers.entry(provider.to_string()).or_default();
         account.earnings.pending_octas += amount;
-        let payable_after = accrual::payable_after(unit);
+        let payable_after = billing_marks::payable_after(unit);
         if let (Some(BillingState::Accrued), Some(payable_after)) = (state, payable_after) {
             account.owed.push(Owed {
                 unit: SettledUnit {
@@ -280,12 +280,17 @@ pub fn releasable<'a>(units: &[&'a WorkUnit], ledger: &Ledger) -> Vec<&'a WorkUn
         .iter()
         .copied()
         .filter(|u| u.metadata.deletion_timestamp.is_some())
-        .filter(|u| u.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == accrual::FINALIZER)))
+        .filter(|u| {
+            u.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == finalizers::SETTLEMENT))
+        })
         .filter(|u| {
             let uid = u.metadata.uid.as_deref().unwrap_or_default();
             ledger.paid.contains(uid)
-                || accrual::amount_octas(u) == 0
-                || !matches!(accrual::billing_state(u), Some(BillingState::Accrued | BillingState::Held))
+                || billing_marks::amount_octas(u) == 0
+                || !matches!(
+                    billing_marks::billing_state(u),
+                    Some(BillingState::Accrued | BillingState::Held)
+                )
         })
         .collect()
 }

@@ -29,11 +29,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use ledger::BatchPolicy;
+use pictor_crds::contract::{finalizers, format_apt, labels};
 use pictor_crds::v1alpha1::{
-    CONDITION_READY, Earnings, GpuCluster, Settlement, SettlementPhase, WorkUnit, format_apt,
+    CONDITION_READY, Earnings, GpuCluster, Observation, Settlement, SettlementPhase, WorkUnit, set_condition,
 };
-use pictor_operator::accrual;
-use pictor_operator::conditions::{Observation, set_condition};
 use settle::{Lookup, NODE_UNREACHABLE, Step, TREASURY_EMPTY};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -162,7 +161,7 @@ impl Billing {
         let (units, unit_writer) = reflector::store::<WorkUnit>();
         let (settlements, settlement_writer) = reflector::store::<Settlement>();
         let (clusters, cluster_writer) = reflector::store::<GpuCluster>();
-        let accrued = watcher::Config::default().labels(accrual::BILLING);
+        let accrued = watcher::Config::default().labels(labels::BILLING);
         spawn_reflector(unit_writer, Api::<WorkUnit>::all(client.clone()), accrued, wake.clone());
         spawn_reflector(
             settlement_writer,
@@ -618,7 +617,7 @@ impl Billing {
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .filter(|f| f != accrual::FINALIZER)
+            .filter(|f| f != finalizers::SETTLEMENT)
             .collect();
         let body = serde_json::json!({"metadata": {
             "finalizers": finalizers, "resourceVersion": unit.metadata.resource_version,

@@ -9,6 +9,7 @@
 // inside them as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod contract;
 pub mod v1alpha1;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

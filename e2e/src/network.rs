@@ -47,7 +47,7 @@ pub fn member_add_with_tier(
     prices: &[&str],
     out: &Path,
 ) -> std::io::Result<()> {
-    let pictor = workspace_binary("pictor-operator", "pictor");
+    let pictor = workspace_binary("pictor-cli", "pictor");
     let mut cmd = std::process::Command::new(pictor);
     cmd.args(["member", "add", member, "--tier", tier, "--payout", payout, "--region", "local"]);
     for price in prices {
@@ -65,7 +65,7 @@ pub fn member_add_with_tier(
 
 /// `pictor member remove` on the hub, with more flags; the command's output.
 pub fn member_remove(hub: &Cluster, member: &str, extra: &[&str]) -> std::io::Result<std::process::Output> {
-    std::process::Command::new(workspace_binary("pictor-operator", "pictor"))
+    std::process::Command::new(workspace_binary("pictor-cli", "pictor"))
         .args(["member", "remove", member])
         .args(extra)
         .arg("--kubeconfig")
@@ -80,7 +80,7 @@ pub fn start_agent(
     hub_kubeconfig: &Path,
     scheduler: &str,
 ) -> std::io::Result<ManagedProcess> {
-    let agent = workspace_binary("pictor-operator", "pictor-agent");
+    let agent = workspace_binary("pictor-agent", "pictor-agent");
     let args = vec![
         format!("--member={}", member.name),
         format!("--hub-kubeconfig={}", hub_kubeconfig.display()),

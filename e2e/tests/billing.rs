@@ -6,11 +6,11 @@
 //! unit was paid before its window closed.
 
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use pictor_crds::contract::{annotations, billing_marks, labels};
 use pictor_crds::v1alpha1::{GpuCluster, RenderJob, RenderJobPhase, WorkUnit, WorkUnitPhase};
 use pictor_e2e::billing;
 use pictor_e2e::network::{self, eventually};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, fake_nodes};
-use pictor_operator::accrual;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -88,7 +88,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
     let chunk_of = |member: &str| {
         units
             .iter()
-            .find(|u| member_of(u) == member && label(u, accrual::BILLING) == Some("accrued"))
+            .find(|u| member_of(u) == member && label(u, labels::BILLING) == Some("accrued"))
             .unwrap_or_else(|| panic!("an accrued chunk on {member}"))
             .clone()
     };
@@ -97,7 +97,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
     jobs.patch(
         "paid-shot",
         &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {accrual::DISPUTE: dispute}}})),
+        &Patch::Merge(serde_json::json!({"metadata": {"annotations": {annotations::DISPUTE: dispute}}})),
     )
     .await
     .unwrap();
@@ -121,9 +121,9 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
         Some((a, b))
     })
     .await;
-    assert_eq!(label(&rejected, accrual::BILLING), Some("forfeited"));
+    assert_eq!(label(&rejected, labels::BILLING), Some("forfeited"));
     assert_eq!(label(&rejected, "pictor.network/verdict"), Some("mismatch"));
-    assert_eq!(label(&cleared, accrual::BILLING), Some("accrued"));
+    assert_eq!(label(&cleared, labels::BILLING), Some("accrued"));
 
     // Everything owed is paid.
     let (settlements, units) =
@@ -133,7 +133,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
             let (_, paid_uids) = billing::confirmed(&settlements);
             let paid: BTreeSet<&String> = paid_uids.iter().collect();
             let accrued: Vec<&WorkUnit> =
-                units.iter().filter(|u| label(u, accrual::BILLING) == Some("accrued")).collect();
+                units.iter().filter(|u| label(u, labels::BILLING) == Some("accrued")).collect();
             let all_paid =
                 accrued.iter().all(|u| u.metadata.uid.as_ref().is_some_and(|id| paid.contains(id)));
             (all_paid && billing::all_confirmed(&settlements)).then_some((settlements, units))
@@ -141,11 +141,11 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
         .await;
 
     let accrued: Vec<&WorkUnit> =
-        units.iter().filter(|u| label(u, accrual::BILLING) == Some("accrued")).collect();
+        units.iter().filter(|u| label(u, labels::BILLING) == Some("accrued")).collect();
     let mut metered: BTreeMap<String, u64> = BTreeMap::new();
     for u in &accrued {
         assert_eq!(u.status.as_ref().and_then(|s| s.phase), Some(WorkUnitPhase::Succeeded));
-        *metered.entry(payout[member_of(u)].clone()).or_default() += accrual::amount_octas(u) as u64;
+        *metered.entry(payout[member_of(u)].clone()).or_default() += billing_marks::amount_octas(u) as u64;
     }
     let (paid, paid_uids) = billing::confirmed(&settlements);
     assert_eq!(paid, metered, "each provider paid exactly its metered amount");
@@ -161,7 +161,7 @@ async fn a_render_job_pays_each_provider_exactly_its_metered_amount() {
     // No unit was settled before its dispute window closed (creation times are whole seconds).
     let payable_after: BTreeMap<&str, k8s_openapi::jiff::Timestamp> = accrued
         .iter()
-        .map(|u| (u.metadata.uid.as_deref().unwrap(), accrual::payable_after(u).unwrap()))
+        .map(|u| (u.metadata.uid.as_deref().unwrap(), billing_marks::payable_after(u).unwrap()))
         .collect();
     for s in &settlements {
         let made = s.metadata.creation_timestamp.clone().unwrap().0;

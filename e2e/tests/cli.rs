@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const FRAMES: i64 = 40;
 
 fn pictor(hub_kubeconfig: &Path, args: &[&str]) -> Output {
-    let output = Command::new(workspace_binary("pictor-operator", "pictor"))
+    let output = Command::new(workspace_binary("pictor-cli", "pictor"))
         .arg("--kubeconfig")
         .arg(hub_kubeconfig)
         .args(args)
@@ -122,7 +122,7 @@ async fn the_cli_submits_watches_shows_members_logs_earnings_and_a_contact_sheet
     assert_eq!(stdout(&submitted).trim(), "renderjob.pictor.network/shot created in namespace default");
 
     // Not a terminal: one line per change, until the job is done.
-    let watch = tokio::process::Command::new(workspace_binary("pictor-operator", "pictor"))
+    let watch = tokio::process::Command::new(workspace_binary("pictor-cli", "pictor"))
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["watch", "shot", "-n", "default"])

@@ -11,7 +11,7 @@ const BILLING: &[&str] = &["pictor_settlements_total", "pictor_settlement_octas_
 fn exported_series() -> BTreeSet<String> {
     let mut series = BTreeSet::new();
     series.extend(pictor_operator::metrics::OperatorMetrics::new().series().iter().cloned());
-    series.extend(pictor_operator::agent::metrics::AgentMetrics::new().series().iter().cloned());
+    series.extend(pictor_agent::metrics::AgentMetrics::new().series().iter().cloned());
     series.extend(pictor_scheduler::metrics::Metrics::default().series().iter().cloned());
     series.extend(pictor_device_plugins::metrics::DeviceMetrics::new().series().iter().cloned());
     series.extend(pictor_billing::metrics::BillingMetrics::new().series().iter().cloned());

@@ -188,7 +188,7 @@ async fn members_join_run_units_and_leave() {
     assert_eq!(ready(&clusters.get("member-b").await.unwrap()), Some(true), "B is unaffected");
 
     // `member remove` leaves nothing behind.
-    let pictor = workspace_binary("pictor-operator", "pictor");
+    let pictor = workspace_binary("pictor-cli", "pictor");
     let out = std::process::Command::new(pictor)
         .args(["member", "remove", "member-a", "--kubeconfig"])
         .arg(&plane.hub.kubeconfig)

@@ -1,53 +1,7 @@
-//! Setting `status.conditions` the way Kubernetes expects: one entry per type, and
-//! `lastTransitionTime` moving only when the status flips, so `kubectl describe` tells since
-//! when a job has been failing rather than when it was last reconciled.
+//! A job's `Ready` condition and completion time, as both job controllers record them.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use pictor_crds::v1alpha1::CONDITION_READY;
-
-/// What a controller observed, before it is merged into the conditions list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observation<'a> {
-    /// Condition type, e.g. `Ready`.
-    pub type_: &'a str,
-    /// `True`, `False` or `Unknown`.
-    pub status: bool,
-    /// CamelCase reason.
-    pub reason: &'a str,
-    /// What a person should know, and what to do about it.
-    pub message: String,
-}
-
-/// Merges `observed` into `conditions`: replaces the entry of its type, keeping the old
-/// `lastTransitionTime` when the status did not change, appending it when new.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    observed: Observation<'_>,
-    generation: Option<i64>,
-    now: Time,
-) {
-    let status = if observed.status { "True" } else { "False" }.to_string();
-    let existing = conditions.iter_mut().find(|c| c.type_ == observed.type_);
-    match existing {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now;
-            }
-            c.status = status;
-            c.reason = observed.reason.to_string();
-            c.message = observed.message;
-            c.observed_generation = generation;
-        }
-        None => conditions.push(Condition {
-            type_: observed.type_.to_string(),
-            status,
-            reason: observed.reason.to_string(),
-            message: observed.message,
-            observed_generation: generation,
-            last_transition_time: now,
-        }),
-    }
-}
+use pictor_crds::v1alpha1::{CONDITION_READY, Observation, set_condition};
 
 /// Records a job's `Ready` observation and its completion time: set once when the job reaches
 /// a final phase, cleared if it leaves one.
@@ -67,41 +21,4 @@ pub fn record_job_outcome(
         now.clone(),
     );
     *completion_time = if terminal { completion_time.take().or(Some(now)) } else { None };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::jiff::Timestamp;
-
-    fn at(seconds: i64) -> Time {
-        Time(Timestamp::from_second(seconds).unwrap())
-    }
-
-    fn ready(status: bool, reason: &str) -> Observation<'_> {
-        Observation { type_: "Ready", status, reason, message: format!("{reason} happened") }
-    }
-
-    #[test]
-    fn a_new_condition_is_appended_with_its_transition_time() {
-        let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(false, "Placing"), Some(1), at(10));
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].status, "False");
-        assert_eq!(conditions[0].last_transition_time, at(10));
-        assert_eq!(conditions[0].observed_generation, Some(1));
-    }
-
-    #[test]
-    fn transition_time_moves_only_when_the_status_flips() {
-        let mut conditions = Vec::new();
-        set_condition(&mut conditions, ready(false, "Placing"), Some(1), at(10));
-        set_condition(&mut conditions, ready(false, "NoMemberFits"), Some(2), at(20));
-        assert_eq!(conditions[0].last_transition_time, at(10), "same status keeps the time");
-        assert_eq!(conditions[0].reason, "NoMemberFits");
-        assert_eq!(conditions[0].observed_generation, Some(2));
-        set_condition(&mut conditions, ready(true, "Rendering"), Some(2), at(30));
-        assert_eq!(conditions[0].last_transition_time, at(30), "a flip moves it");
-        assert_eq!(conditions.len(), 1, "one entry per type");
-    }
 }

@@ -4,12 +4,12 @@
 //! Lost. Which events a reconcile produces is decided by pure functions over the job, its units
 //! and the plan; publishing is the edge.
 
-use crate::labels;
-use crate::render_job::plan::{RenderPlan, VERIFIES};
+use crate::render_job::plan::RenderPlan;
 use crate::training_job::plan::TrainingPlan;
-use crate::work_units::CHUNK;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use pictor_crds::contract::labels::CHUNK;
+use pictor_crds::contract::labels::VERIFIES;
 use pictor_crds::v1alpha1::{
     JobReference, RenderJob, RenderJobPhase, TrainingJob, TrainingJobPhase, WorkUnit,
 };
@@ -60,7 +60,12 @@ pub fn job_reference(job: &JobReference) -> ObjectReference {
 }
 
 fn member_of(unit: &WorkUnit) -> String {
-    unit.metadata.namespace.as_deref().and_then(labels::member_of_namespace).unwrap_or_default().to_string()
+    unit.metadata
+        .namespace
+        .as_deref()
+        .and_then(pictor_crds::contract::member_of_namespace)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn is_verification(unit: &WorkUnit) -> bool {
@@ -120,7 +125,8 @@ pub fn render_job_events(job: &RenderJob, units: &[&WorkUnit], plan: &RenderPlan
         ));
     }
     for mark in plan.mismatched() {
-        let (name, member) = (&mark.name, labels::member_of_namespace(&mark.namespace).unwrap_or_default());
+        let (name, member) =
+            (&mark.name, pictor_crds::contract::member_of_namespace(&mark.namespace).unwrap_or_default());
         out.push(event(
             EventType::Warning,
             "VerificationFailed",
@@ -293,8 +299,8 @@ mod tests {
                 namespace: "pictor-member-a".into(),
                 name: "a0-1".into(),
                 labels: [(
-                    crate::render_job::plan::VERDICT.to_string(),
-                    crate::render_job::plan::MISMATCH.to_string(),
+                    pictor_crds::contract::labels::VERDICT.to_string(),
+                    pictor_crds::contract::MISMATCH.to_string(),
                 )]
                 .into(),
                 annotations: Default::default(),

@@ -8,7 +8,6 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use pictor_crds::v1alpha1::{GpuCluster, WorkUnit, WorkUnitPhase};
 use std::sync::Arc;
 
-use crate::labels;
 use crate::placement::Claims;
 
 /// Stores of what the hub's controllers decide over.
@@ -48,7 +47,8 @@ impl HubIndex {
                 .touched_objects()
                 .for_each(|_| futures::future::ready(())),
         );
-        let lease_config = watcher::Config::default().fields(&format!("metadata.name={}", labels::AGENT));
+        let lease_config = watcher::Config::default()
+            .fields(&format!("metadata.name={}", pictor_crds::contract::members::AGENT));
         tokio::spawn(
             reflector(lease_writer, watcher(Api::<Lease>::all(client), lease_config))
                 .default_backoff()
@@ -71,7 +71,11 @@ impl HubIndex {
             .state()
             .into_iter()
             .filter(|u| {
-                u.metadata.labels.as_ref().and_then(|l| l.get(labels::JOB_UID)).is_some_and(|j| j == job_uid)
+                u.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(pictor_crds::contract::labels::JOB_UID))
+                    .is_some_and(|j| j == job_uid)
             })
             .collect()
     }
@@ -82,7 +86,8 @@ impl HubIndex {
         for unit in self.units.state() {
             let waiting =
                 matches!(unit.status.as_ref().and_then(|s| s.phase), None | Some(WorkUnitPhase::Pending));
-            let member = unit.metadata.namespace.as_deref().and_then(labels::member_of_namespace);
+            let member =
+                unit.metadata.namespace.as_deref().and_then(pictor_crds::contract::member_of_namespace);
             let model = unit.metadata.annotations.as_ref().and_then(|a| a.get(GPU_MODEL_ANNOTATION));
             if let (true, Some(member), Some(model)) = (waiting, member, model) {
                 let gpus: i64 = unit.spec.pods.iter().map(|p| p.gpus).sum();

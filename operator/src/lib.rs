@@ -1,28 +1,23 @@
-//! The hub operator of Pictor and the member agent (DESIGN.md, "Two-level scheduling", "The
-//! member agent speaks to the hub through the hub's Kubernetes API", "Billing and settlement on
-//! Aptos").
+//! pictor-operator, the hub (DESIGN.md, "Two-level scheduling" (placement), "API", "Trust",
+//! "Billing and settlement on Aptos" (accrual)): the controllers that turn RenderJobs and
+//! TrainingJobs into WorkUnits on member clusters, judge what comes back and hand verified work
+//! to billing, and the member controller that keeps each GpuCluster's Ready and reputation.
 //!
-//! - [`cli`]: the `pictor` command line (also `kubectl pictor`).
-//! - [`membership`]: what `pictor member add/remove` creates and deletes on the hub.
-//! - [`agent`]: the member agent — heartbeat, inventory, WorkUnits run as local pods.
-//! - [`member_health`]: the hub's member controller — Ready from the heartbeat, Lost units.
-//! - [`conditions`]: the status machinery every controller shares.
+//! - [`render_job`], [`training_job`]: the job controllers, each a pure plan plus registration.
+//! - [`placement`]: which member takes a unit, at what price.
+//! - [`member_health`]: the GpuCluster controller — Ready from the heartbeat, Lost units.
+//! - [`hub_index`]: the in-memory view every controller decides over, fed by watches.
+//! - [`accrual`]: the marks that hand verified work to billing.
+//! - [`conditions`], [`job_status`], [`unit_writes`], [`work_units`]: what the controllers write.
 //! - [`metrics`] and [`events`]: what the operator tells the people who run it and use it.
 #![forbid(unsafe_code)]
 
 pub mod accrual;
-pub mod agent;
-pub mod api_status;
-pub mod cli;
 pub mod conditions;
 pub mod events;
 pub mod hub_index;
 pub mod job_status;
-pub mod kubeconfig;
-pub mod labels;
-pub mod logging;
 pub mod member_health;
-pub mod membership;
 pub mod metrics;
 pub mod placement;
 pub mod render_job;

@@ -2,10 +2,8 @@
 //! silent past the grace period turns NotReady and its unfinished WorkUnits become Lost, so the
 //! job controllers place that work again elsewhere.
 
-use crate::conditions::{Observation, set_condition};
 use crate::events;
 use crate::hub_index::HubIndex;
-use crate::labels;
 use crate::metrics::OperatorMetrics;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -16,6 +14,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::{reflector, watcher};
 use kube::{Resource, ResourceExt};
 use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, Reputation, WorkUnit, WorkUnitPhase};
+use pictor_crds::v1alpha1::{Observation, set_condition};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -127,8 +126,8 @@ pub fn reputation<'a>(units: impl IntoIterator<Item = &'a WorkUnit>) -> Reputati
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get(crate::render_job::plan::VERDICT))
-            .is_some_and(|v| v == crate::render_job::plan::MISMATCH);
+            .and_then(|l| l.get(pictor_crds::contract::labels::VERDICT))
+            .is_some_and(|v| v == pictor_crds::contract::MISMATCH);
         match unit.status.as_ref().and_then(|s| s.phase) {
             _ if mismatch => record.verification_mismatches += 1,
             Some(WorkUnitPhase::Succeeded) => record.units_succeeded += 1,
@@ -203,8 +202,9 @@ async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action
 
 async fn reconcile_member(cluster: Arc<GpuCluster>, ctx: &Context) -> Result<Action, MemberHealthError> {
     let member = cluster.name_any();
-    let namespace = labels::member_namespace(&member);
-    let lease_key = reflector::ObjectRef::<Lease>::new(labels::AGENT).within(&namespace);
+    let namespace = pictor_crds::contract::member_namespace(&member);
+    let lease_key =
+        reflector::ObjectRef::<Lease>::new(pictor_crds::contract::members::AGENT).within(&namespace);
     let lease = ctx.index.leases.get(&lease_key);
     let now = now();
     let Some(verdict) = judge(lease.as_deref(), now.clone(), ctx.grace, ctx.hub_reachable_for()) else {

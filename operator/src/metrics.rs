@@ -7,10 +7,10 @@
 //! registry under the `pictor_` prefix, one `/metrics`.
 
 use crate::hub_index::HubIndex;
-use crate::render_job::plan::VERIFIES;
-use crate::work_units::CHUNK;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::Store;
+use pictor_crds::contract::labels::CHUNK;
+use pictor_crds::contract::labels::VERIFIES;
 use pictor_crds::v1alpha1::{CONDITION_READY, RenderJob, TrainingJob, WorkUnit, WorkUnitPhase};
 use pictor_telemetry::NamedRegistry;
 use prometheus_client::encoding::EncodeLabelSet;

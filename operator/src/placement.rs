@@ -6,9 +6,8 @@
 //! then the better record, then the most free GPUs (spreading load), then the name (so the same
 //! inputs always give the same answer).
 
-use pictor_crds::v1alpha1::{
-    Budget, GpuCluster, GpuRequirements, GpuVendor, OCTAS_PER_APT, Tier, format_apt,
-};
+use pictor_crds::contract::format_apt;
+use pictor_crds::v1alpha1::{Budget, GpuCluster, GpuRequirements, GpuVendor, Tier};
 use std::collections::HashMap;
 
 /// What one unit of work needs.
@@ -70,8 +69,7 @@ fn is_ready(cluster: &GpuCluster) -> bool {
 fn describe(need: &Need<'_>) -> String {
     let vendor = match need.gpu.vendor {
         GpuVendor::Any => "GPUs".to_string(),
-        GpuVendor::Nvidia => "nvidia GPUs".to_string(),
-        GpuVendor::Amd => "amd GPUs".to_string(),
+        GpuVendor::Only(vendor) => format!("{vendor} GPUs"),
     };
     let mut text = format!("no Ready member offers {vendor}");
     if !need.gpu.models.is_empty() {
@@ -184,16 +182,6 @@ pub fn place(need: &Need<'_>, members: &[&GpuCluster], claims: &Claims) -> Resul
     })
 }
 
-/// Cost of GPU time in octas: GPU-seconds × price per GPU-hour / 3600, rounded down (a
-/// fraction of an octa is never charged).
-pub fn cost_octas(gpu_seconds: i64, price_per_gpu_hour: i64) -> i64 {
-    let octas = i128::from(gpu_seconds.max(0)) * i128::from(price_per_gpu_hour.max(0)) / 3600;
-    i64::try_from(octas).unwrap_or(i64::MAX)
-}
-
-/// One APT in octas as i64, for budgets.
-pub const APT: i64 = OCTAS_PER_APT as i64;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,7 +266,7 @@ mod tests {
     fn vendor_memory_and_claims_narrow_the_choice() {
         let fleet = fleet();
         let members: Vec<_> = fleet.iter().collect();
-        let amd = gpu(GpuVendor::Amd, 1, None);
+        let amd = gpu(GpuVendor::Only(pictor_crds::contract::Vendor::Amd), 1, None);
         assert_eq!(
             place(&need(&amd, 1, &Budget::default(), &[]), &members, &Claims::new()).unwrap().member,
             "amd"
@@ -313,7 +301,7 @@ mod tests {
     fn budget_tier_and_exclusions_are_respected_and_explained() {
         let fleet = fleet();
         let members: Vec<_> = fleet.iter().collect();
-        let amd = gpu(GpuVendor::Amd, 1, Some(64));
+        let amd = gpu(GpuVendor::Only(pictor_crds::contract::Vendor::Amd), 1, Some(64));
         let tight = Budget { max_price_per_gpu_hour: Some(50), max_total: None };
         let err = place(&need(&amd, 1, &tight, &[]), &members, &Claims::new()).unwrap_err();
         assert!(
@@ -333,12 +321,5 @@ mod tests {
         let mut partner_only = need(&any, 1, &open, &[]);
         partner_only.tier = Tier::Partner;
         assert_eq!(place(&partner_only, &members, &Claims::new()).unwrap().member, "farm-nv");
-    }
-
-    #[test]
-    fn cost_rounds_down_to_whole_octas() {
-        assert_eq!(cost_octas(3600, 90_000_000), 90_000_000);
-        assert_eq!(cost_octas(1, 90_000_001), 25_000);
-        assert_eq!(cost_octas(1, 3599), 0);
     }
 }

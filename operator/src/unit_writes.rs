@@ -2,11 +2,11 @@
 //! deleting what a job no longer needs. Both are idempotent (an existing unit, a missing one).
 
 use crate::accrual::UnitMark;
-use crate::api_status::{is_code, tolerate};
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pictor_crds::v1alpha1::WorkUnit;
+use pictor_telemetry::cluster::{is_code, tolerate};
 
 /// Unit writes in flight at once: a 100,000-frame job places thousands of units, and one at a
 /// time the API server's round trips, not placement, would set the pace.

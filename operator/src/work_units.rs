@@ -1,15 +1,12 @@
 //! WorkUnits as the job controllers create them: names, labels and annotations that tie a unit
 //! to its job and record what placement chose.
 
-use crate::hub_index::GPU_MODEL_ANNOTATION;
-use crate::labels;
 use crate::placement::Placement;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use pictor_crds::contract::annotations::GPU_MODEL;
+use pictor_crds::contract::{labels::JOB_UID, member_namespace};
 use pictor_crds::v1alpha1::{JobKind, JobReference, PodTemplate, WorkUnit, WorkUnitSpec};
 use std::collections::BTreeMap;
-
-/// Label on a render unit: the chunk index it renders.
-pub const CHUNK: &str = "pictor.network/chunk";
 
 /// A unit name from a job name and a suffix, within the 63 characters a Service name (and the
 /// `pictor.network/work-unit` label) allows.
@@ -42,7 +39,7 @@ pub struct UnitDraft {
 /// The WorkUnit of a draft, in its member's namespace.
 pub fn work_unit(draft: UnitDraft) -> WorkUnit {
     let mut labels = draft.labels;
-    labels.insert(labels::JOB_UID.into(), draft.job.uid.clone());
+    labels.insert(JOB_UID.into(), draft.job.uid.clone());
     let mut unit = WorkUnit::new(
         &draft.name,
         WorkUnitSpec {
@@ -57,9 +54,9 @@ pub fn work_unit(draft: UnitDraft) -> WorkUnit {
     );
     unit.metadata = ObjectMeta {
         name: Some(draft.name),
-        namespace: Some(labels::member_namespace(&draft.placement.member)),
+        namespace: Some(member_namespace(&draft.placement.member)),
         labels: Some(labels),
-        annotations: Some(BTreeMap::from([(GPU_MODEL_ANNOTATION.to_string(), draft.placement.model)])),
+        annotations: Some(BTreeMap::from([(GPU_MODEL.to_string(), draft.placement.model)])),
         ..Default::default()
     };
     unit

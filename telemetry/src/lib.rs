@@ -2,7 +2,13 @@
 //! OpenMetrics text of one prometheus-client [`Registry`]), `/healthz`, `/readyz`, and the
 //! `--metrics-addr` flag that says where. The operator, the agent, the scheduler and the device
 //! plugins all serve them through [`serve`]; each keeps its own metric families next to its code.
+//!
+//! Also what every Pictor binary does first, so no two start the same way by copy: its logs
+//! ([`logging`]) and its connection to an API server ([`cluster`]).
 #![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod logging;
 
 use axum::Router;
 use axum::http::{StatusCode, header};

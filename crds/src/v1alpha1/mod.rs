@@ -2,16 +2,14 @@
 
 mod conditions;
 mod gpu_cluster;
-mod money;
 mod render_job;
 mod requirements;
 mod settlement;
 mod training_job;
 mod work_unit;
 
-pub use conditions::{CONDITION_READY, conditions_schema};
+pub use conditions::{CONDITION_READY, Observation, conditions_schema, set_condition};
 pub use gpu_cluster::*;
-pub use money::{OCTAS_PER_APT, format_apt};
 pub use render_job::*;
 pub use requirements::*;
 pub use settlement::*;

@@ -1,40 +1,85 @@
 //! Spec pieces every job kind shares: what GPUs it needs, what it may spend, which providers it
 //! accepts, and where its data lives.
 
+use crate::contract::Vendor;
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// GPU vendor a job accepts, as the node labeller publishes it in `pictor.network/gpu.vendor`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
+/// GPU vendor a job accepts: `any`, or one of the network's [`Vendor`]s as the node labeller
+/// publishes it in `pictor.network/gpu.vendor`. Its schema lists `any` and every vendor, so a
+/// vendor added to [`Vendor`] is accepted here too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GpuVendor {
     /// Any vendor the renderer or image supports.
     #[default]
     Any,
-    /// NVIDIA GPUs (`nvidia.com/gpu`).
-    Nvidia,
-    /// AMD GPUs (`amd.com/gpu`).
-    Amd,
+    /// Only this vendor's GPUs.
+    Only(Vendor),
 }
 
 impl GpuVendor {
-    /// The vendor as `pictor.network/gpu.vendor` spells it.
+    /// The vendor as the API and `pictor.network/gpu.vendor` spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             GpuVendor::Any => "any",
-            GpuVendor::Nvidia => "nvidia",
-            GpuVendor::Amd => "amd",
+            GpuVendor::Only(vendor) => vendor.label_value(),
         }
     }
 
     /// The extended resource a pod asks for; `None` for `any`, which placement resolves.
     pub fn resource_name(self) -> Option<&'static str> {
+        self.vendor().map(Vendor::resource_name)
+    }
+
+    /// The one vendor accepted, if the job names one.
+    pub fn vendor(self) -> Option<Vendor> {
         match self {
             GpuVendor::Any => None,
-            GpuVendor::Nvidia => Some("nvidia.com/gpu"),
-            GpuVendor::Amd => Some("amd.com/gpu"),
+            GpuVendor::Only(vendor) => Some(vendor),
         }
+    }
+
+    /// Whether GPUs of `vendor` are acceptable.
+    pub fn accepts(self, vendor: Vendor) -> bool {
+        self.vendor().is_none_or(|v| v == vendor)
+    }
+}
+
+impl From<Vendor> for GpuVendor {
+    fn from(vendor: Vendor) -> Self {
+        GpuVendor::Only(vendor)
+    }
+}
+
+impl Serialize for GpuVendor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for GpuVendor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        if value == "any" {
+            return Ok(GpuVendor::Any);
+        }
+        Vendor::from_label_value(&value).map(GpuVendor::Only).ok_or_else(|| {
+            let known: Vec<&str> = Vendor::ALL.iter().map(|v| v.label_value()).collect();
+            serde::de::Error::custom(format!("unknown GPU vendor {value:?}: use any, {}", known.join(", ")))
+        })
+    }
+}
+
+impl JsonSchema for GpuVendor {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GpuVendor".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let values: Vec<&str> =
+            std::iter::once("any").chain(Vendor::ALL.iter().map(|v| v.label_value())).collect();
+        schemars::json_schema!({"type": "string", "enum": values})
     }
 }
 

@@ -37,7 +37,7 @@ enum Command {
 /// Runs the `pictor` CLI against the hub, its output going straight to the terminal.
 fn pictor(hub: &Cluster, args: &[&str]) -> anyhow::Result<()> {
     println!("\n$ pictor {}", args.join(" "));
-    let status = std::process::Command::new(workspace_binary("pictor-operator", "pictor"))
+    let status = std::process::Command::new(workspace_binary("pictor-cli", "pictor"))
         .args(args)
         .env("PICTOR_HUB_KUBECONFIG", &hub.kubeconfig)
         .status()?;
@@ -180,14 +180,14 @@ async fn main() -> anyhow::Result<()> {
                 let balance = node.balance(address.parse()?);
                 println!(
                     "  {address}: {} (settled {})",
-                    pictor_crds::v1alpha1::format_apt(balance),
-                    pictor_crds::v1alpha1::format_apt(octas)
+                    pictor_crds::contract::format_apt(balance),
+                    pictor_crds::contract::format_apt(octas)
                 );
             }
             println!(
                 "  the jobs cost {} in all; the providers were paid {}{}",
-                pictor_crds::v1alpha1::format_apt(total_cost),
-                pictor_crds::v1alpha1::format_apt(settled),
+                pictor_crds::contract::format_apt(total_cost),
+                pictor_crds::contract::format_apt(settled),
                 if total_cost == settled { ", exactly" } else { " (they differ!)" }
             );
         }

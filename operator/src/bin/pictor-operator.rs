@@ -40,9 +40,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pictor_operator::logging::init("info");
+    pictor_telemetry::logging::init("info");
     let args = Args::parse();
-    let client = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
+    let client = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let metrics = std::sync::Arc::new(OperatorMetrics::new());
     let readiness = pictor_telemetry::Readiness::new("the hub's watches have not listed yet");
     pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;

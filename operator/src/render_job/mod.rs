@@ -4,7 +4,7 @@
 
 pub mod plan;
 
-use crate::conditions::{Observation, record_job_outcome, set_condition};
+use crate::conditions::record_job_outcome;
 use crate::events;
 use crate::hub_index::HubIndex;
 use crate::job_status;
@@ -20,6 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use pictor_crds::v1alpha1::{JobKind, RenderJob, RenderJobPhase, WorkUnit};
+use pictor_crds::v1alpha1::{Observation, set_condition};
 use plan::RenderSettings;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,12 +114,12 @@ async fn apply(job: &RenderJob, ctx: &Context) -> Result<Action, RenderJobError>
         let (attempt, since) =
             metrics::waiting_since(unit, &unit_refs, job.meta().creation_timestamp.as_ref());
         ctx.metrics.placement.placed("RenderJob", attempt, since.as_ref());
-        tracing::debug!(unit = %unit.name_any(), member = ?unit.namespace().as_deref().and_then(crate::labels::member_of_namespace), attempt, "unit placed");
+        tracing::debug!(unit = %unit.name_any(), member = ?unit.namespace().as_deref().and_then(pictor_crds::contract::member_of_namespace), attempt, "unit placed");
     }
     unit_writes::delete(&ctx.client, &plan.delete).await?;
     unit_writes::mark(&ctx.client, FIELD_MANAGER, &plan.marks).await?;
     for mark in plan.mismatched() {
-        tracing::warn!(job = %job.name_any(), unit = %mark.name, member = ?crate::labels::member_of_namespace(&mark.namespace), "verification mismatch: output rejected");
+        tracing::warn!(job = %job.name_any(), unit = %mark.name, member = ?pictor_crds::contract::member_of_namespace(&mark.namespace), "verification mismatch: output rejected");
     }
 
     let job_events = events::render_job_events(job, &unit_refs, &plan);

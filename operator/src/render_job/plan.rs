@@ -4,14 +4,15 @@
 //! Every frame is accounted for exactly once: a chunk counts as done by its first Succeeded
 //! unit, and a Lost unit never counts, whatever it reports later.
 
-use crate::accrual::{self, BillingState, UnitMark};
-use crate::labels;
-use crate::placement::{self, Claims, Need, NoMemberFits, cost_octas};
-use crate::work_units::{self, CHUNK, UnitDraft};
+use crate::accrual::{self, UnitMark};
+use crate::placement::{self, Claims, Need, NoMemberFits};
+use crate::work_units::{self, UnitDraft};
 use k8s_openapi::jiff::Timestamp;
+use pictor_crds::contract::labels::{CHUNK, DISPUTE_CHECK, VERDICT, VERIFIES};
+use pictor_crds::contract::{BillingState, MISMATCH, billing_marks, cost_octas, format_apt, labels};
 use pictor_crds::v1alpha1::{
     FailedChunk, FrameCounts, FrameRange, GpuCluster, JobKind, PodTemplate, RenderJob, RenderJobPhase,
-    RenderJobStatus, WorkUnit, WorkUnitPhase, format_apt,
+    RenderJobStatus, WorkUnit, WorkUnitPhase,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -19,14 +20,6 @@ use std::time::Duration;
 /// A member that failed this many units of one job takes no more of it (as Flamenco does).
 pub const JOB_BLOCKLIST_FAILURES: usize = 3;
 
-/// Label on a verification unit: the name of the unit whose output it checks.
-pub const VERIFIES: &str = "pictor.network/verifies";
-/// Label the controller puts on a unit whose output failed verification.
-pub const VERDICT: &str = "pictor.network/verdict";
-/// Label on a verification unit that re-checks a disputed chunk.
-pub const DISPUTE_CHECK: &str = "pictor.network/dispute-check";
-/// Value of [`VERDICT`] for output that a second provider could not reproduce.
-pub const MISMATCH: &str = "mismatch";
 /// Verification renders tried on other members before a chunk is accepted unverified.
 pub const VERIFY_ATTEMPTS: usize = 3;
 
@@ -120,11 +113,16 @@ fn phase(unit: &WorkUnit) -> Option<WorkUnitPhase> {
 }
 
 fn member_of(unit: &WorkUnit) -> String {
-    unit.metadata.namespace.as_deref().and_then(labels::member_of_namespace).unwrap_or_default().to_string()
+    unit.metadata
+        .namespace
+        .as_deref()
+        .and_then(pictor_crds::contract::member_of_namespace)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn unit_cost(unit: &WorkUnit) -> i64 {
-    accrual::amount_octas(unit)
+    billing_marks::amount_octas(unit)
 }
 
 fn mismatch(unit: &WorkUnit) -> UnitMark {
@@ -179,21 +177,21 @@ pub fn plan(
     let job_uid = job.metadata.uid.clone().unwrap_or_default();
     let mut unverified: Vec<(&Chunk, &WorkUnit)> = Vec::new();
     let mut unverifiable: Option<String> = None;
-    let disputed = accrual::disputed_frames(job.metadata.annotations.as_ref());
+    let disputed = billing_marks::disputed_frames(job.metadata.annotations.as_ref());
     let mut dispute = DisputeTally::default();
     for chunk in &all_chunks {
         let Some(state) = states.get_mut(&chunk.index) else { continue };
         let Some(accepted) = state.accepted else { continue };
         let name = accepted.metadata.name.as_deref().unwrap_or_default();
-        let held = accrual::billing_state(accepted) == Some(BillingState::Held);
+        let held = billing_marks::billing_state(accepted) == Some(BillingState::Held);
         let named = disputed.contains(&accepted.spec.frames);
         // A dispute is decided once: a chunk whose disputed output was forfeited is rendered
         // again and not disputed anew; an output that passed its re-verification stays paid.
         let upheld_before =
-            state.failures.iter().any(|u| accrual::billing_state(u) == Some(BillingState::Forfeited));
+            state.failures.iter().any(|u| billing_marks::billing_state(u) == Some(BillingState::Forfeited));
         if named && !held && upheld_before {
             dispute.upheld.push(accepted.spec.frames.clone());
-        } else if named && !held && accrual::dispute_cleared(accepted) {
+        } else if named && !held && billing_marks::dispute_cleared(accepted) {
             dispute.cleared.push(accepted.spec.frames.clone());
         } else if named && !held && !accrual::disputable(accepted, now) {
             dispute.too_late.push(accepted.spec.frames.clone());
@@ -212,7 +210,7 @@ pub fn plan(
                 }
                 Verification::Mismatch => {
                     out.marks
-                        .push(mismatch(accepted).label(accrual::BILLING, BillingState::Forfeited.as_str()));
+                        .push(mismatch(accepted).label(labels::BILLING, BillingState::Forfeited.as_str()));
                     dispute.upheld.push(accepted.spec.frames.clone());
                     state.accepted = None;
                     state.failures.push(accepted);

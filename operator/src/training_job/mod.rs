@@ -126,7 +126,7 @@ async fn apply(job: &TrainingJob, ctx: &Context) -> Result<Action, TrainingJobEr
         let (attempt, since) =
             metrics::waiting_since(unit, &unit_refs, job.meta().creation_timestamp.as_ref());
         ctx.metrics.placement.placed("TrainingJob", attempt, since.as_ref());
-        tracing::info!(unit = %unit.name_any(), member = ?unit.namespace().as_deref().and_then(crate::labels::member_of_namespace), attempt, "gang placed");
+        tracing::info!(unit = %unit.name_any(), member = ?unit.namespace().as_deref().and_then(pictor_crds::contract::member_of_namespace), attempt, "gang placed");
     }
     unit_writes::delete(&ctx.client, &plan.delete).await?;
     let job_events = events::training_job_events(job, &plan);

@@ -6,9 +6,10 @@ use crate::accrual::{self, UnitMark};
 use crate::placement::{self, Claims, Need};
 use crate::work_units::{self, UnitDraft};
 use k8s_openapi::jiff::Timestamp;
+use pictor_crds::contract::{billing_marks, format_apt};
 use pictor_crds::v1alpha1::{
     EnvVar, GpuCluster, JobKind, PodTemplate, RestartPolicy, TrainingJob, TrainingJobPhase,
-    TrainingJobStatus, WorkUnit, WorkUnitPhase, format_apt,
+    TrainingJobStatus, WorkUnit, WorkUnitPhase,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -109,7 +110,7 @@ pub fn plan(
         .copied()
         .filter(|u| matches!(phase(u), Some(WorkUnitPhase::Succeeded | WorkUnitPhase::Failed)))
         .collect();
-    let cost: i64 = finished.iter().map(|u| accrual::amount_octas(u)).sum();
+    let cost: i64 = finished.iter().map(|u| billing_marks::amount_octas(u)).sum();
     out.marks = finished.iter().filter_map(|u| accrual::accrue(u, now, settings.dispute_window)).collect();
     let active =
         current.filter(|u| matches!(phase(u), None | Some(WorkUnitPhase::Pending | WorkUnitPhase::Running)));
@@ -221,7 +222,11 @@ pub fn plan(
         phase: Some(phase_now),
         restarts: if out.create.is_some() { attempt } else { restarts },
         member: shown.and_then(|u| {
-            u.metadata.namespace.as_deref().and_then(crate::labels::member_of_namespace).map(str::to_string)
+            u.metadata
+                .namespace
+                .as_deref()
+                .and_then(pictor_crds::contract::member_of_namespace)
+                .map(str::to_string)
         }),
         work_unit: shown.and_then(|u| u.metadata.name.clone()),
         cost_octas: cost,

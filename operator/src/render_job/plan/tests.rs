@@ -278,7 +278,11 @@ fn without_a_second_provider_of_the_gpus_the_job_finishes_unverified_and_says_so
     assert!(p.create.is_empty());
     assert_eq!(p.status.phase, Some(RenderJobPhase::Succeeded));
     assert_eq!(p.ready.1, "SucceededUnverified");
-    assert_eq!(p.marks[0].labels[crate::accrual::BILLING], "accrued", "accepted unverified, and paid");
+    assert_eq!(
+        p.marks[0].labels[pictor_crds::contract::labels::BILLING],
+        "accrued",
+        "accepted unverified, and paid"
+    );
     assert!(p.ready.2.contains("no Ready member offers nvidia GPUs"), "{}", p.ready.2);
 }
 
@@ -308,9 +312,16 @@ fn verified_units_accrue_with_their_dispute_window_and_unverified_ones_wait() {
     let accrued: Vec<&str> = passed.marks.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(accrued, ["shot-00000-1", "shot-00000-1-v1"], "the output and its verification are paid");
     let mark = &passed.marks[0];
-    assert_eq!(mark.labels[crate::accrual::BILLING], "accrued");
-    assert_eq!(mark.annotations[crate::accrual::PAYABLE_AFTER], "2026-11-25T12:10:00Z", "now + the window");
-    assert_eq!(mark.finalizers.as_deref(), Some(&[crate::accrual::FINALIZER.to_string()][..]));
+    assert_eq!(mark.labels[pictor_crds::contract::labels::BILLING], "accrued");
+    assert_eq!(
+        mark.annotations[pictor_crds::contract::annotations::PAYABLE_AFTER],
+        "2026-11-25T12:10:00Z",
+        "now + the window"
+    );
+    assert_eq!(
+        mark.finalizers.as_deref(),
+        Some(&[pictor_crds::contract::finalizers::SETTLEMENT.to_string()][..])
+    );
     assert_eq!(passed.status.cost_octas, 10 + 2);
 }
 
@@ -319,18 +330,18 @@ fn a_disputed_chunk_is_held_verified_again_and_then_paid_or_forfeited() {
     let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
     let mut disputed_job = job(10, json!({}));
     disputed_job.metadata.annotations =
-        Some([(crate::accrual::DISPUTE.to_string(), "1-10".to_string())].into());
+        Some([(pictor_crds::contract::annotations::DISPUTE.to_string(), "1-10".to_string())].into());
     let mut rendered = unit(0, 1, "a", Some("Succeeded"), 10);
     rendered.spec.frames = "1-10".into();
     let accrued = with_labels(
         rendered.clone(),
-        &[(crate::accrual::BILLING, "accrued")],
-        &[(crate::accrual::PAYABLE_AFTER, "2026-11-25T12:05:00Z")],
+        &[(pictor_crds::contract::labels::BILLING, "accrued")],
+        &[(pictor_crds::contract::annotations::PAYABLE_AFTER, "2026-11-25T12:05:00Z")],
     );
 
     // Inside the window: held, and a dispute check placed on another member.
     let p = run(&disputed_job, std::slice::from_ref(&accrued), &members);
-    assert_eq!(marks_of(&p, "shot-00000-1")[0].labels[crate::accrual::BILLING], "held");
+    assert_eq!(marks_of(&p, "shot-00000-1")[0].labels[pictor_crds::contract::labels::BILLING], "held");
     assert_eq!(p.create.len(), 1);
     let check = &p.create[0];
     assert_eq!(check.metadata.namespace.as_deref(), Some("pictor-member-b"));
@@ -338,7 +349,7 @@ fn a_disputed_chunk_is_held_verified_again_and_then_paid_or_forfeited() {
     assert_eq!(p.status.phase, Some(RenderJobPhase::Verifying));
     assert_eq!(p.dispute.as_ref().map(|d| d.1), Some("Reverifying"));
 
-    let held = with_labels(accrued.clone(), &[(crate::accrual::BILLING, "held")], &[]);
+    let held = with_labels(accrued.clone(), &[(pictor_crds::contract::labels::BILLING, "held")], &[]);
     let dispute_check = |passed| {
         with_labels(
             verify_unit("shot-00000-1", "b", 1, "Succeeded", Some(passed)),
@@ -349,13 +360,13 @@ fn a_disputed_chunk_is_held_verified_again_and_then_paid_or_forfeited() {
     // It reproduces: paid at once, and the dispute is decided.
     let cleared = run(&disputed_job, &[held.clone(), dispute_check(true)], &members);
     let release = marks_of(&cleared, "shot-00000-1");
-    assert_eq!(release[0].labels[crate::accrual::BILLING], "accrued");
-    assert!(release[0].annotations.contains_key(crate::accrual::DISPUTE_CLEARED));
+    assert_eq!(release[0].labels[pictor_crds::contract::labels::BILLING], "accrued");
+    assert!(release[0].annotations.contains_key(pictor_crds::contract::annotations::DISPUTE_CLEARED));
     assert_eq!(cleared.status.phase, Some(RenderJobPhase::Succeeded));
     let after = with_labels(
         held.clone(),
-        &[(crate::accrual::BILLING, "accrued")],
-        &[(crate::accrual::DISPUTE_CLEARED, "x")],
+        &[(pictor_crds::contract::labels::BILLING, "accrued")],
+        &[(pictor_crds::contract::annotations::DISPUTE_CLEARED, "x")],
     );
     let settled = run(&disputed_job, &[after, dispute_check(true)], &members);
     assert_eq!(settled.dispute.as_ref().map(|d| d.1), Some("Decided"));
@@ -364,18 +375,19 @@ fn a_disputed_chunk_is_held_verified_again_and_then_paid_or_forfeited() {
     // It does not: forfeited, never paid, and the chunk rendered again elsewhere.
     let upheld = run(&disputed_job, &[held.clone(), dispute_check(false)], &members);
     let forfeit = marks_of(&upheld, "shot-00000-1");
-    assert_eq!(forfeit[0].labels[crate::accrual::BILLING], "forfeited");
+    assert_eq!(forfeit[0].labels[pictor_crds::contract::labels::BILLING], "forfeited");
     assert_eq!(forfeit[0].labels[VERDICT], MISMATCH);
     assert_eq!(upheld.create.len(), 1);
     assert_eq!(upheld.create[0].metadata.namespace.as_deref(), Some("pictor-member-b"));
     assert_eq!(upheld.status.cost_octas, 2, "only the dispute check is paid");
 
     // The new render of the chunk is not disputed again.
-    let forfeited = with_labels(held, &[(crate::accrual::BILLING, "forfeited"), (VERDICT, MISMATCH)], &[]);
+    let forfeited =
+        with_labels(held, &[(pictor_crds::contract::labels::BILLING, "forfeited"), (VERDICT, MISMATCH)], &[]);
     let mut again = unit(0, 2, "b", Some("Succeeded"), 12);
     again.spec.frames = "1-10".into();
     let next = run(&disputed_job, &[forfeited, dispute_check(false), again], &members);
-    assert_eq!(marks_of(&next, "shot-00000-2")[0].labels[crate::accrual::BILLING], "accrued");
+    assert_eq!(marks_of(&next, "shot-00000-2")[0].labels[pictor_crds::contract::labels::BILLING], "accrued");
     assert_eq!(next.dispute.as_ref().map(|d| d.1), Some("Decided"));
     assert_eq!(next.status.phase, Some(RenderJobPhase::Succeeded));
 }
@@ -384,13 +396,14 @@ fn a_disputed_chunk_is_held_verified_again_and_then_paid_or_forfeited() {
 fn a_dispute_after_the_window_or_of_unknown_frames_is_refused_with_what_to_do() {
     let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
     let mut late = job(10, json!({}));
-    late.metadata.annotations = Some([(crate::accrual::DISPUTE.to_string(), "1-10,5-7".to_string())].into());
+    late.metadata.annotations =
+        Some([(pictor_crds::contract::annotations::DISPUTE.to_string(), "1-10,5-7".to_string())].into());
     let mut rendered = unit(0, 1, "a", Some("Succeeded"), 10);
     rendered.spec.frames = "1-10".into();
     let accrued = with_labels(
         rendered,
-        &[(crate::accrual::BILLING, "accrued")],
-        &[(crate::accrual::PAYABLE_AFTER, "2026-11-25T11:00:00Z")],
+        &[(pictor_crds::contract::labels::BILLING, "accrued")],
+        &[(pictor_crds::contract::annotations::PAYABLE_AFTER, "2026-11-25T11:00:00Z")],
     );
     let p = run(&late, &[accrued], &members);
     assert!(p.marks.is_empty() && p.create.is_empty(), "a payable unit is not held");

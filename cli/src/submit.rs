@@ -8,7 +8,8 @@
 use super::{CliError, FIELD_MANAGER, Hub};
 use clap::{Args, Subcommand};
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use pictor_crds::v1alpha1::{OCTAS_PER_APT, RenderJob, TrainingJob};
+use pictor_crds::contract::OCTAS_PER_APT;
+use pictor_crds::v1alpha1::{RenderJob, TrainingJob};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
 

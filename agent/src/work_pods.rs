@@ -2,15 +2,15 @@
 //! and what the agent must do to bring the two together. All pure, so every branch is tested
 //! without a cluster.
 
-use crate::conditions::{Observation, set_condition};
-use crate::labels;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use pictor_crds::contract::{annotations, labels};
 use pictor_crds::v1alpha1::{CONDITION_READY, OutputObject, WorkUnit, WorkUnitPhase, WorkUnitStatus};
+use pictor_crds::v1alpha1::{Observation, set_condition};
 use std::collections::{BTreeMap, HashMap};
 
 /// Condition recording a result that arrived after the hub had given the unit up as Lost.
@@ -68,7 +68,7 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
             let mut annotations = template.annotations.clone();
             if gang {
                 labels.insert(labels::GANG.to_string(), uid.to_string());
-                annotations.insert(labels::GANG_SIZE.to_string(), unit.spec.pods.len().to_string());
+                annotations.insert(annotations::GANG_SIZE.to_string(), unit.spec.pods.len().to_string());
             }
             let mut requests = BTreeMap::new();
             if let Some(cpu) = &template.cpu {
@@ -92,9 +92,12 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                         .metadata
                         .annotations
                         .as_ref()
-                        .and_then(|a| a.get(crate::hub_index::GPU_MODEL_ANNOTATION))
+                        .and_then(|a| a.get(pictor_crds::contract::annotations::GPU_MODEL))
                         .map(|model| {
-                            BTreeMap::from([("pictor.network/gpu.product".to_string(), model.clone())])
+                            BTreeMap::from([(
+                                pictor_crds::contract::node_labels::PRODUCT.to_string(),
+                                model.clone(),
+                            )])
                         }),
                     // `<template>.<unit>` resolves to this pod through the unit's headless
                     // Service: how torchrun workers find worker 0.
@@ -487,7 +490,7 @@ mod tests {
         assert_eq!(labels[labels::GANG], "unit-uid");
         assert_eq!(labels[labels::JOB_UID], "job-uid");
         let annotations = p.metadata.annotations.as_ref().unwrap();
-        assert_eq!(annotations[labels::GANG_SIZE], "4");
+        assert_eq!(annotations[annotations::GANG_SIZE], "4");
         assert_eq!(annotations["pictor.network/fake-run-seconds"], "3");
         let spec = p.spec.as_ref().unwrap();
         assert_eq!(spec.scheduler_name.as_deref(), Some("pictor-scheduler"));

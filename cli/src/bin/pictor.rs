@@ -1,5 +1,5 @@
 //! `pictor`: the command line of the Pictor network (also usable as `kubectl pictor`).
 
 fn main() -> std::process::ExitCode {
-    pictor_operator::cli::main()
+    pictor_cli::main()
 }

@@ -177,9 +177,9 @@ pub fn frame_urls(units: &[WorkUnit]) -> (BTreeMap<i64, String>, Vec<String>) {
     let mut manifests = Vec::new();
     for unit in units {
         let labels = unit.metadata.labels.clone().unwrap_or_default();
-        let verification = labels.contains_key(crate::render_job::plan::VERIFIES);
-        let mismatch = labels.get(crate::render_job::plan::VERDICT).map(String::as_str)
-            == Some(crate::render_job::plan::MISMATCH);
+        let verification = labels.contains_key(pictor_crds::contract::labels::VERIFIES);
+        let mismatch = labels.get(pictor_crds::contract::labels::VERDICT).map(String::as_str)
+            == Some(pictor_crds::contract::MISMATCH);
         let status = unit.status.clone().unwrap_or_default();
         if verification || mismatch || status.phase != Some(WorkUnitPhase::Succeeded) {
             continue;

@@ -1,38 +1,9 @@
-//! Clients from kubeconfig files, and the hub's address and CA for the kubeconfig an agent gets.
+//! The hub's address and CA from a kubeconfig file, for the kubeconfig `pictor member add`
+//! writes for a member's agent.
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
+use pictor_telemetry::cluster::KubeconfigError;
 use std::path::Path;
-
-/// Why a kubeconfig could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KubeconfigError {
-    /// The file could not be read or parsed.
-    #[error("kubeconfig {path}: {message}")]
-    Unreadable { path: String, message: String },
-    /// No client could be built from it.
-    #[error("kubeconfig {path}: {message}")]
-    Unusable { path: String, message: String },
-}
-
-/// A client from `path`, or from the usual places (`KUBECONFIG`, `~/.kube/config`, in-cluster)
-/// when `path` is `None`.
-pub async fn client(path: Option<&Path>) -> Result<kube::Client, KubeconfigError> {
-    let shown = path.map_or_else(|| "(default)".to_string(), |p| p.display().to_string());
-    let config = match path {
-        Some(p) => {
-            let file = Kubeconfig::read_from(p)
-                .map_err(|e| KubeconfigError::Unreadable { path: shown.clone(), message: e.to_string() })?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| KubeconfigError::Unusable { path: shown.clone(), message: e.to_string() })?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| KubeconfigError::Unusable { path: shown.clone(), message: e.to_string() })?,
-    };
-    kube::Client::try_from(config)
-        .map_err(|e| KubeconfigError::Unusable { path: shown, message: e.to_string() })
-}
 
 /// The API server URL and CA bundle (PEM) of the current context of a kubeconfig file.
 pub fn server_and_ca(path: &Path) -> Result<(String, Vec<u8>), KubeconfigError> {

@@ -11,6 +11,9 @@
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
+use pictor_crds::contract::annotations::{LOG_CAPTURED_AT as CAPTURED_AT, LOG_FINAL as FINAL};
+use pictor_crds::contract::labels::UNIT_LOG;
+use pictor_crds::contract::members::unit_log_config_map as config_map_name;
 use pictor_crds::v1alpha1::{WorkUnit, WorkUnitPhase};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,18 +28,6 @@ pub const TAIL_LINES: i64 = 5000;
 pub const RUNNING_REFRESH: Duration = Duration::from_secs(30);
 /// Most logs copied per pass, so a member with many units does not flood either API server.
 pub const MAX_CAPTURES_PER_PASS: usize = 8;
-
-/// Label on a log ConfigMap: the WorkUnit's name (the agent watches these).
-pub const UNIT_LOG: &str = "pictor.network/unit-log";
-/// Annotation on a log ConfigMap: when the logs were read.
-pub const CAPTURED_AT: &str = "pictor.network/log-captured-at";
-/// Annotation on a log ConfigMap: `true` once the unit had finished when the logs were read.
-pub const FINAL: &str = "pictor.network/log-final";
-
-/// Name of the log ConfigMap of a unit.
-pub fn config_map_name(unit: &str) -> String {
-    format!("{unit}-log")
-}
 
 /// Logs to copy now: one unit, its pods by template name, and whether the unit has finished.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,11 +1,9 @@
 //! What a member has: its GPU nodes summarised into the GpuCluster status the hub places by.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use pictor_crds::v1alpha1::{GpuInventory, GpuPool, GpuVendor};
+use pictor_crds::contract::{Vendor, node_labels};
+use pictor_crds::v1alpha1::{GpuInventory, GpuPool};
 use std::collections::{BTreeMap, HashMap};
-
-const GPU_RESOURCES: [(&str, GpuVendor); 2] =
-    [("nvidia.com/gpu", GpuVendor::Nvidia), ("amd.com/gpu", GpuVendor::Amd)];
 
 /// Whole units of an extended resource; GPUs are never fractional.
 fn count(quantity: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>) -> i64 {
@@ -53,7 +51,7 @@ pub fn summarise<'a>(
     let mut used: HashMap<&str, HashMap<&str, i64>> = HashMap::new();
     for pod in pods {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else { continue };
-        for (resource, _) in GPU_RESOURCES {
+        for resource in Vendor::ALL.map(Vendor::resource_name) {
             let gpus = pod_gpus(pod, resource);
             if gpus > 0 {
                 *used.entry(node).or_default().entry(resource).or_default() += gpus;
@@ -65,18 +63,22 @@ pub fn summarise<'a>(
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-        for (resource, vendor) in GPU_RESOURCES {
+        for vendor in Vendor::ALL {
+            let resource = vendor.resource_name();
             let total = count(allocatable.and_then(|a| a.get(resource)));
             if total == 0 {
                 continue;
             }
             let held = used.get(name).and_then(|u| u.get(resource)).copied().unwrap_or(0);
             let free = (total - held).max(0);
-            let model = labels.get("pictor.network/gpu.product").cloned().unwrap_or_else(|| "unknown".into());
-            let memory_mib =
-                labels.get("pictor.network/gpu.memory-mib").and_then(|m| m.parse().ok()).unwrap_or(0);
-            let key = (format!("{vendor:?}"), model.clone());
-            let pool = pools.entry(key).or_insert_with(|| GpuPool { vendor, model, ..Default::default() });
+            let model = labels.get(node_labels::PRODUCT).cloned().unwrap_or_else(|| "unknown".into());
+            let memory_mib = labels.get(node_labels::MEMORY_MIB).and_then(|m| m.parse().ok()).unwrap_or(0);
+            let key = (vendor.label_value().to_string(), model.clone());
+            let pool = pools.entry(key).or_insert_with(|| GpuPool {
+                vendor: vendor.into(),
+                model,
+                ..Default::default()
+            });
             pool.nodes += 1;
             pool.total += total;
             pool.free += free;
@@ -96,6 +98,7 @@ pub fn summarise<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pictor_crds::v1alpha1::GpuVendor;
     use serde_json::json;
 
     fn node(name: &str, resource: &str, gpus: i64, product: &str, ready: bool) -> Node {
@@ -134,10 +137,10 @@ mod tests {
         let h100 = inventory.pools.iter().find(|p| p.model == "NVIDIA-H100-80GB-HBM3").unwrap();
         assert_eq!(
             (h100.vendor, h100.nodes, h100.total, h100.free, h100.largest_free_on_node),
-            (GpuVendor::Nvidia, 2, 16, 5, 5)
+            (GpuVendor::Only(Vendor::Nvidia), 2, 16, 5, 5)
         );
         assert_eq!(h100.memory_mib, 81559);
-        let amd = inventory.pools.iter().find(|p| p.vendor == GpuVendor::Amd).unwrap();
+        let amd = inventory.pools.iter().find(|p| p.vendor == GpuVendor::Only(Vendor::Amd)).unwrap();
         assert_eq!((amd.total, amd.free), (1, 1));
     }
 }

@@ -7,9 +7,6 @@
 //! are built by pure functions (tested without a cluster) and applied with server-side apply, so
 //! running `add` again changes nothing but the printed token.
 
-use crate::accrual;
-use crate::api_status::tolerate;
-use crate::labels;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{
@@ -18,9 +15,14 @@ use k8s_openapi::api::rbac::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
-use pictor_crds::v1alpha1::{
-    GpuCluster, GpuClusterSpec, Settlement, SettlementPhase, Tier, WorkUnit, format_apt,
-};
+use pictor_crds::contract::billing_marks;
+use pictor_crds::contract::finalizers;
+use pictor_crds::contract::format_apt;
+use pictor_crds::contract::labels;
+use pictor_crds::contract::member_namespace;
+use pictor_crds::contract::members::{AGENT, MAX_MEMBER_NAME, member_cluster_role};
+use pictor_crds::v1alpha1::{GpuCluster, GpuClusterSpec, Settlement, SettlementPhase, Tier, WorkUnit};
+use pictor_telemetry::cluster::tolerate;
 use std::collections::{BTreeMap, HashSet};
 
 /// Field manager of everything `pictor member add` writes.
@@ -29,7 +31,7 @@ pub const FIELD_MANAGER: &str = "pictor-member-join";
 /// What a hub admin says about a new member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinRequest {
-    /// Member name: a DNS label of at most [`labels::MAX_MEMBER_NAME`] characters.
+    /// Member name: a DNS label of at most [`MAX_MEMBER_NAME`] characters.
     pub name: String,
     /// `community` or `partner`.
     pub tier: Tier,
@@ -69,7 +71,7 @@ impl JoinRequest {
     pub fn validate(&self) -> Result<(), MembershipError> {
         let name = &self.name;
         let dns_label = !name.is_empty()
-            && name.len() <= labels::MAX_MEMBER_NAME
+            && name.len() <= MAX_MEMBER_NAME
             && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !name.starts_with('-')
             && !name.ends_with('-');
@@ -77,7 +79,7 @@ impl JoinRequest {
             return Err(MembershipError::Invalid(format!(
                 "member name {name:?} must be lowercase letters, digits and '-', at most {} characters, \
                  starting and ending with a letter or digit",
-                labels::MAX_MEMBER_NAME
+                MAX_MEMBER_NAME
             )));
         }
         if self.tier == Tier::Any {
@@ -142,11 +144,11 @@ fn rule(api_group: &str, resources: &[&str], verbs: &[&str], names: Option<&str>
 /// The hub objects of a member, as `pictor member add` applies them.
 pub fn member_objects(request: &JoinRequest) -> MemberObjects {
     let member = request.name.as_str();
-    let ns = labels::member_namespace(member);
-    let cluster_role_name = labels::member_cluster_role(member);
+    let ns = member_namespace(member);
+    let cluster_role_name = member_cluster_role(member);
     let agent = Subject {
         kind: "ServiceAccount".into(),
-        name: labels::AGENT.into(),
+        name: AGENT.into(),
         namespace: Some(ns.clone()),
         ..Default::default()
     };
@@ -165,16 +167,13 @@ pub fn member_objects(request: &JoinRequest) -> MemberObjects {
     MemberObjects {
         gpu_cluster,
         namespace: Namespace { metadata: meta(&ns, None, member), ..Default::default() },
-        service_account: ServiceAccount {
-            metadata: meta(labels::AGENT, Some(&ns), member),
-            ..Default::default()
-        },
+        service_account: ServiceAccount { metadata: meta(AGENT, Some(&ns), member), ..Default::default() },
         lease: Lease {
-            metadata: meta(labels::AGENT, Some(&ns), member),
+            metadata: meta(AGENT, Some(&ns), member),
             spec: Some(LeaseSpec { lease_duration_seconds: Some(15), ..Default::default() }),
         },
         role: Role {
-            metadata: meta(labels::AGENT, Some(&ns), member),
+            metadata: meta(AGENT, Some(&ns), member),
             rules: Some(vec![
                 rule("pictor.network", &["workunits"], &["get", "list", "watch"], None),
                 rule("pictor.network", &["workunits/status"], &["get", "patch", "update"], None),
@@ -182,20 +181,15 @@ pub fn member_objects(request: &JoinRequest) -> MemberObjects {
                 // the member to read them. `create` cannot be narrowed by name (server-side apply of
                 // a new object needs it); the namespace is the member's own and holds no secrets.
                 rule("", &["configmaps"], &["get", "list", "watch", "create", "patch"], None),
-                rule(
-                    "coordination.k8s.io",
-                    &["leases"],
-                    &["get", "watch", "patch", "update"],
-                    Some(labels::AGENT),
-                ),
+                rule("coordination.k8s.io", &["leases"], &["get", "watch", "patch", "update"], Some(AGENT)),
             ]),
         },
         role_binding: RoleBinding {
-            metadata: meta(labels::AGENT, Some(&ns), member),
+            metadata: meta(AGENT, Some(&ns), member),
             role_ref: RoleRef {
                 api_group: "rbac.authorization.k8s.io".into(),
                 kind: "Role".into(),
-                name: labels::AGENT.into(),
+                name: AGENT.into(),
             },
             subjects: Some(vec![agent.clone()]),
         },
@@ -243,7 +237,7 @@ pub async fn add(
 ) -> Result<String, MembershipError> {
     request.validate()?;
     let objects = member_objects(request);
-    let ns = labels::member_namespace(&request.name);
+    let ns = member_namespace(&request.name);
     apply(Api::<GpuCluster>::all(client.clone()), &objects.gpu_cluster).await?;
     apply(Api::<Namespace>::all(client.clone()), &objects.namespace).await?;
     apply(Api::<ServiceAccount>::namespaced(client.clone(), &ns), &objects.service_account).await?;
@@ -263,7 +257,7 @@ pub async fn add(
         ..Default::default()
     };
     let token = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
-        .create_token_request(labels::AGENT, &PostParams::default(), &request_body)
+        .create_token_request(AGENT, &PostParams::default(), &request_body)
         .await
         .map_err(hub("mint the agent token"))?;
     token.status.map(|s| s.token).ok_or_else(|| MembershipError::Invalid("the hub returned no token".into()))
@@ -282,7 +276,7 @@ pub async fn remove(
 ) -> Result<(), MembershipError> {
     release_units(client, member, forfeit_earnings).await?;
     let dp = DeleteParams::background();
-    let cluster_role = labels::member_cluster_role(member);
+    let cluster_role = member_cluster_role(member);
     tolerate_missing(
         Api::<ClusterRoleBinding>::all(client.clone()).delete(&cluster_role, &dp).await.map(|_| ()),
     )
@@ -290,10 +284,7 @@ pub async fn remove(
     tolerate_missing(Api::<ClusterRole>::all(client.clone()).delete(&cluster_role, &dp).await.map(|_| ()))
         .map_err(hub("delete the ClusterRole"))?;
     tolerate_missing(
-        Api::<Namespace>::all(client.clone())
-            .delete(&labels::member_namespace(member), &dp)
-            .await
-            .map(|_| ()),
+        Api::<Namespace>::all(client.clone()).delete(&member_namespace(member), &dp).await.map(|_| ()),
     )
     .map_err(hub("delete the member namespace"))?;
     tolerate_missing(Api::<GpuCluster>::all(client.clone()).delete(member, &dp).await.map(|_| ()))
@@ -308,9 +299,9 @@ async fn release_units(
     member: &str,
     forfeit_earnings: bool,
 ) -> Result<(), MembershipError> {
-    let ns = labels::member_namespace(member);
+    let ns = member_namespace(member);
     let units_api = Api::<WorkUnit>::namespaced(client.clone(), &ns);
-    let units = match units_api.list(&ListParams::default().labels(accrual::BILLING)).await {
+    let units = match units_api.list(&ListParams::default().labels(labels::BILLING)).await {
         Ok(list) => list.items,
         Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
         Err(source) => return Err(MembershipError::Hub { what: "list the member's units".into(), source }),
@@ -326,7 +317,7 @@ async fn release_units(
         .flat_map(|s| s.spec.units.iter().map(|u| u.uid.clone()))
         .collect();
     let refs: Vec<&WorkUnit> = units.iter().collect();
-    let (owed, octas) = accrual::unpaid(&refs, &paid);
+    let (owed, octas) = billing_marks::unpaid(&refs, &paid);
     if owed > 0 && !forfeit_earnings {
         return Err(MembershipError::StillOwed {
             member: member.into(),
@@ -334,9 +325,9 @@ async fn release_units(
             amount: format_apt(octas.max(0) as u64),
         });
     }
-    for unit in units.iter().filter(|u| u.finalizers().iter().any(|f| f == accrual::FINALIZER)) {
+    for unit in units.iter().filter(|u| u.finalizers().iter().any(|f| f == finalizers::SETTLEMENT)) {
         let finalizers: Vec<&String> =
-            unit.finalizers().iter().filter(|f| *f != accrual::FINALIZER).collect();
+            unit.finalizers().iter().filter(|f| *f != finalizers::SETTLEMENT).collect();
         let body = serde_json::json!({"metadata": {"finalizers": finalizers, "resourceVersion": unit.metadata.resource_version}});
         units_api
             .patch(&unit.name_any(), &PatchParams::default(), &Patch::Merge(&body))
@@ -357,7 +348,7 @@ pub fn agent_kubeconfig(member: &str, server: &str, ca_pem: &[u8], token: &str) 
         "clusters": [{"name": "pictor-hub", "cluster": {"server": server, "certificate-authority-data": ca}}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "pictor-hub", "context": {"cluster": "pictor-hub", "user": user,
-                      "namespace": labels::member_namespace(member)}}],
+                      "namespace": member_namespace(member)}}],
         "current-context": "pictor-hub",
     });
     serde_yaml::to_string(&config).expect("a kubeconfig serialises")

@@ -2,10 +2,10 @@
 //! (ConfigMaps `<unit>-log` beside each WorkUnit; see `agent::unit_logs`).
 
 use super::{CliError, Hub};
-use crate::agent::unit_logs::{self, CAPTURED_AT, FINAL};
 use clap::Args;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams};
+use pictor_crds::contract::annotations::{LOG_CAPTURED_AT as CAPTURED_AT, LOG_FINAL as FINAL};
 use pictor_crds::v1alpha1::{RenderJob, TrainingJob, WorkUnit};
 
 #[derive(Args)]
@@ -38,7 +38,7 @@ pub(super) async fn job_uid(hub: &Hub, name: &str) -> Result<String, CliError> {
 
 /// A job's units, oldest first.
 pub(super) async fn job_units(hub: &Hub, uid: &str) -> Result<Vec<WorkUnit>, CliError> {
-    let selector = format!("{}={uid}", crate::labels::JOB_UID);
+    let selector = format!("{}={uid}", pictor_crds::contract::labels::JOB_UID);
     let mut units = Api::<WorkUnit>::all(hub.client.clone())
         .list(&ListParams::default().labels(&selector))
         .await
@@ -51,7 +51,7 @@ pub(super) async fn job_units(hub: &Hub, uid: &str) -> Result<Vec<WorkUnit>, Cli
 /// What `pictor logs` prints for one unit and its stored logs (if any).
 pub fn unit_section(unit: &WorkUnit, stored: Option<&ConfigMap>) -> Vec<String> {
     let namespace = unit.metadata.namespace.as_deref().unwrap_or_default();
-    let member = crate::labels::member_of_namespace(namespace).unwrap_or(namespace);
+    let member = pictor_crds::contract::member_of_namespace(namespace).unwrap_or(namespace);
     let phase = unit.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
     let name = unit.metadata.name.as_deref().unwrap_or_default();
     let frames =
@@ -94,7 +94,9 @@ pub(super) async fn run(hub: &Hub, args: LogsArgs) -> Result<(), CliError> {
     }
     for (i, unit) in units.iter().enumerate() {
         let namespace = unit.metadata.namespace.as_deref().unwrap_or_default();
-        let name = unit_logs::config_map_name(unit.metadata.name.as_deref().unwrap_or_default());
+        let name = pictor_crds::contract::members::unit_log_config_map(
+            unit.metadata.name.as_deref().unwrap_or_default(),
+        );
         let stored = Api::<ConfigMap>::namespaced(hub.client.clone(), namespace)
             .get_opt(&name)
             .await

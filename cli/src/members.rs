@@ -2,7 +2,8 @@
 
 use super::{CliError, Hub, OutputFormat, table};
 use kube::api::{Api, ListParams};
-use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, format_apt};
+use pictor_crds::contract::format_apt;
+use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster};
 
 fn apt(octas: i64) -> String {
     format_apt(octas.max(0) as u64)

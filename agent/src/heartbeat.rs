@@ -25,7 +25,8 @@ pub async fn renew_forever(
                 "renewTime": MicroTime(k8s_openapi::jiff::Timestamp::now()),
             }
         });
-        let renewed = leases.patch(crate::labels::AGENT, &params, &Patch::Merge(&body)).await;
+        let renewed =
+            leases.patch(pictor_crds::contract::members::AGENT, &params, &Patch::Merge(&body)).await;
         if renewed.is_ok() {
             metrics.heartbeats.inc();
         } else {

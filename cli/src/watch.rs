@@ -10,8 +10,9 @@ use clap::Args;
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
+use pictor_crds::contract::format_apt;
 use pictor_crds::v1alpha1::{
-    RenderJob, RenderJobPhase, TrainingJob, TrainingJobPhase, WorkUnit, WorkUnitPhase, format_apt,
+    RenderJob, RenderJobPhase, TrainingJob, TrainingJobPhase, WorkUnit, WorkUnitPhase,
 };
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -71,7 +72,7 @@ pub fn units_by_member(units: &[&WorkUnit]) -> String {
     let mut by_member: BTreeMap<String, BTreeMap<u8, (String, usize)>> = BTreeMap::new();
     for unit in units {
         let namespace = unit.metadata.namespace.as_deref().unwrap_or_default();
-        let member = crate::labels::member_of_namespace(namespace).unwrap_or(namespace).to_string();
+        let member = pictor_crds::contract::member_of_namespace(namespace).unwrap_or(namespace).to_string();
         let phase = unit.status.as_ref().and_then(|s| s.phase).unwrap_or_default();
         // Finished first, then what runs, then what waits: the order a reader scans for.
         let order = match phase {
@@ -230,7 +231,7 @@ pub(super) async fn run(hub: &Hub, args: WatchArgs) -> Result<(), CliError> {
     let (units, unit_writer) = reflector::store::<WorkUnit>();
     let config = watcher::Config::default();
     // Only units of some job matter; the label is on every unit the operator makes.
-    let unit_config = watcher::Config::default().labels(crate::labels::JOB_UID);
+    let unit_config = watcher::Config::default().labels(pictor_crds::contract::labels::JOB_UID);
     let events = futures::stream::select_all([
         reflector(
             render_writer,

@@ -1,4 +1,5 @@
-//! The member agent: runs in a member cluster and speaks to the hub only through the hub's
+//! pictor-agent, the member agent (DESIGN.md, "The member agent speaks to the hub through the
+//! hub's Kubernetes API"): runs in a member cluster and speaks to the hub only through the hub's
 //! Kubernetes API, with the narrow credentials `pictor member add` printed.
 //!
 //! Three loops over in-memory stores fed by watches: the heartbeat renews the agent's Lease on
@@ -14,7 +15,6 @@ pub mod metrics;
 pub mod unit_logs;
 pub mod work_pods;
 
-use crate::api_status::tolerate;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -22,6 +22,7 @@ use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use metrics::AgentMetrics;
 use pictor_crds::v1alpha1::{GpuCluster, GpuInventory, WorkUnit};
+use pictor_telemetry::cluster::tolerate;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -78,7 +79,7 @@ async fn run_agent(
     metrics: Arc<AgentMetrics>,
 ) -> Result<(), AgentError> {
     ensure_namespace(&member, &config.namespace).await?;
-    let hub_namespace = crate::labels::member_namespace(&config.member);
+    let hub_namespace = pictor_crds::contract::member_namespace(&config.member);
     let changed = Arc::new(Notify::new());
 
     let (nodes, node_writer) = reflector::store::<Node>();
@@ -103,7 +104,7 @@ async fn run_agent(
         log_writer,
         watcher(
             Api::<ConfigMap>::namespaced(hub.clone(), &hub_namespace),
-            watcher::Config::default().labels(unit_logs::UNIT_LOG),
+            watcher::Config::default().labels(pictor_crds::contract::labels::UNIT_LOG),
         ),
     )
     .default_backoff()
@@ -212,7 +213,10 @@ async fn work_loop(
             .iter()
             .copied()
             .filter(|p| {
-                p.metadata.labels.as_ref().is_some_and(|l| l.contains_key(crate::labels::WORK_UNIT_UID))
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(pictor_crds::contract::labels::WORK_UNIT_UID))
             })
             .collect();
         metrics.observe(&unit_refs, &unit_pods);
@@ -252,7 +256,11 @@ async fn apply_action(
         }
         AgentAction::CreatePod(pod) => match pods.create(&PostParams::default(), &pod).await {
             Ok(created) => {
-                let unit = created.metadata.labels.as_ref().and_then(|l| l.get(crate::labels::WORK_UNIT));
+                let unit = created
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(pictor_crds::contract::labels::WORK_UNIT));
                 tracing::info!(pod = ?created.metadata.name, unit = ?unit, "created unit pod");
                 Ok(())
             }
@@ -359,7 +367,7 @@ async fn copy_log(
     }
     let config_map =
         unit_logs::log_config_map(&capture, hub_namespace, texts, k8s_openapi::jiff::Timestamp::now());
-    let name = unit_logs::config_map_name(&capture.unit);
+    let name = pictor_crds::contract::members::unit_log_config_map(&capture.unit);
     match hub_logs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&config_map)).await
     {
         Ok(_) => {

@@ -1,5 +1,5 @@
 //! `kubectl-pictor`: the pictor CLI as a kubectl plugin (`kubectl pictor ...`).
 
 fn main() -> std::process::ExitCode {
-    pictor_operator::cli::main()
+    pictor_cli::main()
 }

@@ -4,7 +4,8 @@
 use super::{CliError, Hub, OutputFormat, table};
 use clap::Args;
 use kube::api::{Api, ListParams};
-use pictor_crds::v1alpha1::{GpuCluster, Settlement, format_apt};
+use pictor_crds::contract::format_apt;
+use pictor_crds::v1alpha1::{GpuCluster, Settlement};
 use serde::Serialize;
 
 #[derive(Args)]

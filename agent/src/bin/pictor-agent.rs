@@ -1,7 +1,7 @@
 //! `pictor-agent`: the member agent, run in each member cluster by the pictor-provider chart.
 
 use clap::Parser;
-use pictor_operator::agent::{self, AgentConfig};
+use pictor_agent::{self as agent, AgentConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pictor_operator::logging::init("info");
+    pictor_telemetry::logging::init("info");
     let args = Args::parse();
     let metrics = std::sync::Arc::new(agent::metrics::AgentMetrics::new());
     pictor_telemetry::serve(
@@ -41,8 +41,8 @@ async fn main() -> anyhow::Result<()> {
         pictor_telemetry::Readiness::always(),
     )
     .await?;
-    let hub = pictor_operator::kubeconfig::client(Some(&args.hub_kubeconfig)).await?;
-    let member = pictor_operator::kubeconfig::client(args.kubeconfig.as_deref()).await?;
+    let hub = pictor_telemetry::cluster::client(Some(&args.hub_kubeconfig)).await?;
+    let member = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
     let identity = format!("{}-{}", args.member, std::process::id());
     let config = AgentConfig {

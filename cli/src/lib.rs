@@ -3,9 +3,11 @@
 //! hub into lines through pure functions, which is what the unit tests check.
 
 mod earnings;
+mod kubeconfig;
 mod logs;
 mod member;
 mod members;
+pub mod membership;
 mod preview;
 mod submit;
 mod table;
@@ -141,7 +143,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 
 /// The entry point of both `pictor` and `kubectl-pictor`.
 pub fn main() -> ExitCode {
-    crate::logging::init("warn");
+    pictor_telemetry::logging::init("warn");
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -1,0 +1,22 @@
+//! The hub–member contract: every word the hub operator, the member agents, pictor-billing,
+//! pictor-scheduler, the device plugins, the node labeller and the CLI must spell the same way
+//! (DESIGN.md, "The member agent speaks to the hub through the hub's Kubernetes API", "Gang",
+//! "Device plugins", "Billing and settlement on Aptos"). Each is declared once, here:
+//!
+//! - [`keys`]: every `pictor.network/` label, annotation and finalizer key, with a doc line each.
+//! - [`members`]: a member's namespace, agent, ClusterRole and log ConfigMap names.
+//! - [`money`]: integer octas and the one rounding rule for GPU time.
+//! - [`vendor`]: the GPU vendors, with everything that differs between them.
+//! - [`billing_marks`]: how accrued, held and forfeited units are read.
+
+pub mod billing_marks;
+pub mod keys;
+pub mod members;
+pub mod money;
+pub mod vendor;
+
+pub use billing_marks::BillingState;
+pub use keys::{MISMATCH, annotations, finalizers, labels, node_labels};
+pub use members::{member_namespace, member_of_namespace};
+pub use money::{APT, OCTAS_PER_APT, cost_octas, format_apt};
+pub use vendor::Vendor;
