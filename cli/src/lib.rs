@@ -1,5 +1,6 @@
 //! `pictor`: the command line of the Pictor network, also run as `kubectl pictor` (the
-//! `kubectl-pictor` binary on PATH). One module per command; each turns what it read from the
+//! `kubectl-pictor` binary on PATH), for submitters, providers and the hub's admins (DESIGN.md,
+//! "What Pictor is"; `member add` writes the RBAC of "The member agent speaks to the hub…"). One module per command; each turns what it read from the
 //! hub into lines through pure functions, which is what the unit tests check.
 
 mod earnings;

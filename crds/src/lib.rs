@@ -1,4 +1,6 @@
-//! The Pictor API, group `pictor.network`, version `v1alpha1`, as Rust types.
+//! The Pictor API, group `pictor.network`, version `v1alpha1`, as Rust types (DESIGN.md, "API"),
+//! and the hub–member contract every other crate speaks ([`contract`]: DESIGN.md, "The member agent
+//! speaks to the hub through the hub's Kubernetes API").
 //!
 //! These types are the single source of the CustomResourceDefinitions: `crdgen` renders them to
 //! YAML for the `pictor-crds` chart, and a test fails when the committed YAML drifts. Validation

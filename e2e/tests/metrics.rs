@@ -96,6 +96,11 @@ async fn operator_and_agent_export_their_metrics_after_a_job() {
         "a finished job waits for nothing:\n{text}"
     );
     assert!(!text.contains("pictor_operator_reconcile_errors_total"), "no reconcile failed:\n{text}");
+    // One watch per kind: the job controllers are woken by the hub index's WorkUnit watch
+    // instead of each opening its own.
+    for kind in ["WorkUnit", "GpuCluster", "Lease", "RenderJob", "TrainingJob"] {
+        assert_eq!(value(&format!("pictor_operator_watches{{kind=\"{kind}\"}}")), 1.0, "watches of {kind}");
+    }
 
     // The member: its units and pods, heartbeats without a failure, reports accepted.
     let text = scrape_until(agent_addr, "the agent to count the finished units", |t| {

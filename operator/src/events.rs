@@ -158,7 +158,7 @@ pub fn render_job_events(job: &RenderJob, units: &[&WorkUnit], plan: &RenderPlan
 /// What a training job's reconcile tells its owner.
 pub fn training_job_events(job: &TrainingJob, plan: &TrainingPlan) -> Vec<Event> {
     let mut out = Vec::new();
-    if let Some(unit) = &plan.create {
+    if let Some(unit) = plan.create.first() {
         let member = member_of(unit);
         let workers = unit.spec.pods.len();
         if unit.spec.attempt <= 1 {
@@ -331,7 +331,7 @@ mod tests {
         .unwrap();
         job.status = Some(TrainingJobStatus { phase: Some(TrainingJobPhase::Running), ..Default::default() });
         let plan = TrainingPlan {
-            create: Some(unit("llm-a2", "b", 0, 2, None)),
+            create: vec![unit("llm-a2", "b", 0, 2, None)],
             status: TrainingJobStatus { phase: Some(TrainingJobPhase::Restarting), ..Default::default() },
             ..Default::default()
         };

@@ -1,56 +1,65 @@
 //! The hub's in-memory view, fed by watches and shared by every controller: members, their
-//! agents' Leases and all WorkUnits. Decisions read these stores; nothing re-lists per decision.
+//! agents' Leases and all WorkUnits. Decisions read these; nothing re-lists per decision.
+//!
+//! WorkUnits are watched once for the whole operator: the index keeps them keyed by job and by
+//! member ([`UnitIndex`]) and tells the job controllers which jobs a change concerns
+//! ([`HubIndex::job_changes`]), instead of each controller opening a watch of its own.
 
+use crate::metrics::OperatorMetrics;
+use crate::placement::Claims;
+use crate::runner::SharedWatch;
+use crate::unit_index::UnitIndex;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
+use kube::runtime::reflector::ReflectHandle;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use pictor_crds::v1alpha1::{GpuCluster, WorkUnit, WorkUnitPhase};
-use std::sync::Arc;
+use pictor_crds::contract::members::AGENT;
+use pictor_crds::v1alpha1::{GpuCluster, JobReference, WorkUnit};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, watch};
 
-use crate::placement::Claims;
+/// GpuCluster events held for the member controller before it reads them: one per member and
+/// more, so a network of hundreds of members starts without the watch waiting on it.
+const CLUSTER_EVENTS_BUFFER: usize = 4096;
 
 /// Stores of what the hub's controllers decide over.
 #[derive(Clone)]
 pub struct HubIndex {
     /// Every member.
     pub clusters: reflector::Store<GpuCluster>,
-    /// Every WorkUnit in every member namespace.
-    pub units: reflector::Store<WorkUnit>,
     /// The agents' Leases.
     pub leases: reflector::Store<Lease>,
+    units: Arc<RwLock<UnitIndex>>,
+    job_listeners: Arc<Mutex<Vec<mpsc::UnboundedSender<JobReference>>>>,
+    /// The GpuCluster watch's events, for the one controller that reconciles members (taken
+    /// once: a handle nobody reads would hold the watch back when its buffer fills).
+    cluster_events: Arc<Mutex<Option<ReflectHandle<GpuCluster>>>>,
 }
-
-/// Annotation on a WorkUnit naming the GPU model placement chose, for claims.
-pub const GPU_MODEL_ANNOTATION: &str = "pictor.network/gpu-model";
 
 impl HubIndex {
     /// Starts the watches (each retries with backoff on its own) and waits for the first lists.
     /// `on_lease` is called for every Lease event: the member controller's proof that the hub
     /// answers.
-    pub async fn start(client: kube::Client, on_lease: Arc<dyn Fn() + Send + Sync>) -> Self {
-        let (clusters, cluster_writer) = reflector::store::<GpuCluster>();
-        let (units, unit_writer) = reflector::store::<WorkUnit>();
+    pub async fn start(
+        client: kube::Client,
+        metrics: &OperatorMetrics,
+        on_lease: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        let (clusters, cluster_writer) = reflector::store_shared::<GpuCluster>(CLUSTER_EVENTS_BUFFER);
+        let cluster_events = cluster_writer.subscribe();
         let (leases, lease_writer) = reflector::store::<Lease>();
+        metrics.watches.opened("GpuCluster");
         tokio::spawn(
-            reflector(
-                cluster_writer,
-                watcher(Api::<GpuCluster>::all(client.clone()), watcher::Config::default()),
-            )
-            .default_backoff()
-            .touched_objects()
-            .for_each(|_| futures::future::ready(())),
-        );
-        tokio::spawn(
-            reflector(unit_writer, watcher(Api::<WorkUnit>::all(client.clone()), watcher::Config::default()))
+            watcher(Api::<GpuCluster>::all(client.clone()), watcher::Config::default())
                 .default_backoff()
-                .touched_objects()
+                .reflect_shared(cluster_writer)
                 .for_each(|_| futures::future::ready(())),
         );
-        let lease_config = watcher::Config::default()
-            .fields(&format!("metadata.name={}", pictor_crds::contract::members::AGENT));
+        let lease_config = watcher::Config::default().fields(&format!("metadata.name={AGENT}"));
+        metrics.watches.opened("Lease");
         tokio::spawn(
-            reflector(lease_writer, watcher(Api::<Lease>::all(client), lease_config))
+            reflector(lease_writer, watcher(Api::<Lease>::all(client.clone()), lease_config))
                 .default_backoff()
                 .touched_objects()
                 .for_each(move |event| {
@@ -60,40 +69,102 @@ impl HubIndex {
                     futures::future::ready(())
                 }),
         );
-        let _ =
-            tokio::join!(clusters.wait_until_ready(), units.wait_until_ready(), leases.wait_until_ready());
-        Self { clusters, units, leases }
+        let index = Self {
+            clusters,
+            leases,
+            units: Arc::default(),
+            job_listeners: Arc::default(),
+            cluster_events: Arc::new(Mutex::new(cluster_events)),
+        };
+        let (listed, mut units_listed) = watch::channel(false);
+        metrics.watches.opened("WorkUnit");
+        tokio::spawn(index.clone().follow_units(client, listed));
+        let _ = tokio::join!(
+            index.clusters.wait_until_ready(),
+            index.leases.wait_until_ready(),
+            units_listed.wait_for(|listed| *listed),
+        );
+        index
+    }
+
+    /// The one WorkUnit watch: applies each event to the index and tells the job controllers.
+    /// A re-list (after the watch expired) is built aside and swapped in whole, as kube's
+    /// reflector does, so no decision sees half a list.
+    async fn follow_units(self, client: kube::Client, listed: watch::Sender<bool>) {
+        let mut relisting: Option<Vec<WorkUnit>> = None;
+        let events = watcher(Api::<WorkUnit>::all(client), watcher::Config::default()).default_backoff();
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::warn!(%error, "WorkUnit watch failed; retrying with backoff");
+                    continue;
+                }
+            };
+            match event {
+                watcher::Event::Init => relisting = Some(Vec::new()),
+                watcher::Event::InitApply(unit) => relisting.get_or_insert_default().push(unit),
+                watcher::Event::InitDone => {
+                    let fresh = UnitIndex::of(relisting.take().unwrap_or_default());
+                    let jobs: Vec<JobReference> = fresh.all().map(|u| u.spec.job_ref.clone()).collect();
+                    *self.units.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                    listed.send_replace(true);
+                    jobs.into_iter().for_each(|job| self.tell(job));
+                }
+                watcher::Event::Apply(unit) => {
+                    let job = unit.spec.job_ref.clone();
+                    self.units.write().unwrap_or_else(std::sync::PoisonError::into_inner).apply(unit);
+                    self.tell(job);
+                }
+                watcher::Event::Delete(unit) => {
+                    self.units.write().unwrap_or_else(std::sync::PoisonError::into_inner).delete(&unit);
+                    self.tell(unit.spec.job_ref.clone());
+                }
+            }
+        }
+    }
+
+    fn tell(&self, job: JobReference) {
+        let mut listeners = self.job_listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        listeners.retain(|listener| listener.send(job.clone()).is_ok());
+    }
+
+    /// The GpuCluster watch's events with the store they update, for the member controller;
+    /// `None` once taken.
+    pub fn take_cluster_events(&self) -> Option<SharedWatch<GpuCluster>> {
+        let events = self.cluster_events.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()?;
+        Some((events, self.clusters.clone()))
+    }
+
+    /// The jobs whose units change from now on, one message per change.
+    pub fn job_changes(&self) -> mpsc::UnboundedReceiver<JobReference> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.job_listeners.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sender);
+        receiver
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, UnitIndex> {
+        self.units.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The units of one job, by the job's UID label.
     pub fn units_of_job(&self, job_uid: &str) -> Vec<Arc<WorkUnit>> {
-        self.units
-            .state()
-            .into_iter()
-            .filter(|u| {
-                u.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(pictor_crds::contract::labels::JOB_UID))
-                    .is_some_and(|j| j == job_uid)
-            })
-            .collect()
+        self.read().of_job(job_uid)
+    }
+
+    /// The units in one member's namespace.
+    pub fn units_of_member(&self, member: &str) -> Vec<Arc<WorkUnit>> {
+        self.read().of_member(member)
+    }
+
+    /// Every unit.
+    pub fn units(&self) -> Vec<Arc<WorkUnit>> {
+        self.read().all().cloned().collect()
     }
 
     /// GPUs promised to units that their members have not started yet, by member and model.
     pub fn claims(&self) -> Claims {
-        let mut claims = Claims::new();
-        for unit in self.units.state() {
-            let waiting =
-                matches!(unit.status.as_ref().and_then(|s| s.phase), None | Some(WorkUnitPhase::Pending));
-            let member =
-                unit.metadata.namespace.as_deref().and_then(pictor_crds::contract::member_of_namespace);
-            let model = unit.metadata.annotations.as_ref().and_then(|a| a.get(GPU_MODEL_ANNOTATION));
-            if let (true, Some(member), Some(model)) = (waiting, member, model) {
-                let gpus: i64 = unit.spec.pods.iter().map(|p| p.gpus).sum();
-                *claims.entry((member.to_string(), model.clone())).or_default() += gpus;
-            }
-        }
-        claims
+        self.read().claims()
     }
 }

@@ -34,6 +34,8 @@ pub struct OperatorMetrics {
     pub placement: PlacementMetrics,
     /// Gauges of the hub's state, refreshed from the watches.
     pub hub: HubGauges,
+    /// The watches the operator holds open on the hub's API server.
+    pub watches: WatchMetrics,
 }
 
 impl Default for OperatorMetrics {
@@ -49,8 +51,9 @@ impl OperatorMetrics {
         let controllers = ControllerMetrics::register(&mut registry);
         let placement = PlacementMetrics::register(&mut registry);
         let hub = HubGauges::register(&mut registry);
+        let watches = WatchMetrics::register(&mut registry);
         let (registry, series) = registry.finish();
-        Self { registry, series, controllers, placement, hub }
+        Self { registry, series, controllers, placement, hub, watches }
     }
 
     /// The name of every series `/metrics` may export.
@@ -151,6 +154,40 @@ impl ControllerMetrics {
             self.errors.get_or_create(&ErrorLabels { controller, reason }).inc();
         }
         self.duration.get_or_create(&ControllerLabels { controller }).observe(took.as_secs_f64());
+    }
+}
+
+/// The kind of object a watch lists and follows.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `WorkUnit`, `GpuCluster`, `Lease`, `RenderJob`, …
+    pub kind: &'static str,
+}
+
+/// `pictor_operator_watches{kind}`: watches opened on the hub, by kind. Every watch costs the
+/// API server a stream and the operator a decoded copy of each object, so each kind should be
+/// watched once.
+#[derive(Debug)]
+pub struct WatchMetrics {
+    /// Watches opened, by kind.
+    pub opened: Family<WatchLabels, Gauge>,
+}
+
+impl WatchMetrics {
+    /// Creates the family and registers it.
+    pub fn register(registry: &mut NamedRegistry) -> Self {
+        let metrics = Self { opened: Family::default() };
+        registry.register(
+            "operator_watches",
+            "Watches the operator opened on the hub, by kind",
+            metrics.opened.clone(),
+        );
+        metrics
+    }
+
+    /// Records that a watch of `kind` was opened.
+    pub fn opened(&self, kind: &'static str) {
+        self.opened.get_or_create(&WatchLabels { kind }).inc();
     }
 }
 
@@ -373,7 +410,7 @@ pub async fn refresh_hub(index: HubIndex, metrics: Arc<OperatorMetrics>) {
 fn set_hub_gauges(index: &HubIndex, gauges: &HubGauges) {
     let mut units: BTreeMap<String, i64> =
         ["New", "Pending", "Running", "Succeeded", "Failed", "Lost"].map(|p| (p.to_string(), 0)).into();
-    for unit in index.units.state() {
+    for unit in index.units() {
         let phase = unit.status.as_ref().and_then(|s| s.phase);
         let name = phase.map_or_else(|| "New".to_string(), |p: WorkUnitPhase| phase_name(&p));
         *units.entry(name).or_default() += 1;

@@ -92,6 +92,16 @@ pub enum JobKind {
     TrainingJob,
 }
 
+impl JobKind {
+    /// The kind's name, as `kind` and the unit reference spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::RenderJob => "RenderJob",
+            JobKind::TrainingJob => "TrainingJob",
+        }
+    }
+}
+
 /// One pod of a unit, in the narrow form a member accepts: an image, its command and GPUs.
 /// Members never run arbitrary pod specs (no host paths, no privileges) from the network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]

@@ -1,13 +1,16 @@
-//! `pictor-operator`: the hub's controllers.
+//! `pictor-operator`: the hub's controllers. Each kind of job is registered here, once.
 
 use clap::Parser;
 use pictor_operator::hub_index::HubIndex;
-use pictor_operator::member_health;
+use pictor_operator::job_controller::JobController;
+use pictor_operator::member_controller::{self, HubLink, MemberController};
 use pictor_operator::metrics::{self, OperatorMetrics};
-use pictor_operator::render_job::{self, plan::RenderSettings};
-use pictor_operator::training_job;
+use pictor_operator::render_job::{RenderJobs, plan::RenderSettings};
+use pictor_operator::runner::{self, Hub};
+use pictor_operator::training_job::{TrainingJobs, plan::TrainingSettings};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(about = "The Pictor hub operator")]
@@ -43,36 +46,35 @@ async fn main() -> anyhow::Result<()> {
     pictor_telemetry::logging::init("info");
     let args = Args::parse();
     let client = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
-    let metrics = std::sync::Arc::new(OperatorMetrics::new());
+    let metrics = Arc::new(OperatorMetrics::new());
     let readiness = pictor_telemetry::Readiness::new("the hub's watches have not listed yet");
     pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;
     let grace = Duration::from_secs(args.member_grace_seconds);
-    let link =
-        std::sync::Arc::new(std::sync::Mutex::new(member_health::HubLink::new(std::time::Instant::now())));
-    let lease_link = link.clone();
-    let index = HubIndex::start(
-        client.clone(),
-        std::sync::Arc::new(move || member_health::hub_answered(&lease_link, grace)),
-    )
-    .await;
+    let hub_link = Arc::new(Mutex::new(HubLink::new(Instant::now())));
+    let lease_link = hub_link.clone();
+    let on_lease = Arc::new(move || member_controller::hub_answered(&lease_link, grace));
+    let index = HubIndex::start(client.clone(), &metrics, on_lease).await;
     readiness.set(true);
     tokio::spawn(metrics::refresh_hub(index.clone(), metrics.clone()));
     tracing::info!(grace_seconds = args.member_grace_seconds, "hub index ready; controllers starting");
-    let render = RenderSettings {
-        default_image: args.render_image,
-        max_in_flight: args.max_units_in_flight,
-        fake_run_seconds: args.fake_run_seconds,
-        fake_mismatch_member: args.fake_mismatch_member,
-        dispute_window: Duration::from_secs(args.dispute_window_seconds),
+    let dispute_window = Duration::from_secs(args.dispute_window_seconds);
+    let render = RenderJobs {
+        settings: RenderSettings {
+            default_image: args.render_image,
+            max_in_flight: args.max_units_in_flight,
+            fake_run_seconds: args.fake_run_seconds,
+            fake_mismatch_member: args.fake_mismatch_member,
+            dispute_window,
+        },
     };
-    let training = training_job::plan::TrainingSettings {
-        fake_run_seconds: args.fake_run_seconds,
-        dispute_window: Duration::from_secs(args.dispute_window_seconds),
+    let training = TrainingJobs {
+        settings: TrainingSettings { fake_run_seconds: args.fake_run_seconds, dispute_window },
     };
+    let hub = Hub::new(client, index, metrics);
     tokio::join!(
-        member_health::run(client.clone(), index.clone(), link, grace, metrics.clone()),
-        render_job::run(client.clone(), index.clone(), render, metrics.clone()),
-        training_job::run(client, index, training, metrics),
+        runner::run(MemberController { grace, hub_link }, hub.clone()),
+        runner::run(JobController(render), hub.clone()),
+        runner::run(JobController(training), hub),
     );
     Ok(())
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 /// What the controller does for one job.
 #[derive(Debug, Default)]
 pub struct TrainingPlan {
-    /// Unit to create (the next attempt).
-    pub create: Option<WorkUnit>,
+    /// Unit to create: the next attempt, if one starts now.
+    pub create: Vec<WorkUnit>,
     /// Units to delete (namespace, name).
     pub delete: Vec<(String, String)>,
     /// The job's status (conditions merged by the caller).
@@ -138,7 +138,7 @@ pub fn plan(
             .collect();
         *claims.entry((placement.member.clone(), placement.model.clone())).or_default() +=
             spec.workers * spec.gpu.count;
-        out.create = Some(work_units::work_unit(UnitDraft {
+        out.create = vec![work_units::work_unit(UnitDraft {
             name,
             job: work_units::job_reference(
                 JobKind::TrainingJob,
@@ -152,7 +152,7 @@ pub fn plan(
             attempt,
             labels: BTreeMap::new(),
             rendezvous_port: Some(spec.master_port),
-        }));
+        })];
         Ok(())
     };
 
@@ -216,11 +216,11 @@ pub fn plan(
         }
     };
     out.ready = ready;
-    let shown = out.create.as_ref().or(active).or(current);
+    let shown = out.create.first().or(active).or(current);
     out.status = TrainingJobStatus {
         observed_generation: job.metadata.generation,
         phase: Some(phase_now),
-        restarts: if out.create.is_some() { attempt } else { restarts },
+        restarts: if out.create.is_empty() { restarts } else { attempt },
         member: shown.and_then(|u| {
             u.metadata
                 .namespace

@@ -43,7 +43,7 @@ fn run(job: &TrainingJob, units: &[WorkUnit]) -> TrainingPlan {
 #[test]
 fn the_gang_lands_whole_in_the_member_that_holds_it_with_torchrun_env() {
     let p = run(&job(json!({})), &[]);
-    let unit = p.create.expect("a gang unit");
+    let unit = p.create.into_iter().next().expect("a gang unit");
     assert_eq!(unit.metadata.namespace.as_deref(), Some("pictor-member-farm"));
     assert_eq!(unit.metadata.name.as_deref(), Some("llm-a1"));
     assert_eq!(unit.spec.pods.len(), 4);
@@ -63,12 +63,12 @@ fn the_gang_lands_whole_in_the_member_that_holds_it_with_torchrun_env() {
 #[test]
 fn a_failed_gang_restarts_until_the_limit() {
     let p = run(&job(json!({})), &[unit(1, "Failed", &[1])]);
-    assert_eq!(p.create.as_ref().unwrap().metadata.name.as_deref(), Some("llm-a2"));
+    assert_eq!(p.create[0].metadata.name.as_deref(), Some("llm-a2"));
     assert_eq!((p.status.phase, p.status.restarts), (Some(TrainingJobPhase::Restarting), 1));
     assert_eq!(p.status.cost_octas, 100, "the failed attempt's GPU time is paid");
 
     let p = run(&job(json!({})), &[unit(1, "Failed", &[1]), unit(2, "Lost", &[]), unit(3, "Failed", &[137])]);
-    assert!(p.create.is_none());
+    assert!(p.create.is_empty());
     assert_eq!(p.status.phase, Some(TrainingJobPhase::Failed));
     assert_eq!(p.ready.1, "RestartLimitReached");
 }
@@ -87,7 +87,7 @@ fn exit_code_policy_retries_signals_only() {
 #[test]
 fn no_member_holds_a_bigger_gang_and_the_job_says_why() {
     let p = run(&job(json!({"workers": 5})), &[]);
-    assert!(p.create.is_none());
+    assert!(p.create.is_empty());
     assert_eq!(p.ready.1, "NoMemberFits");
     assert!(p.ready.2.contains("5 pods × 8 GPUs in one member"), "{}", p.ready.2);
 }

@@ -3,24 +3,20 @@
 //! job controllers place that work again elsewhere.
 
 use crate::events;
-use crate::hub_index::HubIndex;
-use crate::metrics::OperatorMetrics;
-use futures::StreamExt;
+use crate::runner::{Hub, Reconciler, SharedWatch};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::Recorder;
-use kube::runtime::{reflector, watcher};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector;
 use kube::{Resource, ResourceExt};
+use pictor_crds::contract::member_namespace;
+use pictor_crds::contract::members::AGENT;
 use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, Reputation, WorkUnit, WorkUnitPhase};
 use pictor_crds::v1alpha1::{Observation, set_condition};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tracing::Instrument;
+use std::time::Duration;
 
-/// The `controller` label of this controller's metrics.
-pub const CONTROLLER: &str = "gpucluster";
 /// Field manager of what the member controller writes.
 pub const FIELD_MANAGER: &str = "pictor-member-controller";
 
@@ -138,21 +134,12 @@ pub fn reputation<'a>(units: impl IntoIterator<Item = &'a WorkUnit>) -> Reputati
     record
 }
 
-/// Why a reconcile failed; every variant is retried with a backoff.
+/// Why a member reconcile failed; every variant is retried with a backoff.
 #[derive(Debug, thiserror::Error)]
-pub enum MemberHealthError {
+pub enum MemberError {
     /// A write to the hub failed.
     #[error("{what}: {source}")]
     Hub { what: String, source: kube::Error },
-}
-
-impl MemberHealthError {
-    /// Label for metrics and logs.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            MemberHealthError::Hub { .. } => "hub_write_failed",
-        }
-    }
 }
 
 /// The controller's link to the hub, shared with the watches that prove it answers.
@@ -165,20 +152,15 @@ pub fn hub_answered(link: &SharedHubLink, grace: Duration) {
         .contact(std::time::Instant::now(), grace / 2);
 }
 
-struct Context {
-    client: kube::Client,
-    index: HubIndex,
-    grace: Duration,
-    hub_link: SharedHubLink,
-    metrics: Arc<OperatorMetrics>,
-    recorder: Recorder,
+/// The member controller, for the runner.
+pub struct MemberController {
+    /// How long a member may be silent before it is NotReady and its unfinished units Lost.
+    pub grace: Duration,
+    /// The controller's own link to the hub.
+    pub hub_link: SharedHubLink,
 }
 
-impl Context {
-    fn hub_answered(&self) {
-        hub_answered(&self.hub_link, self.grace);
-    }
-
+impl MemberController {
     fn hub_reachable_for(&self) -> Duration {
         self.hub_link
             .lock()
@@ -191,125 +173,107 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-async fn reconcile(cluster: Arc<GpuCluster>, ctx: Arc<Context>) -> Result<Action, MemberHealthError> {
-    let span = tracing::info_span!("reconcile", controller = CONTROLLER, member = %cluster.name_any());
-    let started = Instant::now();
-    let result = reconcile_member(cluster, &ctx).instrument(span).await;
-    let error = result.as_ref().err().map(MemberHealthError::metric_label);
-    ctx.metrics.controllers.reconciled(CONTROLLER, error, started.elapsed());
-    result
-}
+impl Reconciler for MemberController {
+    type Object = GpuCluster;
+    type Error = MemberError;
+    const CONTROLLER: &'static str = "gpucluster";
+    // A member owns nothing on the hub that its deletion must release first: `pictor member
+    // remove` deletes its namespace, units and RBAC.
+    const FINALIZER: Option<&'static str> = None;
 
-async fn reconcile_member(cluster: Arc<GpuCluster>, ctx: &Context) -> Result<Action, MemberHealthError> {
-    let member = cluster.name_any();
-    let namespace = pictor_crds::contract::member_namespace(&member);
-    let lease_key =
-        reflector::ObjectRef::<Lease>::new(pictor_crds::contract::members::AGENT).within(&namespace);
-    let lease = ctx.index.leases.get(&lease_key);
-    let now = now();
-    let Some(verdict) = judge(lease.as_deref(), now.clone(), ctx.grace, ctx.hub_reachable_for()) else {
-        tracing::info!(member = %member, "heartbeat stale right after a hub outage; waiting a grace period before judging");
-        return Ok(Action::requeue(ctx.grace / 3));
-    };
-
-    let mut conditions = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let was_ready = conditions.iter().find(|c| c.type_ == CONDITION_READY).map(|c| c.status == "True");
-    let observation = Observation {
-        type_: CONDITION_READY,
-        status: verdict.ready,
-        reason: verdict.reason,
-        message: verdict.message.clone(),
-    };
-    set_condition(&mut conditions, observation, cluster.meta().generation, now.clone());
-    let units_here: Vec<_> = ctx
-        .index
-        .units
-        .state()
-        .into_iter()
-        .filter(|u| u.namespace().as_deref() == Some(namespace.as_str()))
-        .collect();
-    let reputation = reputation(units_here.iter().map(|u| u.as_ref()));
-    let body = serde_json::json!({
-        "apiVersion": "pictor.network/v1alpha1",
-        "kind": "GpuCluster",
-        "status": {"lastHeartbeat": verdict.last_heartbeat, "conditions": conditions, "reputation": reputation,
-                   "observedGeneration": cluster.meta().generation},
-    });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<GpuCluster>::all(ctx.client.clone())
-        .patch_status(&member, &params, &Patch::Apply(&body))
-        .await
-        .map_err(|source| MemberHealthError::Hub { what: format!("write status of {member}"), source })?;
-    ctx.hub_answered();
-    if let Some(event) = events::member_event(was_ready, verdict.ready, verdict.reason, &verdict.message) {
-        if verdict.ready {
-            tracing::info!(member = %member, reason = verdict.reason, "member Ready");
-        } else {
-            tracing::warn!(member = %member, reason = verdict.reason, message = %verdict.message, "member NotReady");
-        }
-        events::publish(&ctx.recorder, &cluster.object_ref(&()), vec![event]).await;
+    fn api(client: kube::Client, _: &GpuCluster) -> Api<GpuCluster> {
+        Api::all(client)
     }
 
-    if !verdict.ready && verdict.last_heartbeat.is_some() {
-        let all_units = ctx.index.units.state();
-        let units = all_units
-            .iter()
-            .filter(|u| u.namespace().as_deref() == Some(namespace.as_str()))
-            .map(|u| u.as_ref());
-        let api = Api::<WorkUnit>::namespaced(ctx.client.clone(), &namespace);
-        for unit in units_to_lose(units) {
-            let name = unit.name_any();
-            let mut unit_conditions = unit.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-            let observation = Observation {
-                type_: CONDITION_READY,
-                status: false,
-                reason: "MemberLost",
-                message: format!("member {member} went silent: {}", verdict.message),
-            };
-            set_condition(&mut unit_conditions, observation, unit.meta().generation, now.clone());
-            let body = serde_json::json!({
-                "apiVersion": "pictor.network/v1alpha1",
-                "kind": "WorkUnit",
-                "status": {"phase": "Lost", "message": format!("member {member} went silent"), "conditions": unit_conditions},
-            });
-            api.patch_status(&name, &params, &Patch::Apply(&body)).await.map_err(|source| {
-                MemberHealthError::Hub { what: format!("mark {namespace}/{name} Lost"), source }
-            })?;
-            tracing::warn!(member = %member, unit = %name, job = %unit.spec.job_ref.name, "unit Lost: its member is silent");
-            let lost = || events::unit_lost(&name, &member, &verdict.message);
-            events::publish(&ctx.recorder, &unit.object_ref(&()), vec![lost()]).await;
-            events::publish(&ctx.recorder, &events::job_reference(&unit.spec.job_ref), vec![lost()]).await;
+    fn metric_label(error: &MemberError) -> &'static str {
+        match error {
+            MemberError::Hub { .. } => "hub_write_failed",
         }
     }
-    // Staleness is a matter of time, not of events: look again well within the grace period.
-    Ok(Action::requeue(ctx.grace / 3))
-}
 
-fn error_policy(cluster: Arc<GpuCluster>, error: &MemberHealthError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(member = %cluster.name_any(), reason = error.metric_label(), error = %error, "member reconcile failed");
-    Action::requeue(Duration::from_secs(2))
-}
+    fn retry_after(&self) -> Duration {
+        Duration::from_secs(2)
+    }
 
-/// Runs the member controller until the process stops.
-pub async fn run(
-    client: kube::Client,
-    index: HubIndex,
-    hub_link: SharedHubLink,
-    grace: Duration,
-    metrics: Arc<OperatorMetrics>,
-) {
-    let recorder = events::recorder(client.clone());
-    let ctx = Arc::new(Context { client: client.clone(), index, grace, hub_link, metrics, recorder });
-    Controller::new(Api::<GpuCluster>::all(client), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "member reconcile");
+    fn shared_watch(hub: &Hub) -> Option<SharedWatch<GpuCluster>> {
+        hub.index.take_cluster_events()
+    }
+
+    async fn apply(&self, cluster: Arc<GpuCluster>, hub: &Hub) -> Result<Action, MemberError> {
+        let member = cluster.name_any();
+        let namespace = member_namespace(&member);
+        let lease_key = reflector::ObjectRef::<Lease>::new(AGENT).within(&namespace);
+        let lease = hub.index.leases.get(&lease_key);
+        let now = now();
+        let Some(verdict) = judge(lease.as_deref(), now.clone(), self.grace, self.hub_reachable_for()) else {
+            tracing::info!(member = %member, "heartbeat stale right after a hub outage; waiting a grace period before judging");
+            return Ok(Action::requeue(self.grace / 3));
+        };
+
+        let mut conditions = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+        let was_ready = conditions.iter().find(|c| c.type_ == CONDITION_READY).map(|c| c.status == "True");
+        let observation = Observation {
+            type_: CONDITION_READY,
+            status: verdict.ready,
+            reason: verdict.reason,
+            message: verdict.message.clone(),
+        };
+        set_condition(&mut conditions, observation, cluster.meta().generation, now.clone());
+        let units_here = hub.index.units_of_member(&member);
+        let reputation = reputation(units_here.iter().map(|u| u.as_ref()));
+        let body = serde_json::json!({
+            "apiVersion": GpuCluster::api_version(&()),
+            "kind": GpuCluster::kind(&()),
+            "status": {"lastHeartbeat": verdict.last_heartbeat, "conditions": conditions, "reputation": reputation,
+                       "observedGeneration": cluster.meta().generation},
+        });
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        Api::<GpuCluster>::all(hub.client.clone())
+            .patch_status(&member, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|source| MemberError::Hub { what: format!("write status of {member}"), source })?;
+        hub_answered(&self.hub_link, self.grace);
+        if let Some(event) = events::member_event(was_ready, verdict.ready, verdict.reason, &verdict.message)
+        {
+            if verdict.ready {
+                tracing::info!(member = %member, reason = verdict.reason, "member Ready");
+            } else {
+                tracing::warn!(member = %member, reason = verdict.reason, message = %verdict.message, "member NotReady");
             }
-            futures::future::ready(())
-        })
-        .await;
+            events::publish(&hub.recorder, &cluster.object_ref(&()), vec![event]).await;
+        }
+
+        if !verdict.ready && verdict.last_heartbeat.is_some() {
+            let api = Api::<WorkUnit>::namespaced(hub.client.clone(), &namespace);
+            for unit in units_to_lose(units_here.iter().map(|u| u.as_ref())) {
+                let name = unit.name_any();
+                let mut unit_conditions =
+                    unit.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+                let observation = Observation {
+                    type_: CONDITION_READY,
+                    status: false,
+                    reason: "MemberLost",
+                    message: format!("member {member} went silent: {}", verdict.message),
+                };
+                set_condition(&mut unit_conditions, observation, unit.meta().generation, now.clone());
+                let body = serde_json::json!({
+                    "apiVersion": WorkUnit::api_version(&()),
+                    "kind": WorkUnit::kind(&()),
+                    "status": {"phase": "Lost", "message": format!("member {member} went silent"), "conditions": unit_conditions},
+                });
+                api.patch_status(&name, &params, &Patch::Apply(&body)).await.map_err(|source| {
+                    MemberError::Hub { what: format!("mark {namespace}/{name} Lost"), source }
+                })?;
+                tracing::warn!(member = %member, unit = %name, job = %unit.spec.job_ref.name, "unit Lost: its member is silent");
+                let lost = || events::unit_lost(&name, &member, &verdict.message);
+                events::publish(&hub.recorder, &unit.object_ref(&()), vec![lost()]).await;
+                events::publish(&hub.recorder, &events::job_reference(&unit.spec.job_ref), vec![lost()])
+                    .await;
+            }
+        }
+        // Staleness is a matter of time, not of events: look again well within the grace period.
+        Ok(Action::requeue(self.grace / 3))
+    }
 }
 
 #[cfg(test)]
