@@ -22,7 +22,7 @@ pub struct HubIndex {
 }
 
 /// Annotation on a WorkUnit naming the GPU model placement chose, for claims.
-pub const GPU_MODEL_ANNOTATION: &str = "pictor.network/gpu-model";
+pub const GPU_MODEL_ANNOTATION: &str = pictor_crds::contract::annotations::GPU_MODEL;
 
 impl HubIndex {
     /// Starts the watches (each retries with backoff on its own) and waits for the first lists.

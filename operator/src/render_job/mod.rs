@@ -31,7 +31,7 @@ pub const CONTROLLER: &str = "renderjob";
 /// Field manager of what the render controller writes.
 pub const FIELD_MANAGER: &str = "pictor-render-controller";
 /// Finalizer that makes deleting a job delete its units first.
-pub const FINALIZER: &str = "pictor.network/work-units";
+pub const FINALIZER: &str = pictor_crds::contract::finalizers::WORK_UNITS;
 
 /// Why a reconcile failed; retried with backoff.
 #[derive(Debug, thiserror::Error)]

@@ -29,7 +29,7 @@ pub const CONTROLLER: &str = "trainingjob";
 /// Field manager of what the training controller writes.
 pub const FIELD_MANAGER: &str = "pictor-training-controller";
 /// Finalizer that makes deleting a job delete its units first.
-pub const FINALIZER: &str = "pictor.network/work-units";
+pub const FINALIZER: &str = pictor_crds::contract::finalizers::WORK_UNITS;
 
 /// Why a reconcile failed; retried with backoff.
 #[derive(Debug, thiserror::Error)]
