@@ -2,8 +2,9 @@
 //! GPUs' own and those every GPU process opens) and, for NVIDIA, `NVIDIA_VISIBLE_DEVICES` so the
 //! container toolkit and CUDA see exactly these GPUs. Pure, checked against the inventory.
 
-use crate::inventory::{GpuInventory, Health, Vendor};
+use crate::inventory::{GpuInventory, Health};
 use crate::v1beta1::{ContainerAllocateResponse, DeviceSpec};
+use pictor_crds::contract::Vendor;
 use std::collections::HashMap;
 use std::path::Path;
 

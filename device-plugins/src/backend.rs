@@ -1,7 +1,8 @@
 //! The one seam between Pictor and a GPU vendor's library: a backend enumerates the node's GPUs
 //! and reports their health changes. The FFI (NVML, ROCm-SMI) stays behind it, one module each.
 
-use crate::inventory::{GpuInventory, HealthEvent, Vendor};
+use crate::inventory::{GpuInventory, HealthEvent};
+use pictor_crds::contract::Vendor;
 use std::time::Duration;
 
 /// A source of GPUs: NVML, ROCm-SMI, or the fake one tests drive.

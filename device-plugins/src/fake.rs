@@ -2,7 +2,8 @@
 //! read from a JSON file on every look) whose GPUs' health a test flips at will.
 
 use crate::backend::{BackendError, GpuBackend};
-use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent, Vendor};
+use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent};
+use pictor_crds::contract::Vendor;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,41 +1,9 @@
 //! What a node's GPUs are, as plain data: every backend produces a [`GpuInventory`], the device
 //! plugin serves it to the kubelet and the node labeller turns it into labels.
 
+use pictor_crds::contract::Vendor;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::PathBuf;
-
-/// Who made the GPUs; decides the resource name and what a container needs to use them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Vendor {
-    Nvidia,
-    Amd,
-}
-
-impl Vendor {
-    /// The extended resource the kubelet advertises for this vendor's GPUs.
-    pub fn resource_name(self) -> &'static str {
-        match self {
-            Vendor::Nvidia => "nvidia.com/gpu",
-            Vendor::Amd => "amd.com/gpu",
-        }
-    }
-
-    /// The value of the `pictor.network/gpu.vendor` label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Vendor::Nvidia => "nvidia",
-            Vendor::Amd => "amd",
-        }
-    }
-}
-
-impl fmt::Display for Vendor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
-    }
-}
 
 /// Whether a GPU can take work; the kubelet's words for it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -87,6 +55,8 @@ pub struct Gpu {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuInventory {
+    /// Who made the GPUs; decides the resource name and what a container needs to use them.
+    #[serde(with = "vendor_label")]
     pub vendor: Vendor,
     pub driver_version: String,
     pub gpus: Vec<Gpu>,
@@ -114,4 +84,39 @@ pub struct HealthEvent {
     pub health: Health,
     /// Why, for the log: `XID 79`, `double-bit ECC error`, …
     pub reason: String,
+}
+
+/// A [`Vendor`] as its label value (`nvidia`, `amd`) in inventory files (the fake backend's),
+/// the spelling those files had before the vendor moved into the contract.
+mod vendor_label {
+    use pictor_crds::contract::Vendor;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(vendor: &Vendor, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(vendor.label_value())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vendor, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        Vendor::from_label_value(&value)
+            .ok_or_else(|| D::Error::custom(format!("unknown GPU vendor {value:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inventory_spells_its_vendor_as_the_label_value() {
+        for vendor in Vendor::ALL {
+            let inventory = GpuInventory { vendor, driver_version: "1".into(), gpus: vec![] };
+            let json = serde_json::to_value(&inventory).unwrap();
+            assert_eq!(json["vendor"], vendor.label_value());
+            assert_eq!(serde_json::from_value::<GpuInventory>(json).unwrap(), inventory);
+        }
+        let unknown = serde_json::json!({"vendor": "intel", "driverVersion": "1", "gpus": []});
+        assert!(serde_json::from_value::<GpuInventory>(unknown).is_err());
+    }
 }

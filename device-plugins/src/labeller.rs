@@ -9,6 +9,7 @@ use crate::metrics::{DeviceMetrics, ResultLabels};
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use pictor_crds::contract::node_labels;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +18,6 @@ use tracing::{info, warn};
 
 /// The field manager of every label write.
 pub const FIELD_MANAGER: &str = "pictor-node-labeller";
-/// Every label the labeller owns starts with this.
-pub const LABEL_PREFIX: &str = "pictor.network/gpu.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabellerError {
@@ -55,15 +54,15 @@ pub fn label_value(raw: &str) -> String {
 pub fn gpu_labels(inventory: &GpuInventory) -> BTreeMap<String, String> {
     let Some(first) = inventory.gpus.first() else { return BTreeMap::new() };
     [
-        ("vendor", inventory.vendor.label().to_string()),
-        ("product", first.name.clone()),
-        ("memory-mib", first.memory_mib.to_string()),
-        ("count", inventory.gpus.len().to_string()),
-        ("driver-version", inventory.driver_version.clone()),
-        ("compute", first.compute.clone()),
+        (node_labels::VENDOR, inventory.vendor.label_value().to_string()),
+        (node_labels::PRODUCT, first.name.clone()),
+        (node_labels::MEMORY_MIB, first.memory_mib.to_string()),
+        (node_labels::COUNT, inventory.gpus.len().to_string()),
+        (node_labels::DRIVER_VERSION, inventory.driver_version.clone()),
+        (node_labels::COMPUTE, first.compute.clone()),
     ]
     .into_iter()
-    .map(|(key, value)| (format!("{LABEL_PREFIX}{key}"), label_value(&value)))
+    .map(|(key, value)| (key.to_string(), label_value(&value)))
     .filter(|(_, value)| !value.is_empty())
     .collect()
 }
@@ -165,15 +164,15 @@ mod tests {
     fn labels_describe_the_inventory() {
         let labels = gpu_labels(&FakeBackend::preset("mi300x", 8).unwrap());
         let expected: BTreeMap<String, String> = [
-            ("vendor", "amd"),
-            ("product", "AMD-Instinct-MI300X"),
-            ("memory-mib", "196592"),
-            ("count", "8"),
-            ("driver-version", "6.10.5"),
-            ("compute", "gfx942"),
+            (node_labels::VENDOR, "amd"),
+            (node_labels::PRODUCT, "AMD-Instinct-MI300X"),
+            (node_labels::MEMORY_MIB, "196592"),
+            (node_labels::COUNT, "8"),
+            (node_labels::DRIVER_VERSION, "6.10.5"),
+            (node_labels::COMPUTE, "gfx942"),
         ]
         .into_iter()
-        .map(|(k, v)| (format!("pictor.network/gpu.{k}"), v.to_string()))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         assert_eq!(labels, expected);
     }

@@ -32,4 +32,6 @@ pub mod v1beta1 {
 
 pub use backend::{BackendError, GpuBackend};
 pub use fake::FakeBackend;
-pub use inventory::{Gpu, GpuInventory, Health, HealthEvent, Vendor};
+pub use inventory::{Gpu, GpuInventory, Health, HealthEvent};
+/// The GPU vendor of the hub–member contract, which [`GpuBackend::vendor`] returns.
+pub use pictor_crds::contract::Vendor;

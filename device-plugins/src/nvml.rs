@@ -3,12 +3,13 @@
 //! XID and double-bit ECC events.
 
 use crate::backend::{BackendError, GpuBackend};
-use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent, Vendor};
+use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent};
 use crate::sysfs;
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{EventSet, Nvml};
+use pictor_crds::contract::Vendor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};

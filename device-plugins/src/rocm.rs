@@ -4,8 +4,9 @@
 //! unhealthy; one that answers again with no new uncorrectable errors is healthy again.
 
 use crate::backend::{BackendError, GpuBackend};
-use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent, Vendor};
+use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent};
 use crate::sysfs;
+use pictor_crds::contract::Vendor;
 use rocm_smi_lib::{RocmErr, RocmSmi};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};

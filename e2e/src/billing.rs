@@ -8,6 +8,7 @@ use aptos_sdk::AccountAddress;
 use aptos_sdk::account::Ed25519Account;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use pictor_crds::contract::{BillingState, annotations, finalizers, labels};
 use pictor_crds::v1alpha1::{Settlement, SettlementPhase, WorkUnit};
 use std::collections::BTreeMap;
 
@@ -118,10 +119,10 @@ pub async fn accrued_units_named(
             let unit: WorkUnit = serde_json::from_value(serde_json::json!({
                 "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
                 "metadata": {"name": name, "namespace": namespace,
-                             "labels": {"pictor.network/billing": "accrued", "pictor.network/job-uid": "billing-test"},
-                             "annotations": {"pictor.network/payable-after": "2026-01-01T00:00:00Z",
-                                             "pictor.network/gpu-model": "NVIDIA-H100-80GB-HBM3"},
-                             "finalizers": ["pictor.network/settlement"]},
+                             "labels": {labels::BILLING: BillingState::Accrued.as_str(), labels::JOB_UID: "billing-test"},
+                             "annotations": {annotations::PAYABLE_AFTER: "2026-01-01T00:00:00Z",
+                                             annotations::GPU_MODEL: "NVIDIA-H100-80GB-HBM3"},
+                             "finalizers": [finalizers::SETTLEMENT]},
                 "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "billing-test", "uid": "billing-test"},
                          "pods": [{"name": "render", "image": "render-worker", "gpuVendor": "nvidia", "gpus": 1}],
                          "frames": format!("{}-{}", i * 10 + 1, i * 10 + 10),

@@ -5,6 +5,7 @@
 use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use pictor_crds::contract::{Vendor, node_labels};
 use std::collections::BTreeMap;
 
 /// One kind of GPU machine.
@@ -12,10 +13,8 @@ use std::collections::BTreeMap;
 pub struct GpuModel {
     /// Short name used in node names, e.g. `h100`.
     pub short: &'static str,
-    /// `nvidia` or `amd`.
-    pub vendor: &'static str,
-    /// The extended resource the device plugin advertises.
-    pub resource: &'static str,
+    /// The GPU vendor, which also names the extended resource its device plugin advertises.
+    pub vendor: Vendor,
     /// Product name as the node labeller publishes it.
     pub product: &'static str,
     /// Memory per GPU in MiB.
@@ -36,8 +35,7 @@ pub struct GpuModel {
 pub const CATALOGUE: [GpuModel; 4] = [
     GpuModel {
         short: "h100",
-        vendor: "nvidia",
-        resource: "nvidia.com/gpu",
+        vendor: Vendor::Nvidia,
         product: "NVIDIA-H100-80GB-HBM3",
         memory_mib: 81_559,
         gpus: 8,
@@ -48,8 +46,7 @@ pub const CATALOGUE: [GpuModel; 4] = [
     },
     GpuModel {
         short: "rtx4090",
-        vendor: "nvidia",
-        resource: "nvidia.com/gpu",
+        vendor: Vendor::Nvidia,
         product: "NVIDIA-GeForce-RTX-4090",
         memory_mib: 24_564,
         gpus: 1,
@@ -60,8 +57,7 @@ pub const CATALOGUE: [GpuModel; 4] = [
     },
     GpuModel {
         short: "mi300x",
-        vendor: "amd",
-        resource: "amd.com/gpu",
+        vendor: Vendor::Amd,
         product: "AMD-Instinct-MI300X",
         memory_mib: 196_592,
         gpus: 8,
@@ -72,8 +68,7 @@ pub const CATALOGUE: [GpuModel; 4] = [
     },
     GpuModel {
         short: "rx7900xtx",
-        vendor: "amd",
-        resource: "amd.com/gpu",
+        vendor: Vendor::Amd,
         product: "AMD-Radeon-RX-7900-XTX",
         memory_mib: 24_560,
         gpus: 1,
@@ -97,18 +92,18 @@ pub fn fake_node(name: &str, model: &GpuModel) -> Node {
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), "amd64".to_string()),
         ("type".to_string(), "kwok".to_string()),
-        ("pictor.network/gpu.vendor".to_string(), model.vendor.to_string()),
-        ("pictor.network/gpu.product".to_string(), model.product.to_string()),
-        ("pictor.network/gpu.memory-mib".to_string(), model.memory_mib.to_string()),
-        ("pictor.network/gpu.count".to_string(), model.gpus.to_string()),
-        ("pictor.network/gpu.driver-version".to_string(), model.driver.to_string()),
-        ("pictor.network/gpu.compute".to_string(), model.compute.to_string()),
+        (node_labels::VENDOR.to_string(), model.vendor.label_value().to_string()),
+        (node_labels::PRODUCT.to_string(), model.product.to_string()),
+        (node_labels::MEMORY_MIB.to_string(), model.memory_mib.to_string()),
+        (node_labels::COUNT.to_string(), model.gpus.to_string()),
+        (node_labels::DRIVER_VERSION.to_string(), model.driver.to_string()),
+        (node_labels::COMPUTE.to_string(), model.compute.to_string()),
     ]);
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(model.cpu.to_string())),
         ("memory".to_string(), Quantity(model.memory.to_string())),
         ("pods".to_string(), Quantity("110".to_string())),
-        (model.resource.to_string(), Quantity(model.gpus.to_string())),
+        (model.vendor.resource_name().to_string(), Quantity(model.gpus.to_string())),
     ]);
     Node {
         metadata: ObjectMeta {
@@ -148,8 +143,8 @@ mod tests {
         assert_eq!(status.capacity.unwrap()["nvidia.com/gpu"], Quantity("8".into()));
         assert_eq!(status.allocatable.unwrap()["pods"], Quantity("110".into()));
         let labels = node.metadata.labels.unwrap();
-        assert_eq!(labels["pictor.network/gpu.product"], "NVIDIA-H100-80GB-HBM3");
-        assert_eq!(labels["pictor.network/gpu.count"], "8");
+        assert_eq!(labels[node_labels::PRODUCT], "NVIDIA-H100-80GB-HBM3");
+        assert_eq!(labels[node_labels::COUNT], "8");
         assert_eq!(node.metadata.annotations.unwrap()["kwok.x-k8s.io/node"], "fake");
     }
 

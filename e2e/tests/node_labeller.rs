@@ -9,7 +9,8 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
-use pictor_device_plugins::labeller::{FIELD_MANAGER, LABEL_PREFIX, NodeLabeller};
+use pictor_crds::contract::node_labels;
+use pictor_device_plugins::labeller::{FIELD_MANAGER, NodeLabeller};
 use pictor_device_plugins::metrics::DeviceMetrics;
 use pictor_device_plugins::{FakeBackend, GpuBackend};
 use pictor_e2e::fake_nodes::{self, GpuModel};
@@ -26,7 +27,7 @@ fn catalogue_labels(model: &GpuModel) -> BTreeMap<String, String> {
         .labels
         .unwrap()
         .into_iter()
-        .filter(|(k, _)| k.starts_with(LABEL_PREFIX))
+        .filter(|(k, _)| k.starts_with(node_labels::PREFIX))
         .collect()
 }
 
@@ -36,7 +37,7 @@ fn gpu_labels(node: &Node) -> BTreeMap<String, String> {
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .filter(|(k, _)| k.starts_with(LABEL_PREFIX))
+        .filter(|(k, _)| k.starts_with(node_labels::PREFIX))
         .collect()
 }
 
@@ -115,7 +116,7 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     let name = format!("{}-unlabelled-0", member.name);
     let mut node = fake_nodes::fake_node(&name, &h100);
     let labels = node.metadata.labels.as_mut().unwrap();
-    labels.retain(|k, _| !k.starts_with(LABEL_PREFIX));
+    labels.retain(|k, _| !k.starts_with(node_labels::PREFIX));
     labels.insert("team".into(), "render".into());
     plane.add_nodes(member, vec![node]).await.unwrap();
     let nodes: Api<Node> = Api::all(member.client().await.unwrap());
@@ -161,7 +162,7 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     eprintln!("labels arrived: {expected:?}");
 
     // Somebody overwrites one by hand: the periodic re-apply puts it back, and leaves theirs be.
-    let hand = serde_json::json!({"metadata": {"labels": {"team": "ml", "pictor.network/gpu.count": "99"}}});
+    let hand = serde_json::json!({"metadata": {"labels": {"team": "ml", node_labels::COUNT: "99"}}});
     nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&hand)).await.unwrap();
     let restored = until_labels(&nodes, &name, &expected).await;
     assert_eq!(restored.metadata.labels.as_ref().unwrap()["team"], "ml");

@@ -232,7 +232,7 @@ async fn member_sees_its_fake_gpu_nodes(plane: &ControlPlane) {
             })
             .unwrap_or_else(|| panic!("no {} node", model.product));
         let allocatable = node.status.as_ref().unwrap().allocatable.as_ref().unwrap();
-        assert_eq!(allocatable[model.resource].0, model.gpus.to_string(), "{}", model.product);
+        assert_eq!(allocatable[model.vendor.resource_name()].0, model.gpus.to_string(), "{}", model.product);
     }
     // The other member has none: clusters are separate even on one etcd.
     let other = Api::<Node>::all(plane.members[1].client().await.unwrap())

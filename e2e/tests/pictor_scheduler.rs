@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use pictor_crds::contract::{Vendor, annotations, labels, node_labels};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, fake_nodes};
 use pictor_scheduler::api::{ApiError, ClusterWriter, KubeWriter};
 use pictor_scheduler::scheduling::{Binding, SchedulerConfig, UnschedulableReport};
@@ -91,8 +92,8 @@ fn gang_pod(gang: &str, i: usize, size: usize) -> Pod {
         "nvidia.com/gpu",
         8,
         json!({"metadata": {
-            "labels": {"pictor.network/gang": gang},
-            "annotations": {"pictor.network/gang-size": size.to_string()},
+            "labels": {labels::GANG: gang},
+            "annotations": {annotations::GANG_SIZE: size.to_string()},
         }}),
     )
 }
@@ -129,9 +130,9 @@ async fn assert_no_node_over_committed(client: &Client) {
     let mut capacity: HashMap<String, i64> = HashMap::new();
     for n in nodes.list(&ListParams::default()).await.unwrap() {
         let alloc = n.status.and_then(|s| s.allocatable).unwrap_or_default();
-        let gpus: i64 = ["nvidia.com/gpu", "amd.com/gpu"]
+        let gpus: i64 = Vendor::ALL
             .iter()
-            .filter_map(|r| alloc.get(*r).and_then(|q| q.0.parse::<i64>().ok()))
+            .filter_map(|v| alloc.get(v.resource_name()).and_then(|q| q.0.parse::<i64>().ok()))
             .sum();
         capacity.insert(n.metadata.name.unwrap(), gpus);
     }
@@ -175,14 +176,14 @@ async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_
     let with_http = ServiceConfig { http_addr: Some(([127, 0, 0, 1], port).into()), ..config("t1") };
     let scheduler = InProcess::start(client.clone(), KubeWriter::new(client.clone(), "t1"), with_http);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let nv = "nvidia.com/gpu";
-    let amd = "amd.com/gpu";
+    let nv = Vendor::Nvidia.resource_name();
+    let amd = Vendor::Amd.resource_name();
     let cases = [
         pod(
             "h100-pair",
             nv,
             2,
-            json!({"metadata": {"annotations": {"pictor.network/gpu-models": "NVIDIA-H100-80GB-HBM3"}}}),
+            json!({"metadata": {"annotations": {annotations::GPU_MODELS: "NVIDIA-H100-80GB-HBM3"}}}),
         ),
         pod(
             "tolerant-eight",
@@ -194,13 +195,13 @@ async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_
             "big-memory",
             amd,
             1,
-            json!({"metadata": {"annotations": {"pictor.network/gpu-min-memory-mib": "100000"}}}),
+            json!({"metadata": {"annotations": {annotations::GPU_MIN_MEMORY_MIB: "100000"}}}),
         ),
         pod(
             "radeon",
             amd,
             1,
-            json!({"spec": {"nodeSelector": {"pictor.network/gpu.product": "AMD-Radeon-RX-7900-XTX"}}}),
+            json!({"spec": {"nodeSelector": {node_labels::PRODUCT: "AMD-Radeon-RX-7900-XTX"}}}),
         ),
         pod(
             "small-memory",
@@ -208,7 +209,7 @@ async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_
             1,
             json!({"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": "pictor.network/gpu.memory-mib", "operator": "Lt", "values": ["30000"]}]}]}}}}}),
+                    {"key": node_labels::MEMORY_MIB, "operator": "Lt", "values": ["30000"]}]}]}}}}}),
         ),
         pod("sixteen", nv, 16, json!({})),
     ];

@@ -86,7 +86,7 @@ pub fn place_gang(
     let mut order: Vec<usize> = (0..members.len()).collect();
     order.sort_by_key(|&i| {
         let r = &members[i].requests;
-        std::cmp::Reverse((r.gpus(), r.cpu_milli, r.memory))
+        std::cmp::Reverse((r.total_gpus(), r.cpu_milli, r.memory))
     });
     let mut planned: Planned = Vec::with_capacity(members.len());
     let mut positions = vec![0; members.len()];
@@ -117,6 +117,7 @@ mod tests {
     use crate::resources::ResourceName;
     use crate::view::tests::{node, pod};
     use crate::view::{GangRef, NodeInfo, Taint};
+    use pictor_crds::contract::Vendor;
     use std::time::Duration;
 
     fn profile() -> Profile {
@@ -148,7 +149,7 @@ mod tests {
             ..node("tainted", 8)
         });
         let why = place_pod(&profile(), &view, &pod("big", 4)).unwrap_err();
-        assert_eq!(why.reasons[&Reason::Insufficient(ResourceName::NvidiaGpu)], 3);
+        assert_eq!(why.reasons[&Reason::Insufficient(ResourceName::Gpu(Vendor::Nvidia))], 3);
         assert_eq!(
             why.message(),
             "0/4 nodes are available: 3 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint."

@@ -1,12 +1,9 @@
 //! Amounts of the resources pictor-scheduler accounts for, and Kubernetes quantity parsing.
 
+use pictor_crds::contract::Vendor;
 use std::collections::BTreeMap;
 use std::fmt;
-
-/// The extended resource NVIDIA's device plugin advertises.
-pub const NVIDIA_GPU: &str = "nvidia.com/gpu";
-/// The extended resource AMD's device plugin advertises.
-pub const AMD_GPU: &str = "amd.com/gpu";
+use std::ops::{Index, IndexMut};
 
 /// Why a quantity could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -14,6 +11,49 @@ pub enum QuantityError {
     /// Not a number with a known suffix.
     #[error("{0:?} is not a Kubernetes quantity")]
     Malformed(String),
+}
+
+/// GPUs of each vendor (its device plugin's extended resource), indexed by [`Vendor`]. A fixed
+/// array rather than a map: [`Resources`] stays `Copy` and its arithmetic never allocates, and a
+/// vendor added to the contract gets its slot here without a change to the scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct GpuCounts([i64; Vendor::ALL.len()]);
+
+impl GpuCounts {
+    /// `count` GPUs of `vendor`, none of the others.
+    pub fn only(vendor: Vendor, count: i64) -> Self {
+        let mut counts = Self::default();
+        counts[vendor] = count;
+        counts
+    }
+
+    /// GPUs of every vendor together.
+    pub fn total(&self) -> i64 {
+        self.0.iter().sum()
+    }
+
+    /// Each vendor with its count, in [`Vendor::ALL`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (Vendor, i64)> + '_ {
+        Vendor::ALL.into_iter().map(|v| (v, self[v]))
+    }
+
+    fn zip_with(&self, o: &Self, f: impl Fn(i64, i64) -> i64) -> Self {
+        Self(std::array::from_fn(|i| f(self.0[i], o.0[i])))
+    }
+}
+
+impl Index<Vendor> for GpuCounts {
+    type Output = i64;
+
+    fn index(&self, vendor: Vendor) -> &i64 {
+        &self.0[vendor.index()]
+    }
+}
+
+impl IndexMut<Vendor> for GpuCounts {
+    fn index_mut(&mut self, vendor: Vendor) -> &mut i64 {
+        &mut self.0[vendor.index()]
+    }
 }
 
 /// CPU in millicores, memory in bytes, GPUs and pods as counts. Integers only, so that adding
@@ -24,10 +64,8 @@ pub struct Resources {
     pub cpu_milli: i64,
     /// Bytes.
     pub memory: i64,
-    /// `nvidia.com/gpu`.
-    pub nvidia_gpu: i64,
-    /// `amd.com/gpu`.
-    pub amd_gpu: i64,
+    /// Per vendor, its [`Vendor::resource_name`] (`nvidia.com/gpu`, `amd.com/gpu`).
+    pub gpus: GpuCounts,
     /// Pod slots (allocatable `pods`); a pod's request is always 1.
     pub pods: i64,
 }
@@ -39,10 +77,8 @@ pub enum ResourceName {
     Cpu,
     /// `memory`
     Memory,
-    /// `nvidia.com/gpu`
-    NvidiaGpu,
-    /// `amd.com/gpu`
-    AmdGpu,
+    /// The vendor's GPU resource, e.g. `nvidia.com/gpu`.
+    Gpu(Vendor),
     /// `pods`
     Pods,
 }
@@ -52,8 +88,7 @@ impl fmt::Display for ResourceName {
         f.write_str(match self {
             Self::Cpu => "cpu",
             Self::Memory => "memory",
-            Self::NvidiaGpu => NVIDIA_GPU,
-            Self::AmdGpu => AMD_GPU,
+            Self::Gpu(vendor) => vendor.resource_name(),
             Self::Pods => "pods",
         })
     }
@@ -69,10 +104,12 @@ impl Resources {
             match name.as_str() {
                 "cpu" => r.cpu_milli = parse_milli(value).unwrap_or(0),
                 "memory" => r.memory = parse_units(value).unwrap_or(0),
-                NVIDIA_GPU => r.nvidia_gpu = parse_units(value).unwrap_or(0),
-                AMD_GPU => r.amd_gpu = parse_units(value).unwrap_or(0),
                 "pods" => r.pods = parse_units(value).unwrap_or(0),
-                _ => {}
+                other => {
+                    if let Some(vendor) = Vendor::from_resource_name(other) {
+                        r.gpus[vendor] = parse_units(value).unwrap_or(0);
+                    }
+                }
             }
         }
         r
@@ -85,15 +122,12 @@ impl Resources {
         Self::from_map(map.iter().map(|(k, v)| (k, v.0.as_str())))
     }
 
-    /// Each dimension with its amount.
-    pub fn dimensions(&self) -> [(ResourceName, i64); 5] {
-        [
-            (ResourceName::Cpu, self.cpu_milli),
-            (ResourceName::Memory, self.memory),
-            (ResourceName::NvidiaGpu, self.nvidia_gpu),
-            (ResourceName::AmdGpu, self.amd_gpu),
-            (ResourceName::Pods, self.pods),
-        ]
+    /// Each dimension with its amount: cpu, memory, each vendor's GPUs, pods.
+    pub fn dimensions(&self) -> impl Iterator<Item = (ResourceName, i64)> + '_ {
+        [(ResourceName::Cpu, self.cpu_milli), (ResourceName::Memory, self.memory)]
+            .into_iter()
+            .chain(self.gpus.iter().map(|(vendor, n)| (ResourceName::Gpu(vendor), n)))
+            .chain([(ResourceName::Pods, self.pods)])
     }
 
     /// Sum, dimension by dimension.
@@ -101,8 +135,7 @@ impl Resources {
         Self {
             cpu_milli: self.cpu_milli + o.cpu_milli,
             memory: self.memory + o.memory,
-            nvidia_gpu: self.nvidia_gpu + o.nvidia_gpu,
-            amd_gpu: self.amd_gpu + o.amd_gpu,
+            gpus: self.gpus.zip_with(&o.gpus, |a, b| a + b),
             pods: self.pods + o.pods,
         }
     }
@@ -112,8 +145,7 @@ impl Resources {
         Self {
             cpu_milli: self.cpu_milli - o.cpu_milli,
             memory: self.memory - o.memory,
-            nvidia_gpu: self.nvidia_gpu - o.nvidia_gpu,
-            amd_gpu: self.amd_gpu - o.amd_gpu,
+            gpus: self.gpus.zip_with(&o.gpus, |a, b| a - b),
             pods: self.pods - o.pods,
         }
     }
@@ -123,8 +155,7 @@ impl Resources {
         Self {
             cpu_milli: self.cpu_milli.max(o.cpu_milli),
             memory: self.memory.max(o.memory),
-            nvidia_gpu: self.nvidia_gpu.max(o.nvidia_gpu),
-            amd_gpu: self.amd_gpu.max(o.amd_gpu),
+            gpus: self.gpus.zip_with(&o.gpus, i64::max),
             pods: self.pods.max(o.pods),
         }
     }
@@ -132,15 +163,14 @@ impl Resources {
     /// The first dimension where `self` asks for more than `free` has, if any.
     pub fn first_shortfall(&self, free: &Self) -> Option<ResourceName> {
         self.dimensions()
-            .into_iter()
             .zip(free.dimensions())
             .find(|((_, want), (_, have))| *want > 0 && want > have)
             .map(|((name, _), _)| name)
     }
 
-    /// GPUs of either vendor.
-    pub fn gpus(&self) -> i64 {
-        self.nvidia_gpu + self.amd_gpu
+    /// GPUs of every vendor together.
+    pub fn total_gpus(&self) -> i64 {
+        self.gpus.total()
     }
 }
 
@@ -203,18 +233,30 @@ mod tests {
 
     #[test]
     fn shortfall_names_the_first_missing_dimension() {
-        let want = Resources { cpu_milli: 1000, nvidia_gpu: 2, pods: 1, ..Default::default() };
-        let free = Resources { cpu_milli: 4000, memory: 1, nvidia_gpu: 1, pods: 10, ..Default::default() };
-        assert_eq!(want.first_shortfall(&free), Some(ResourceName::NvidiaGpu));
-        let enough = Resources { nvidia_gpu: 2, ..free };
+        let nvidia = |n| GpuCounts::only(Vendor::Nvidia, n);
+        let want = Resources { cpu_milli: 1000, gpus: nvidia(2), pods: 1, ..Default::default() };
+        let free = Resources { cpu_milli: 4000, memory: 1, gpus: nvidia(1), pods: 10 };
+        assert_eq!(want.first_shortfall(&free), Some(ResourceName::Gpu(Vendor::Nvidia)));
+        let enough = Resources { gpus: nvidia(2), ..free };
         assert_eq!(want.first_shortfall(&enough), None);
     }
 
     #[test]
     fn unknown_names_and_bad_values_are_ignored() {
         let name = |s: &str| s.to_string();
-        let (cpu, junk, gpu) = (name("cpu"), name("example.com/foo"), name(NVIDIA_GPU));
+        let (cpu, junk, gpu) = (name("cpu"), name("example.com/foo"), name(Vendor::Nvidia.resource_name()));
         let r = Resources::from_map([(&cpu, "bad"), (&junk, "3"), (&gpu, "4")]);
-        assert_eq!(r, Resources { nvidia_gpu: 4, ..Default::default() });
+        assert_eq!(r, Resources { gpus: GpuCounts::only(Vendor::Nvidia, 4), ..Default::default() });
+    }
+
+    #[test]
+    fn every_vendor_is_read_from_its_own_resource_and_summed() {
+        let names: Vec<String> = Vendor::ALL.iter().map(|v| v.resource_name().to_string()).collect();
+        let r = Resources::from_map(names.iter().map(|n| (n, "2")));
+        for vendor in Vendor::ALL {
+            assert_eq!(r.gpus[vendor], 2, "{vendor}");
+        }
+        assert_eq!(r.total_gpus(), 2 * Vendor::ALL.len() as i64);
+        assert_eq!(r.plus(&r).minus(&r), r);
     }
 }

@@ -465,6 +465,7 @@ mod tests {
     use super::*;
     use crate::view::GangRef;
     use crate::view::tests::{node, pod};
+    use pictor_crds::contract::Vendor;
 
     fn scheduler() -> Scheduler {
         let config = SchedulerConfig { gang_wait: Duration::from_secs(30), ..Default::default() };
@@ -557,7 +558,7 @@ mod tests {
         s.apply(Input::PodApplied(pod("p", 1)), now);
         assert_eq!(bound(&s.next_actions(now, 10)).len(), 1);
         s.apply(Input::BindFailed { key: "default/p".into(), pod_gone: false }, now);
-        assert_eq!(s.view().node("n").unwrap().used.nvidia_gpu, 0);
+        assert_eq!(s.view().node("n").unwrap().used.gpus[Vendor::Nvidia], 0);
         assert!(s.next_actions(now, 10).is_empty(), "waits for its backoff");
         let later = now + Duration::from_secs(1);
         assert!(s.next_wake().is_some_and(|w| w <= later));
@@ -634,11 +635,11 @@ mod tests {
         s.apply(Input::NodeApplied(node("n0", 8)), now);
         s.apply(Input::PodApplied(member("g", 0, 2, 4)), now);
         assert!(s.next_actions(now, 10).is_empty());
-        assert_eq!(s.view().node("n0").unwrap().used.nvidia_gpu, 8);
+        assert_eq!(s.view().node("n0").unwrap().used.gpus[Vendor::Nvidia], 8);
         let late = now + Duration::from_secs(31);
         let actions = s.next_actions(late, 10);
         assert!(reports(&actions)[0].contains("1 of 2 pods arrived"), "{actions:?}");
-        assert_eq!(s.view().node("n0").unwrap().used.nvidia_gpu, 0);
+        assert_eq!(s.view().node("n0").unwrap().used.gpus[Vendor::Nvidia], 0);
     }
 
     #[test]

@@ -4,18 +4,8 @@
 
 use crate::resources::Resources;
 use k8s_openapi::api::core::v1::{Node, NodeSelector, Pod, Toleration};
+use pictor_crds::contract;
 use std::collections::{BTreeMap, HashMap};
-
-/// Label of the pods of one gang (DESIGN.md, "Gang").
-pub const GANG_LABEL: &str = "pictor.network/gang";
-/// Annotation with the number of pods in the gang.
-pub const GANG_SIZE_ANNOTATION: &str = "pictor.network/gang-size";
-/// Optional pod annotation: comma-separated `pictor.network/gpu.product` values accepted.
-pub const GPU_MODELS_ANNOTATION: &str = "pictor.network/gpu-models";
-/// Optional pod annotation: `nvidia` or `amd`.
-pub const GPU_VENDOR_ANNOTATION: &str = "pictor.network/gpu-vendor";
-/// Optional pod annotation: the least memory per GPU in MiB.
-pub const GPU_MIN_MEMORY_ANNOTATION: &str = "pictor.network/gpu-min-memory-mib";
 
 /// `namespace/name`.
 pub type PodKey = String;
@@ -155,9 +145,12 @@ impl PodInfo {
         let labels = pod.metadata.labels.as_ref();
         let annotations = pod.metadata.annotations.as_ref();
         let annotation = |k: &str| annotations.and_then(|a| a.get(k)).map(|v| v.trim().to_string());
-        let gang = labels.and_then(|l| l.get(GANG_LABEL)).map(|g| GangRef {
+        let gang = labels.and_then(|l| l.get(contract::labels::GANG)).map(|g| GangRef {
             key: format!("{namespace}/{g}"),
-            size: annotation(GANG_SIZE_ANNOTATION).and_then(|s| s.parse().ok()).unwrap_or(1).max(1),
+            size: annotation(contract::annotations::GANG_SIZE)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1)
+                .max(1),
         });
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         Some(Self {
@@ -171,11 +164,12 @@ impl PodInfo {
                 .and_then(|a| a.node_affinity.as_ref())
                 .and_then(|n| n.required_during_scheduling_ignored_during_execution.clone()),
             tolerations: spec.tolerations.clone().unwrap_or_default(),
-            gpu_models: annotation(GPU_MODELS_ANNOTATION)
+            gpu_models: annotation(contract::annotations::GPU_MODELS)
                 .map(|m| m.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                 .unwrap_or_default(),
-            gpu_vendor: annotation(GPU_VENDOR_ANNOTATION).filter(|v| !v.is_empty() && v != "any"),
-            gpu_min_memory_mib: annotation(GPU_MIN_MEMORY_ANNOTATION).and_then(|m| m.parse().ok()),
+            gpu_vendor: annotation(contract::annotations::GPU_VENDOR).filter(|v| !v.is_empty() && v != "any"),
+            gpu_min_memory_mib: annotation(contract::annotations::GPU_MIN_MEMORY_MIB)
+                .and_then(|m| m.parse().ok()),
             gang,
             node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
             ours: spec.scheduler_name.as_deref() == Some(scheduler_name),
@@ -381,6 +375,8 @@ impl ClusterView {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::resources::GpuCounts;
+    use pictor_crds::contract::Vendor;
 
     pub(crate) fn node(name: &str, gpus: i64) -> NodeInfo {
         NodeInfo {
@@ -388,9 +384,8 @@ pub(crate) mod tests {
             allocatable: Resources {
                 cpu_milli: 64_000,
                 memory: 256 << 30,
-                nvidia_gpu: gpus,
+                gpus: GpuCounts::only(Vendor::Nvidia, gpus),
                 pods: 110,
-                ..Default::default()
             },
             ..Default::default()
         }
@@ -401,7 +396,12 @@ pub(crate) mod tests {
             key: format!("default/{name}"),
             namespace: "default".into(),
             name: name.into(),
-            requests: Resources { cpu_milli: 1000, nvidia_gpu: gpus, pods: 1, ..Default::default() },
+            requests: Resources {
+                cpu_milli: 1000,
+                gpus: GpuCounts::only(Vendor::Nvidia, gpus),
+                pods: 1,
+                ..Default::default()
+            },
             ours: true,
             ..Default::default()
         }
@@ -412,12 +412,16 @@ pub(crate) mod tests {
         let mut view = ClusterView::default();
         view.apply_node(node("n1", 8));
         view.apply_pod(PodInfo { node_name: Some("n1".into()), ..pod("a", 3) });
-        assert_eq!(view.node("n1").unwrap().free().nvidia_gpu, 5);
+        assert_eq!(view.node("n1").unwrap().free().gpus[Vendor::Nvidia], 5);
         view.apply_pod(PodInfo { node_name: Some("n1".into()), done: true, ..pod("a", 3) });
-        assert_eq!(view.node("n1").unwrap().free().nvidia_gpu, 8);
+        assert_eq!(view.node("n1").unwrap().free().gpus[Vendor::Nvidia], 8);
         view.apply_pod(PodInfo { node_name: Some("n1".into()), ..pod("b", 2) });
         view.apply_pod(PodInfo { node_name: Some("n1".into()), deleting: true, ..pod("b", 2) });
-        assert_eq!(view.node("n1").unwrap().free().nvidia_gpu, 6, "a terminating pod still holds its GPUs");
+        assert_eq!(
+            view.node("n1").unwrap().free().gpus[Vendor::Nvidia],
+            6,
+            "a terminating pod still holds its GPUs"
+        );
         view.delete_pod("default/b");
         assert_eq!(view.node("n1").unwrap().used, Resources::default());
     }
@@ -428,17 +432,17 @@ pub(crate) mod tests {
         view.apply_node(node("n1", 8));
         view.apply_pod(pod("a", 2));
         view.assume("default/a", "n1");
-        assert_eq!(view.node("n1").unwrap().used.nvidia_gpu, 2);
+        assert_eq!(view.node("n1").unwrap().used.gpus[Vendor::Nvidia], 2);
         view.apply_pod(pod("a", 2));
         assert!(view.is_assumed("default/a"));
         assert_eq!(view.pending_pods().count(), 0);
         view.forget_assumed("default/a");
-        assert_eq!(view.node("n1").unwrap().used.nvidia_gpu, 0);
+        assert_eq!(view.node("n1").unwrap().used.gpus[Vendor::Nvidia], 0);
         assert_eq!(view.pending_pods().count(), 1);
         view.assume("default/a", "n1");
         view.apply_pod(PodInfo { node_name: Some("n1".into()), ..pod("a", 2) });
         assert!(!view.is_assumed("default/a"));
-        assert_eq!(view.node("n1").unwrap().used.nvidia_gpu, 2);
+        assert_eq!(view.node("n1").unwrap().used.gpus[Vendor::Nvidia], 2);
     }
 
     #[test]
@@ -446,7 +450,7 @@ pub(crate) mod tests {
         let mut view = ClusterView::default();
         view.apply_pod(PodInfo { node_name: Some("late".into()), ..pod("a", 1) });
         view.apply_node(node("late", 8));
-        assert_eq!(view.node("late").unwrap().used.nvidia_gpu, 1);
+        assert_eq!(view.node("late").unwrap().used.gpus[Vendor::Nvidia], 1);
         view.apply_node(node("other", 8));
         view.delete_node("late");
         assert!(view.node("late").is_none());

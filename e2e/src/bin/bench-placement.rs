@@ -13,6 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use pictor_crds::contract::labels;
 use pictor_crds::v1alpha1::{GpuCluster, RenderJob, WorkUnit};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, network};
 use std::time::{Duration, Instant};
@@ -139,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
                  "output": {"location": "s3://renders/film/"}, "verificationPercent": 0}}))?;
     let job =
         Api::<RenderJob>::namespaced(hub.clone(), "default").create(&PostParams::default(), &job).await?;
-    let label = format!("pictor.network/job-uid={}", job.metadata.uid.unwrap_or_default());
+    let label = format!("{}={}", labels::JOB_UID, job.metadata.uid.unwrap_or_default());
     let limit = Duration::from_secs(900);
     let mut placed = 0;
     while started.elapsed() < limit {

@@ -2,6 +2,7 @@
 //! GPU nodes on a real control plane — for the demo and for development.
 
 use clap::{Parser, Subcommand};
+use pictor_crds::contract::{BillingState, labels};
 use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes, network, workspace_binary};
 use std::time::Duration;
@@ -217,8 +218,14 @@ async fn unpaid_units(
     settlements: &[pictor_crds::v1alpha1::Settlement],
 ) -> Option<usize> {
     let units: kube::Api<pictor_crds::v1alpha1::WorkUnit> = kube::Api::all(hub.clone());
-    let accrued =
-        units.list(&kube::api::ListParams::default().labels("pictor.network/billing=accrued")).await.ok()?;
+    let accrued = units
+        .list(&kube::api::ListParams::default().labels(&format!(
+            "{}={}",
+            labels::BILLING,
+            BillingState::Accrued.as_str()
+        )))
+        .await
+        .ok()?;
     let (_, paid) = billing::confirmed(settlements);
     Some(accrued.items.iter().filter(|u| u.metadata.uid.as_ref().is_none_or(|id| !paid.contains(id))).count())
 }

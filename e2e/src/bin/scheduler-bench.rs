@@ -14,6 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use pictor_crds::contract::{Vendor, annotations, labels};
 use pictor_e2e::{ComponentFlags, ControlPlane, ControlPlaneOptions, GpuModel, ManagedProcess, fake_nodes};
 use pictor_scheduler::resources::Resources;
 use pictor_scheduler::view::{NodeInfo, PodInfo};
@@ -114,7 +115,7 @@ fn gpu_mix_pods(n: usize) -> Vec<PodPlan> {
     while plans.len() < n {
         let i = plans.len();
         if gang_index < gangs && i % every == every / 2 && plans.len() + 4 <= n {
-            let resource = if rng.next() < 0.75 { "nvidia.com/gpu" } else { "amd.com/gpu" };
+            let resource = if rng.next() < 0.75 { Vendor::Nvidia } else { Vendor::Amd }.resource_name();
             let gang = format!("gang-{gang_index}");
             for k in 0..4 {
                 plans.push(PodPlan {
@@ -129,7 +130,7 @@ fn gpu_mix_pods(n: usize) -> Vec<PodPlan> {
             continue;
         }
         let kind = rng.next();
-        let resource = if rng.next() < 0.7 { "nvidia.com/gpu" } else { "amd.com/gpu" };
+        let resource = if rng.next() < 0.7 { Vendor::Nvidia } else { Vendor::Amd }.resource_name();
         let (gpus, cpu, memory) = if kind < 0.58 {
             (Some((resource, 1)), "2", "8Gi")
         } else if kind < 0.79 {
@@ -195,8 +196,8 @@ fn pod_json(plan: &PodPlan, which: Which) -> Value {
         },
     });
     if let Some(gang) = &plan.gang {
-        pod["metadata"]["labels"] = json!({"pictor.network/gang": gang});
-        pod["metadata"]["annotations"] = json!({"pictor.network/gang-size": "4"});
+        pod["metadata"]["labels"] = json!({labels::GANG: gang});
+        pod["metadata"]["annotations"] = json!({annotations::GANG_SIZE: "4"});
         if which == Which::Kube {
             pod["spec"]["schedulingGroup"] = json!({"podGroupName": gang});
         }
@@ -370,7 +371,7 @@ async fn audit(client: &kube::Client) -> anyhow::Result<(usize, usize, usize, us
     let mut gangs: HashMap<String, usize> = HashMap::new();
     for p in &pods.items {
         let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else { continue };
-        if let Some(g) = p.metadata.labels.as_ref().and_then(|l| l.get("pictor.network/gang")) {
+        if let Some(g) = p.metadata.labels.as_ref().and_then(|l| l.get(labels::GANG)) {
             *gangs.entry(g.clone()).or_default() += 1;
         }
         // What the pod asks for, read exactly as the scheduler reads it; finished pods hold nothing.
@@ -380,19 +381,16 @@ async fn audit(client: &kube::Client) -> anyhow::Result<(usize, usize, usize, us
         }
     }
     let mut over = 0;
-    let mut free_whole: BTreeMap<String, usize> = BTreeMap::new();
+    let mut free_whole: BTreeMap<Vendor, usize> = BTreeMap::new();
     for n in &nodes.items {
         let Some(info) = NodeInfo::from_node(n) else { continue };
         let u = used.get(&info.name).copied().unwrap_or_default();
         if u.first_shortfall(&info.allocatable).is_some() {
             over += 1;
         }
-        for (cap, held, vendor) in [
-            (info.allocatable.nvidia_gpu, u.nvidia_gpu, "nvidia"),
-            (info.allocatable.amd_gpu, u.amd_gpu, "amd"),
-        ] {
-            if cap == 8 && held == 0 {
-                *free_whole.entry(vendor.into()).or_default() += 1;
+        for (vendor, cap) in info.allocatable.gpus.iter() {
+            if cap == 8 && u.gpus[vendor] == 0 {
+                *free_whole.entry(vendor).or_default() += 1;
             }
         }
     }

@@ -649,7 +649,7 @@ fn verification_unit(
         let passed = settings.fake_mismatch_member.as_deref() != Some(renderer.as_str());
         let psnr = if passed { 100.0 } else { 12.5 };
         pod.annotations.insert(
-            "pictor.network/fake-result".into(),
+            pictor_crds::contract::annotations::FAKE_RESULT.into(),
             serde_json::json!({"frame": chunk.first, "psnrDb": psnr, "passed": passed}).to_string(),
         );
     }
@@ -698,7 +698,8 @@ fn render_pod(
         .unwrap_or_default();
     let mut annotations = BTreeMap::new();
     if let Some(seconds) = settings.fake_run_seconds {
-        annotations.insert("pictor.network/fake-run-seconds".to_string(), seconds.to_string());
+        annotations
+            .insert(pictor_crds::contract::annotations::FAKE_RUN_SECONDS.to_string(), seconds.to_string());
     }
     PodTemplate {
         name: "render".into(),

@@ -132,7 +132,12 @@ pub fn plan(
                 cpu: None,
                 memory: None,
                 annotations: fake_run_seconds
-                    .map(|s| BTreeMap::from([("pictor.network/fake-run-seconds".to_string(), s.to_string())]))
+                    .map(|s| {
+                        BTreeMap::from([(
+                            pictor_crds::contract::annotations::FAKE_RUN_SECONDS.to_string(),
+                            s.to_string(),
+                        )])
+                    })
                     .unwrap_or_default(),
             })
             .collect();

@@ -22,7 +22,7 @@ impl ScorePlugin for CpuSpread {
     }
 
     fn score(&self, pod: &PodInfo, node: &NodeInfo, free: &Resources, _cx: &ScoreContext<'_>) -> i64 {
-        if pod.requests.gpus() > 0 {
+        if pod.requests.total_gpus() > 0 {
             return 0;
         }
         let a = &node.allocatable;

@@ -18,12 +18,12 @@ impl ScorePlugin for GpuBinPacking {
     }
 
     fn score(&self, pod: &PodInfo, node: &NodeInfo, free: &Resources, _cx: &ScoreContext<'_>) -> i64 {
-        let want = pod.requests.gpus();
-        let total = node.allocatable.gpus();
+        let want = pod.requests.total_gpus();
+        let total = node.allocatable.total_gpus();
         if want == 0 || total == 0 {
             return 0;
         }
-        let used_after = total - free.gpus() + want;
+        let used_after = total - free.total_gpus() + want;
         used_after * 100 / total
     }
 }
@@ -32,6 +32,7 @@ impl ScorePlugin for GpuBinPacking {
 mod tests {
     use super::*;
     use crate::view::tests::{node, pod};
+    use pictor_crds::contract::Vendor;
 
     fn score(p: &PodInfo, n: &NodeInfo) -> i64 {
         GpuBinPacking.score(p, n, &n.free(), &ScoreContext::default())
@@ -41,7 +42,7 @@ mod tests {
     fn partly_used_and_small_nodes_beat_empty_big_ones() {
         let empty8 = node("empty8", 8);
         let mut half8 = node("half8", 8);
-        half8.used.nvidia_gpu = 4;
+        half8.used.gpus[Vendor::Nvidia] = 4;
         let single = node("single", 1);
         let p = pod("p", 1);
         assert!(score(&p, &half8) > score(&p, &empty8));

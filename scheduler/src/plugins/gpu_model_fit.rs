@@ -5,13 +5,7 @@
 use crate::framework::{FilterPlugin, Reason};
 use crate::resources::Resources;
 use crate::view::{NodeInfo, PodInfo};
-
-/// Node label: `nvidia` or `amd`.
-pub const VENDOR_LABEL: &str = "pictor.network/gpu.vendor";
-/// Node label: the GPU product name.
-pub const PRODUCT_LABEL: &str = "pictor.network/gpu.product";
-/// Node label: memory per GPU in MiB.
-pub const MEMORY_LABEL: &str = "pictor.network/gpu.memory-mib";
+use pictor_crds::contract::node_labels;
 
 /// Rejects nodes whose GPUs are not of the vendor, model or memory the pod asks for.
 pub struct GpuModelFit;
@@ -23,11 +17,11 @@ impl FilterPlugin for GpuModelFit {
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo, _free: &Resources) -> Result<(), Reason> {
         let label = |k: &str| node.labels.get(k).map(String::as_str);
-        let vendor_ok = pod.gpu_vendor.as_deref().is_none_or(|v| label(VENDOR_LABEL) == Some(v));
+        let vendor_ok = pod.gpu_vendor.as_deref().is_none_or(|v| label(node_labels::VENDOR) == Some(v));
         let model_ok = pod.gpu_models.is_empty()
-            || label(PRODUCT_LABEL).is_some_and(|p| pod.gpu_models.iter().any(|m| m == p));
+            || label(node_labels::PRODUCT).is_some_and(|p| pod.gpu_models.iter().any(|m| m == p));
         let memory_ok = pod.gpu_min_memory_mib.is_none_or(|min| {
-            label(MEMORY_LABEL).and_then(|m| m.parse::<i64>().ok()).is_some_and(|m| m >= min)
+            label(node_labels::MEMORY_MIB).and_then(|m| m.parse::<i64>().ok()).is_some_and(|m| m >= min)
         });
         if vendor_ok && model_ok && memory_ok { Ok(()) } else { Err(Reason::GpuModel) }
     }
@@ -37,12 +31,13 @@ impl FilterPlugin for GpuModelFit {
 mod tests {
     use super::*;
     use crate::view::tests::{node, pod};
+    use pictor_crds::contract::Vendor;
 
     fn h100() -> NodeInfo {
         let mut n = node("h100-0", 8);
-        n.labels.insert(VENDOR_LABEL.into(), "nvidia".into());
-        n.labels.insert(PRODUCT_LABEL.into(), "NVIDIA-H100-80GB-HBM3".into());
-        n.labels.insert(MEMORY_LABEL.into(), "81559".into());
+        n.labels.insert(node_labels::VENDOR.into(), Vendor::Nvidia.label_value().into());
+        n.labels.insert(node_labels::PRODUCT.into(), "NVIDIA-H100-80GB-HBM3".into());
+        n.labels.insert(node_labels::MEMORY_MIB.into(), "81559".into());
         n
     }
 

@@ -59,6 +59,7 @@ mod tests {
     use super::*;
     use crate::view::tests::{node, pod};
     use k8s_openapi::api::core::v1::NodeSelectorTerm;
+    use pictor_crds::contract::node_labels;
 
     fn labelled(pairs: &[(&str, &str)]) -> NodeInfo {
         NodeInfo {
@@ -99,10 +100,10 @@ mod tests {
 
     #[test]
     fn required_affinity_supports_every_operator_and_ors_terms() {
-        let n = labelled(&[("pictor.network/gpu.memory-mib", "81559"), ("zone", "a")]);
+        let n = labelled(&[(node_labels::MEMORY_MIB, "81559"), ("zone", "a")]);
         let fits = |p: &PodInfo| NodeAffinity.filter(p, &n, &n.free()).is_ok();
-        assert!(fits(&with_affinity(vec![vec![req("pictor.network/gpu.memory-mib", "Gt", &["40000"])]])));
-        assert!(!fits(&with_affinity(vec![vec![req("pictor.network/gpu.memory-mib", "Lt", &["40000"])]])));
+        assert!(fits(&with_affinity(vec![vec![req(node_labels::MEMORY_MIB, "Gt", &["40000"])]])));
+        assert!(!fits(&with_affinity(vec![vec![req(node_labels::MEMORY_MIB, "Lt", &["40000"])]])));
         assert!(fits(&with_affinity(vec![vec![req("zone", "In", &["a", "b"])]])));
         assert!(!fits(&with_affinity(vec![vec![req("zone", "NotIn", &["a"])]])));
         assert!(fits(&with_affinity(vec![vec![req("zone", "Exists", &[])]])));

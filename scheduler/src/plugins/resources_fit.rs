@@ -23,21 +23,27 @@ impl FilterPlugin for ResourcesFit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::ResourceName;
+    use crate::resources::{GpuCounts, ResourceName};
     use crate::view::tests::{node, pod};
+    use pictor_crds::contract::Vendor;
 
     #[test]
     fn a_pod_fits_only_where_every_request_fits() {
         let mut n = node("n", 8);
-        n.used.nvidia_gpu = 7;
+        n.used.gpus[Vendor::Nvidia] = 7;
         assert_eq!(ResourcesFit.filter(&pod("one", 1), &n, &n.free()), Ok(()));
         assert_eq!(
             ResourcesFit.filter(&pod("two", 2), &n, &n.free()),
-            Err(Reason::Insufficient(ResourceName::NvidiaGpu))
+            Err(Reason::Insufficient(ResourceName::Gpu(Vendor::Nvidia)))
         );
-        let amd =
-            PodInfo { requests: Resources { amd_gpu: 1, pods: 1, ..Default::default() }, ..pod("amd", 0) };
-        assert_eq!(ResourcesFit.filter(&amd, &n, &n.free()), Err(Reason::Insufficient(ResourceName::AmdGpu)));
+        let amd = PodInfo {
+            requests: Resources { gpus: GpuCounts::only(Vendor::Amd, 1), pods: 1, ..Default::default() },
+            ..pod("amd", 0)
+        };
+        assert_eq!(
+            ResourcesFit.filter(&amd, &n, &n.free()),
+            Err(Reason::Insufficient(ResourceName::Gpu(Vendor::Amd)))
+        );
         n.used.pods = 110;
         assert_eq!(
             ResourcesFit.filter(&pod("full", 0), &n, &n.free()),

@@ -25,6 +25,7 @@ impl ReservePlugin for ViewReservation {
 mod tests {
     use super::*;
     use crate::view::tests::{node, pod};
+    use pictor_crds::contract::Vendor;
 
     #[test]
     fn reserve_takes_room_and_unreserve_gives_it_back() {
@@ -33,8 +34,8 @@ mod tests {
         let p = pod("p", 8);
         view.apply_pod(p.clone());
         ViewReservation.reserve(&mut view, &p, "n");
-        assert_eq!(view.node("n").unwrap().free().nvidia_gpu, 0);
+        assert_eq!(view.node("n").unwrap().free().gpus[Vendor::Nvidia], 0);
         ViewReservation.unreserve(&mut view, &p);
-        assert_eq!(view.node("n").unwrap().free().nvidia_gpu, 8);
+        assert_eq!(view.node("n").unwrap().free().gpus[Vendor::Nvidia], 8);
     }
 }
