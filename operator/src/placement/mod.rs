@@ -2,13 +2,29 @@
 //! members' advertised inventories and the job's needs; the controllers call it and apply the
 //! answer.
 //!
-//! Order of preference among the members that fit: the lowest price (the submitter's interest),
-//! then the better record, then the most free GPUs (spreading load), then the name (so the same
-//! inputs always give the same answer).
+//! Built like pictor-scheduler's plugins, at two extension points:
+//!
+//! - [`filters`]: whether a member ([`filters::MEMBER_FILTERS`]: Ready, not cordoned, not
+//!   excluded or blocklisted, tier), then each of its GPU pools ([`filters::OFFER_FILTERS`]:
+//!   vendor, model and memory; priced; price within budget; free GPUs less what is claimed), can
+//!   take the work. A refusal names its reason, and the job's condition counts them.
+//! - [`scores`]: among the pools that pass, the lowest price (the submitter's interest), then the
+//!   better record, then the most free GPUs (spreading load), then the names (so the same inputs
+//!   always give the same answer).
+//!
+//! Fairness between submitting namespaces belongs in [`scores`] (a score that prefers the
+//! namespace with the smaller share of the network's GPUs, from what [`Need`] would carry), and
+//! a job's deadline in [`filters`] (members that cannot finish in time) or [`scores`] (the
+//! fastest GPUs first when time is short).
 
+pub mod filters;
+pub mod scores;
+
+use filters::{MEMBER_FILTERS, OFFER_FILTERS, Refusal};
 use pictor_crds::contract::format_apt;
-use pictor_crds::v1alpha1::{Budget, GpuCluster, GpuRequirements, GpuVendor, Tier};
-use std::collections::HashMap;
+use pictor_crds::v1alpha1::{Budget, GpuCluster, GpuPool, GpuRequirements, GpuVendor, Tier};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
 
 /// What one unit of work needs.
 #[derive(Clone, Debug)]
@@ -52,17 +68,34 @@ pub struct NoMemberFits {
     pub busy: bool,
 }
 
-fn reputation_score(cluster: &GpuCluster) -> i64 {
-    let Some(r) = cluster.status.as_ref().and_then(|s| s.reputation.as_ref()) else { return 500 };
-    let total = r.units_succeeded + r.units_failed + r.verification_mismatches;
-    if total == 0 { 500 } else { 1000 * r.units_succeeded / total - 100 * r.verification_mismatches.min(10) }
+/// One GPU pool of a member, as the pool filters and the scores see it.
+#[derive(Clone, Copy, Debug)]
+pub struct Offer<'a> {
+    /// The member.
+    pub member: &'a GpuCluster,
+    /// The member's name.
+    pub name: &'a str,
+    /// The pool.
+    pub pool: &'a GpuPool,
+    /// The member's price per GPU-hour for the pool's model (or its default), in octas.
+    pub price: Option<i64>,
+    /// GPUs free in the pool less those already claimed.
+    pub free: i64,
 }
 
-fn is_ready(cluster: &GpuCluster) -> bool {
-    cluster
-        .status
-        .as_ref()
-        .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+/// Every pool a member offers.
+fn offers<'a>(member: &'a GpuCluster, claims: &Claims) -> impl Iterator<Item = Offer<'a>> {
+    let name = member.metadata.name.as_deref().unwrap_or_default();
+    let spec = &member.spec;
+    let pools =
+        member.status.as_ref().and_then(|s| s.inventory.as_ref()).map(|i| i.pools.as_slice()).unwrap_or(&[]);
+    pools.iter().map(move |pool| Offer {
+        member,
+        name,
+        pool,
+        price: spec.price_per_gpu_hour.get(&pool.model).copied().or(spec.default_price_per_gpu_hour),
+        free: pool.free - claims.get(&(name.to_string(), pool.model.clone())).copied().unwrap_or(0),
+    })
 }
 
 /// Describes the need, for the condition a job shows when nothing fits.
@@ -95,231 +128,52 @@ fn describe(need: &Need<'_>) -> String {
 
 /// Picks the member for one unit of work, or says why none fits.
 pub fn place(need: &Need<'_>, members: &[&GpuCluster], claims: &Claims) -> Result<Placement, NoMemberFits> {
-    let mut best: Option<(Placement, (i64, i64, i64))> = None;
-    let mut refusals: HashMap<&'static str, usize> = HashMap::new();
-    for cluster in members {
-        let name = cluster.metadata.name.clone().unwrap_or_default();
-        let spec = &cluster.spec;
-        let reject = if !is_ready(cluster) {
-            Some("not Ready")
-        } else if spec.cordoned {
-            Some("cordoned")
-        } else if need.excluded.contains(&name) {
-            Some("excluded for this job")
-        } else if need.tier != Tier::Any && need.tier != spec.tier {
-            Some("other tier")
-        } else {
-            None
-        };
-        if let Some(why) = reject {
-            *refusals.entry(why).or_default() += 1;
+    let mut best: Option<Offer<'_>> = None;
+    let mut refusals: BTreeMap<Refusal, usize> = BTreeMap::new();
+    for member in members {
+        if let Err(refusal) = MEMBER_FILTERS.iter().try_for_each(|filter| filter(need, member)) {
+            *refusals.entry(refusal).or_default() += 1;
             continue;
         }
-        let pools = cluster
-            .status
-            .as_ref()
-            .and_then(|s| s.inventory.as_ref())
-            .map(|i| i.pools.as_slice())
-            .unwrap_or(&[]);
         let mut fitted = false;
-        let mut why = "no matching GPUs";
-        for pool in pools {
-            let vendor_ok = need.gpu.vendor == GpuVendor::Any || need.gpu.vendor == pool.vendor;
-            let model_ok = need.gpu.models.is_empty() || need.gpu.models.contains(&pool.model);
-            let memory_ok = need.gpu.min_memory_gib.is_none_or(|gib| pool.memory_mib >= gib * 1024);
-            if !(vendor_ok && model_ok && memory_ok) {
-                continue;
-            }
-            let Some(price) =
-                spec.price_per_gpu_hour.get(&pool.model).copied().or(spec.default_price_per_gpu_hour)
-            else {
-                why = "model not priced";
-                continue;
-            };
-            if need.budget.max_price_per_gpu_hour.is_some_and(|max| price > max) {
-                why = "too expensive";
-                continue;
-            }
-            let claimed = claims.get(&(name.clone(), pool.model.clone())).copied().unwrap_or(0);
-            let free = pool.free - claimed;
-            if free < need.gpu.count * need.pods || pool.largest_free_on_node < need.gpu.count {
-                // Busy if the member holds it once its GPUs are free again; else it never will.
-                let gpu_nodes_hold_a_pod = pool.total / pool.nodes.max(1) >= need.gpu.count;
-                why = if pool.total >= need.gpu.count * need.pods && gpu_nodes_hold_a_pod {
-                    "not enough free GPUs"
-                } else {
-                    "too small"
-                };
-                continue;
-            }
-            fitted = true;
-            let rank = (price, -reputation_score(cluster), -free);
-            let candidate = Placement {
-                member: name.clone(),
-                vendor: pool.vendor,
-                model: pool.model.clone(),
-                price_per_gpu_hour: price,
-            };
-            let better = match &best {
-                None => true,
-                Some((b, r)) => (rank, &candidate.member, &candidate.model) < (*r, &b.member, &b.model),
-            };
-            if better {
-                best = Some((candidate, rank));
+        // A member none of whose pools fits is counted once, for the last pool of the GPUs asked
+        // for: pools of other GPUs say nothing about why.
+        let mut refused = Refusal::NoMatchingGpus;
+        for offer in offers(member, claims) {
+            match OFFER_FILTERS.iter().try_for_each(|filter| filter(need, &offer)) {
+                Ok(()) => {
+                    fitted = true;
+                    if best.as_ref().is_none_or(|b| scores::preference(&offer, b) == Ordering::Less) {
+                        best = Some(offer);
+                    }
+                }
+                Err(Refusal::NoMatchingGpus) => {}
+                Err(refusal) => refused = refusal,
             }
         }
         if !fitted {
-            *refusals.entry(why).or_default() += 1;
+            *refusals.entry(refused).or_default() += 1;
         }
     }
-    best.map(|(p, _)| p).ok_or_else(|| {
-        let mut reasons: Vec<String> = refusals.iter().map(|(why, n)| format!("{n} {why}")).collect();
-        reasons.sort();
-        let detail =
-            if members.is_empty() { "no members have joined".to_string() } else { reasons.join(", ") };
-        let busy = refusals.contains_key("not enough free GPUs");
-        NoMemberFits { message: format!("{} ({} members: {detail})", describe(need), members.len()), busy }
-    })
+    match best {
+        Some(offer) => Ok(Placement {
+            member: offer.name.to_string(),
+            vendor: offer.pool.vendor,
+            model: offer.pool.model.clone(),
+            price_per_gpu_hour: offer.price.unwrap_or_default(),
+        }),
+        None => Err(no_member_fits(need, members.len(), &refusals)),
+    }
+}
+
+/// Why nothing fits: the need, and how many members each filter refused.
+fn no_member_fits(need: &Need<'_>, members: usize, refusals: &BTreeMap<Refusal, usize>) -> NoMemberFits {
+    let mut reasons: Vec<String> = refusals.iter().map(|(why, n)| format!("{n} {why}")).collect();
+    reasons.sort();
+    let detail = if members == 0 { "no members have joined".to_string() } else { reasons.join(", ") };
+    let busy = refusals.keys().any(|r| r.is_busy());
+    NoMemberFits { message: format!("{} ({members} members: {detail})", describe(need)), busy }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn member(
-        name: &str,
-        tier: &str,
-        ready: bool,
-        pools: serde_json::Value,
-        prices: serde_json::Value,
-    ) -> GpuCluster {
-        serde_json::from_value(json!({
-            "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster", "metadata": {"name": name},
-            "spec": {"tier": tier, "payoutAddress": "0x1", "pricePerGpuHour": prices},
-            "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}, "reason": "r", "message": "m",
-                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-                       "inventory": {"nodes": 1, "totalGpus": 8, "freeGpus": 8, "pools": pools}}
-        }))
-        .unwrap()
-    }
-
-    fn pool(vendor: &str, model: &str, memory_mib: i64, free: i64, largest: i64) -> serde_json::Value {
-        json!({"vendor": vendor, "model": model, "memoryMib": memory_mib, "nodes": 1, "total": free, "free": free, "largestFreeOnNode": largest})
-    }
-
-    fn gpu(vendor: GpuVendor, count: i64, min_gib: Option<i64>) -> GpuRequirements {
-        GpuRequirements { vendor, models: vec![], min_memory_gib: min_gib, count }
-    }
-
-    fn fleet() -> Vec<GpuCluster> {
-        vec![
-            member(
-                "cheap-nv",
-                "community",
-                true,
-                json!([pool("nvidia", "RTX-4090", 24564, 3, 1)]),
-                json!({"RTX-4090": 40}),
-            ),
-            member(
-                "farm-nv",
-                "partner",
-                true,
-                json!([pool("nvidia", "H100", 81559, 32, 8)]),
-                json!({"H100": 90}),
-            ),
-            member(
-                "amd",
-                "community",
-                true,
-                json!([pool("amd", "MI300X", 196592, 8, 8)]),
-                json!({"MI300X": 70}),
-            ),
-            member(
-                "down",
-                "community",
-                false,
-                json!([pool("nvidia", "RTX-4090", 24564, 8, 8)]),
-                json!({"RTX-4090": 1}),
-            ),
-        ]
-    }
-
-    fn need<'a>(gpu: &'a GpuRequirements, pods: i64, budget: &'a Budget, excluded: &'a [String]) -> Need<'a> {
-        Need { gpu, pods, budget, tier: Tier::Any, excluded }
-    }
-
-    #[test]
-    fn the_cheapest_ready_member_that_fits_wins() {
-        let fleet = fleet();
-        let members: Vec<_> = fleet.iter().collect();
-        let g = gpu(GpuVendor::Any, 1, None);
-        let p = place(&need(&g, 1, &Budget::default(), &[]), &members, &Claims::new()).unwrap();
-        assert_eq!(
-            (p.member.as_str(), p.price_per_gpu_hour),
-            ("cheap-nv", 40),
-            "the NotReady member is never chosen"
-        );
-    }
-
-    #[test]
-    fn vendor_memory_and_claims_narrow_the_choice() {
-        let fleet = fleet();
-        let members: Vec<_> = fleet.iter().collect();
-        let amd = gpu(GpuVendor::Only(pictor_crds::contract::Vendor::Amd), 1, None);
-        assert_eq!(
-            place(&need(&amd, 1, &Budget::default(), &[]), &members, &Claims::new()).unwrap().member,
-            "amd"
-        );
-        let big = gpu(GpuVendor::Any, 1, Some(64));
-        assert_eq!(
-            place(&need(&big, 1, &Budget::default(), &[]), &members, &Claims::new()).unwrap().member,
-            "amd"
-        );
-        let claims = Claims::from([(("cheap-nv".to_string(), "RTX-4090".to_string()), 3)]);
-        let any = gpu(GpuVendor::Any, 1, None);
-        assert_eq!(
-            place(&need(&any, 1, &Budget::default(), &[]), &members, &claims).unwrap().member,
-            "amd",
-            "the 4090s are all promised"
-        );
-    }
-
-    #[test]
-    fn a_gang_lands_whole_in_one_member_that_holds_it() {
-        let fleet = fleet();
-        let members: Vec<_> = fleet.iter().collect();
-        let eight = gpu(GpuVendor::Any, 8, None);
-        let p = place(&need(&eight, 4, &Budget::default(), &[]), &members, &Claims::new()).unwrap();
-        assert_eq!(p.member, "farm-nv", "only the farm has 4 × 8 free GPUs");
-        let err = place(&need(&eight, 5, &Budget::default(), &[]), &members, &Claims::new()).unwrap_err();
-        assert!(err.message.contains("5 pods × 8 GPUs in one member"), "{err}");
-        assert!(!err.busy, "no member will ever hold it");
-    }
-
-    #[test]
-    fn budget_tier_and_exclusions_are_respected_and_explained() {
-        let fleet = fleet();
-        let members: Vec<_> = fleet.iter().collect();
-        let amd = gpu(GpuVendor::Only(pictor_crds::contract::Vendor::Amd), 1, Some(64));
-        let tight = Budget { max_price_per_gpu_hour: Some(50), max_total: None };
-        let err = place(&need(&amd, 1, &tight, &[]), &members, &Claims::new()).unwrap_err();
-        assert!(
-            err.message
-                .starts_with("no Ready member offers amd GPUs with ≥ 64 GiB under 0.0000005 APT/GPU-hour"),
-            "{err}"
-        );
-        assert!(err.message.contains("too expensive") && err.message.contains("1 not Ready"), "{err}");
-
-        let any = gpu(GpuVendor::Any, 1, None);
-        let excluded = vec!["cheap-nv".to_string()];
-        assert_eq!(
-            place(&need(&any, 1, &Budget::default(), &excluded), &members, &Claims::new()).unwrap().member,
-            "amd"
-        );
-        let open = Budget::default();
-        let mut partner_only = need(&any, 1, &open, &[]);
-        partner_only.tier = Tier::Partner;
-        assert_eq!(place(&partner_only, &members, &Claims::new()).unwrap().member, "farm-nv");
-    }
-}
+mod tests;
