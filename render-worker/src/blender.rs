@@ -1,6 +1,7 @@
 //! Running Blender: which Cycles device to ask for, the command line, and finding the frames it
 //! wrote.
 
+use pictor_crds::contract::render_output::frame_stem;
 use pictor_crds::v1alpha1::{ImageFormat, RenderEngine};
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -176,27 +177,6 @@ pub fn format_name(format: ImageFormat) -> &'static str {
     }
 }
 
-/// The file extension Blender gives a format.
-pub fn format_extension(format: ImageFormat) -> &'static str {
-    match format {
-        ImageFormat::Png => "png",
-        ImageFormat::OpenExr => "exr",
-        ImageFormat::Jpeg => "jpg",
-        ImageFormat::Tiff => "tif",
-    }
-}
-
-/// The format of a file by its extension, for a frame named in a URL.
-pub fn format_of_extension(extension: &str) -> Option<ImageFormat> {
-    match extension.to_ascii_lowercase().as_str() {
-        "png" => Some(ImageFormat::Png),
-        "exr" => Some(ImageFormat::OpenExr),
-        "jpg" | "jpeg" => Some(ImageFormat::Jpeg),
-        "tif" | "tiff" => Some(ImageFormat::Tiff),
-        _ => None,
-    }
-}
-
 /// Inclusive frames `first..=last`, every `step`th.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameSelection {
@@ -236,11 +216,6 @@ pub struct RenderInvocation {
     pub format: ImageFormat,
     pub frames: FrameSelection,
     pub device: CyclesDevice,
-}
-
-/// The stem of every frame file: `frame_` and the frame number padded to six digits.
-pub fn frame_stem(frame: i64) -> String {
-    format!("frame_{frame:06}")
 }
 
 impl RenderInvocation {
@@ -457,8 +432,5 @@ mod tests {
         assert!(FrameSelection::new(5, 4, 1).is_err());
         assert!(FrameSelection::new(1, 4, 0).is_err());
         assert!(FrameSelection::new(-1, 4, 1).is_err());
-        assert_eq!(frame_stem(42), "frame_000042");
-        assert_eq!(format_of_extension("EXR"), Some(ImageFormat::OpenExr));
-        assert_eq!(format_of_extension(format_extension(ImageFormat::Jpeg)), Some(ImageFormat::Jpeg));
     }
 }

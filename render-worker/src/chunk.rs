@@ -7,6 +7,7 @@ use crate::blender::{
 use crate::storage::{StorageError, StorageObject, StorageSettings, child_url};
 use crate::termination::{self, TerminationError};
 use bytes::Bytes;
+use pictor_crds::contract::render_output::frame_file_name;
 use pictor_crds::v1alpha1::{ImageFormat, OutputObject, RenderEngine};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -129,12 +130,7 @@ pub async fn render_chunk(
     settings: &StorageSettings,
 ) -> Result<ChunkReport, ChunkError> {
     // Refuse a bad output location before spending time on the render.
-    let frame_url = |frame: i64| {
-        child_url(
-            &request.output,
-            &format!("{}.{}", blender::frame_stem(frame), blender::format_extension(request.format)),
-        )
-    };
+    let frame_url = |frame: i64| child_url(&request.output, &frame_file_name(frame, request.format));
     StorageObject::open(&frame_url(request.frames.first)?, settings)?;
 
     let workspace = fetch_scene(&request.scene, settings).await?;

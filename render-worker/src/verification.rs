@@ -2,20 +2,20 @@
 //!
 //! The verdict is data: a mismatch is a successful verification with `passed: false`. Only a
 //! verification that could not judge (no scene, no original, Blender failing, an undecodable
-//! image) is an error.
+//! image) is an error. The report's type is the hub's too: [`VerificationReport`] in the
+//! contract.
 
-use crate::blender::{self, BlenderError, FrameSelection, RenderInvocation, RequestedDevice};
+use crate::blender::{BlenderError, FrameSelection, RenderInvocation, RequestedDevice};
 use crate::chunk::{self, ChunkError};
 use crate::comparison::{self, ComparisonError, FrameComparison};
 use crate::storage::{StorageError, StorageObject, StorageSettings};
+use pictor_crds::contract::render_output::format_of_extension;
+use pictor_crds::contract::verification::REPORTED_PSNR_CEILING_DB;
 use pictor_crds::v1alpha1::{ImageFormat, RenderEngine};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
-/// PSNR is reported up to this many dB: identical frames have an infinite PSNR, which JSON
-/// cannot carry.
-pub const REPORTED_PSNR_CEILING_DB: f64 = 100.0;
+use pictor_crds::contract::VerificationReport;
 
 /// What can go wrong verifying a frame.
 #[derive(Debug, thiserror::Error)]
@@ -51,25 +51,6 @@ pub struct VerificationRequest {
     pub blender: PathBuf,
 }
 
-/// The verdict.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerificationReport {
-    pub frame: i64,
-    /// PSNR of the re-render against the original, at most 100 dB; 0 for a size mismatch.
-    pub psnr_db: f64,
-    pub passed: bool,
-    /// SHA-256 of the original as read: the digest the provider's report should carry.
-    pub sha256: String,
-    /// SHA-256 of the re-rendered frame.
-    pub rerendered_sha256: String,
-    /// Why the frames could not be compared pixel by pixel, when they could not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mismatch: Option<String>,
-    /// The device of the re-render.
-    pub device: String,
-}
-
 /// Re-renders the frame, fetches the original and judges them.
 pub async fn verify_frame(
     request: &VerificationRequest,
@@ -80,7 +61,7 @@ pub async fn verify_frame(
         None => request
             .original
             .rsplit_once('.')
-            .and_then(|(_, extension)| blender::format_of_extension(extension))
+            .and_then(|(_, extension)| format_of_extension(extension))
             .ok_or_else(|| VerificationError::UnknownFormat { original: request.original.clone() })?,
     };
     // Fetch the original first: without it there is nothing to judge and no reason to render.

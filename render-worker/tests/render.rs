@@ -239,10 +239,11 @@ fn verification_passes_the_original_and_catches_an_altered_frame() {
         );
         assert!(run.status.success(), "a verdict, pass or fail, exits 0");
         let verdict = stdout_json(&run);
-        assert_eq!(
-            verdict,
-            serde_json::from_str::<Value>(&std::fs::read_to_string(&result_file).unwrap()).unwrap()
-        );
+        let message = std::fs::read_to_string(&result_file).unwrap();
+        assert_eq!(verdict, serde_json::from_str::<Value>(&message).unwrap());
+        let report = pictor_crds::contract::VerificationReport::from_message(&message)
+            .expect("the hub reads the termination message as a typed report");
+        assert_eq!(report.passed, verdict["passed"]);
         verdict
     };
 

@@ -8,15 +8,20 @@
 //! - [`money`]: integer octas and the one rounding rule for GPU time.
 //! - [`vendor`]: the GPU vendors, with everything that differs between them.
 //! - [`billing_marks`]: how accrued, held and forfeited units are read.
+//! - [`render_output`]: the names and extensions of the frames a render worker stores.
+//! - [`verification`]: the verdict a verification render reports.
 
 pub mod billing_marks;
 pub mod keys;
 pub mod members;
 pub mod money;
+pub mod render_output;
 pub mod vendor;
+pub mod verification;
 
 pub use billing_marks::BillingState;
 pub use keys::{MISMATCH, annotations, finalizers, labels, node_labels};
 pub use members::{member_namespace, member_of_namespace};
 pub use money::{APT, OCTAS_PER_APT, cost_octas, format_apt};
 pub use vendor::Vendor;
+pub use verification::VerificationReport;

@@ -149,7 +149,7 @@ async fn verify(args: VerifyArgs) -> Result<String, String> {
     };
     let report = verification::verify_frame(&request, &settings).await.map_err(|e| e.to_string())?;
     tracing::info!(frame = report.frame, psnr_db = report.psnr_db, passed = report.passed, "verified");
-    let message = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+    let message = report.to_message();
     println!("{message}");
     Ok(message)
 }

@@ -1,62 +1,11 @@
+//! The plan as a whole: what a job's owner sees reconcile after reconcile. Each stage has its
+//! own tests next to it.
+
+use super::fixtures::*;
 use super::*;
+use pictor_crds::contract::labels::{CHUNK, DISPUTE_CHECK, VERIFIES};
+use pictor_crds::v1alpha1::RenderJobPhase;
 use serde_json::json;
-
-fn job(end: i64, extra: serde_json::Value) -> RenderJob {
-    let mut spec = json!({"scene": "s3://scenes/a.blend", "frames": {"start": 1, "end": end}, "chunkSize": 10,
-                          "output": {"location": "s3://out/a/"}, "retriesPerChunk": 2});
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    serde_json::from_value(json!({"apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
-        "metadata": {"name": "shot", "namespace": "art", "uid": "job-uid", "generation": 1}, "spec": spec}))
-    .unwrap()
-}
-
-fn member(name: &str, vendor: &str, model: &str, free: i64, price: i64) -> GpuCluster {
-    serde_json::from_value(json!({
-        "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster", "metadata": {"name": name},
-        "spec": {"tier": "community", "payoutAddress": "0x1", "pricePerGpuHour": {model: price}},
-        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "r", "message": "m", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
-                   "inventory": {"nodes": 1, "totalGpus": free, "freeGpus": free,
-                                 "pools": [{"vendor": vendor, "model": model, "memoryMib": 24000, "nodes": 1, "total": free, "free": free, "largestFreeOnNode": 1}]}}
-    }))
-    .unwrap()
-}
-
-fn unit(chunk: i64, attempt: i64, member: &str, phase: Option<&str>, gpu_seconds: i64) -> WorkUnit {
-    let mut u = json!({"apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
-        "metadata": {"name": format!("shot-{chunk:05}-{attempt}"), "namespace": format!("pictor-member-{member}"),
-                     "labels": {"pictor.network/chunk": chunk.to_string(), "pictor.network/job-uid": "job-uid"}},
-        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "art", "name": "shot", "uid": "job-uid"},
-                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
-                 "agreedPricePerGpuHour": 3600, "attempt": attempt}});
-    if let Some(p) = phase {
-        u["status"] = json!({"phase": p, "gpuSeconds": gpu_seconds, "completionTime": format!("2026-01-01T00:00:{:02}Z", chunk % 60)});
-    }
-    serde_json::from_value(u).unwrap()
-}
-
-fn settings() -> RenderSettings {
-    RenderSettings {
-        default_image: "pictor/render-worker:dev".into(),
-        max_in_flight: 100,
-        fake_run_seconds: Some(3),
-        fake_mismatch_member: None,
-        dispute_window: std::time::Duration::from_secs(600),
-    }
-}
-
-fn now() -> Timestamp {
-    "2026-11-25T12:00:00Z".parse().unwrap()
-}
-
-fn run(job: &RenderJob, units: &[WorkUnit], members: &[GpuCluster]) -> RenderPlan {
-    let units: Vec<&WorkUnit> = units.iter().collect();
-    let members: Vec<&GpuCluster> = members.iter().collect();
-    plan(job, &units, &members, &mut Claims::new(), &settings(), now())
-}
 
 #[test]
 fn chunks_cover_every_selected_frame_once() {
@@ -191,28 +140,6 @@ fn in_flight_units_are_bounded() {
     assert_eq!(p.awaiting_placement, 10_000 - 25, "the rest wait for room");
 }
 
-fn verify_unit(checked: &str, member: &str, attempt: i64, phase: &str, passed: Option<bool>) -> WorkUnit {
-    let mut u = json!({"apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
-        "metadata": {"name": format!("{checked}-v{attempt}"), "namespace": format!("pictor-member-{member}"),
-                     "labels": {"pictor.network/verifies": checked, "pictor.network/job-uid": "job-uid"}},
-        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "art", "name": "shot", "uid": "job-uid"},
-                 "pods": [{"name": "verify", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
-                 "agreedPricePerGpuHour": 3600, "attempt": attempt},
-        "status": {"phase": phase, "gpuSeconds": 2}});
-    if let Some(p) = passed {
-        u["status"]["message"] = json!(json!({"passed": p, "psnrDb": 40.0}).to_string());
-    }
-    serde_json::from_value(u).unwrap()
-}
-
-#[test]
-fn the_sample_is_stable_and_near_its_share() {
-    let picked = (0..1000).filter(|i| sampled("job-uid", *i, 10)).count();
-    assert!((60..=140).contains(&picked), "{picked} of 1000 at 10%");
-    assert_eq!(sampled("job-uid", 7, 10), sampled("job-uid", 7, 10));
-    assert!((0..100).all(|i| sampled("x", i, 100)) && (0..100).all(|i| !sampled("x", i, 0)));
-}
-
 #[test]
 fn a_rendered_chunk_is_verified_on_another_member_before_the_job_succeeds() {
     let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
@@ -284,14 +211,6 @@ fn without_a_second_provider_of_the_gpus_the_job_finishes_unverified_and_says_so
         "accepted unverified, and paid"
     );
     assert!(p.ready.2.contains("no Ready member offers nvidia GPUs"), "{}", p.ready.2);
-}
-
-fn with_labels(mut u: WorkUnit, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> WorkUnit {
-    let l = u.metadata.labels.get_or_insert_with(Default::default);
-    l.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let a = u.metadata.annotations.get_or_insert_with(Default::default);
-    a.extend(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    u
 }
 
 fn marks_of<'a>(p: &'a RenderPlan, name: &str) -> Vec<&'a crate::accrual::UnitMark> {
