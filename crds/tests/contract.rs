@@ -5,7 +5,7 @@
 //!
 //! Tests may spell keys out (a test that writes the literal checks the constant too), so
 //! `tests/` directories, everything from a file's first `#[cfg(test)]` line on, and a
-//! `tests.rs` its parent declares as `#[cfg(test)] mod tests;` are left out.
+//! module its parent declares under `#[cfg(test)]` (`mod tests;`, `mod fixtures;`) are left out.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -41,17 +41,19 @@ fn rust_sources(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// Whether `path` is a `tests.rs` that its parent module (`plan.rs` for `plan/tests.rs`, or
-/// `plan/mod.rs`) declares as `#[cfg(test)] mod tests;`: test code split out of that file.
+/// Whether `path` is a module its parent (`plan.rs` or `plan/mod.rs` for `plan/tests.rs`, or a
+/// crate root) declares under `#[cfg(test)]`, such as `#[cfg(test)] mod tests;`: test code split
+/// out of that file.
 fn is_test_module(path: &Path) -> bool {
-    if path.file_name().is_none_or(|n| n != "tests.rs") {
+    let (Some(stem), Some(dir)) = (path.file_stem().and_then(|s| s.to_str()), path.parent()) else {
         return false;
-    }
-    let Some(dir) = path.parent() else { return false };
-    [dir.with_extension("rs"), dir.join("mod.rs")].iter().any(|parent| {
+    };
+    let declaration = format!("mod {stem};");
+    let parents = [dir.with_extension("rs"), dir.join("mod.rs"), dir.join("lib.rs"), dir.join("main.rs")];
+    parents.iter().filter(|parent| parent.as_path() != path).any(|parent| {
         let text = fs::read_to_string(parent).unwrap_or_default();
         let lines: Vec<&str> = text.lines().map(str::trim).collect();
-        lines.windows(2).any(|pair| pair == ["#[cfg(test)]", "mod tests;"])
+        lines.windows(2).any(|pair| pair[0] == "#[cfg(test)]" && pair[1] == declaration)
     })
 }
 
