@@ -137,11 +137,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    pictor_telemetry::logging::init("info");
     let args = Args::parse();
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(stop));

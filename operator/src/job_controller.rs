@@ -28,6 +28,7 @@ use pictor_crds::contract::finalizers::WORK_UNITS;
 use pictor_crds::contract::member_of_namespace;
 use pictor_crds::v1alpha1::{GpuCluster, JobKind as JobKindName, JobReference, WorkUnit};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,7 +148,8 @@ impl<K: JobKind> Reconciler for JobController<K> {
         let mut plan = self.0.plan(&job, view);
 
         let changes = K::unit_changes(&mut plan);
-        let created = unit_writes::create(&hub.client, changes.create).await?;
+        let created: HashSet<String> =
+            unit_writes::create(&hub.client, changes.create).await?.into_iter().collect();
         // A unit the index had not seen yet exists already: it was placed and told about before.
         changes.create.retain(|u| created.contains(&u.name_any()));
         let kind = K::KIND.as_str();

@@ -44,11 +44,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    pictor_telemetry::logging::init("info,kube=warn");
     let args = Args::parse();
     let client = kube::Client::try_default().await?;
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());

@@ -6,6 +6,12 @@
 //! Baseline, in the same run and on a fresh namespace: the same number of WorkUnits created by a
 //! plain client loop with no placement at all — the API server's own floor. Prints both and the
 //! ratio.
+//!
+//! Both runs are timed the same way: from the first request until a metadata watch (opened
+//! beforehand, as cheap for the API server as a watch gets) has seen every unit. Where the
+//! operator's time goes is printed beside it: how long until its first unit appeared (reading
+//! the job, planning all chunks), and the CPU seconds the operator, the API server and etcd
+//! spent in each run.
 
 use clap::Parser;
 use futures::StreamExt;
@@ -13,6 +19,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::watcher;
 use pictor_crds::contract::labels;
 use pictor_crds::v1alpha1::{GpuCluster, RenderJob, WorkUnit};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, network};
@@ -38,22 +46,76 @@ fn peak_rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-async fn count_units(api: &Api<WorkUnit>, label: &str) -> usize {
-    let params = ListParams::default().labels(label);
-    let mut continue_token: Option<String> = None;
-    let mut count = 0;
-    loop {
-        let mut p = params.clone().limit(5000);
-        if let Some(t) = &continue_token {
-            p = p.continue_token(t);
+/// When a metadata watch, opened before anything is created, saw the first and the last of `n`
+/// units matching `label`.
+struct Arrivals {
+    first: Instant,
+    all: Instant,
+}
+
+/// Opens the watch, waits until it has listed, and returns what will report the arrivals.
+async fn watch_arrivals(
+    api: Api<PartialObjectMeta<WorkUnit>>,
+    label: String,
+    n: usize,
+) -> tokio::task::JoinHandle<anyhow::Result<Arrivals>> {
+    let (listed, listed_rx) = tokio::sync::oneshot::channel();
+    let arrivals = tokio::spawn(async move {
+        let events = watcher(api, watcher::Config::default().labels(&label));
+        futures::pin_mut!(events);
+        let mut seen = std::collections::HashSet::new();
+        let mut first = None;
+        let mut listed = Some(listed);
+        while let Some(event) = events.next().await {
+            match event? {
+                watcher::Event::InitDone => {
+                    if let Some(listed) = listed.take() {
+                        let _ = listed.send(());
+                    }
+                }
+                watcher::Event::Apply(unit) | watcher::Event::InitApply(unit) => {
+                    seen.insert(unit.metadata.name.unwrap_or_default());
+                    let now = Instant::now();
+                    let first = *first.get_or_insert(now);
+                    if seen.len() >= n {
+                        return Ok(Arrivals { first, all: now });
+                    }
+                }
+                _ => {}
+            }
         }
-        let Ok(page) = api.list_metadata(&p).await else { return count };
-        count += page.items.len();
-        continue_token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if continue_token.is_none() {
-            return count;
-        }
-    }
+        anyhow::bail!("the watch ended after {} of {n} units", seen.len())
+    });
+    let _ = listed_rx.await;
+    arrivals
+}
+
+/// CPU seconds (user + system) a process has used, from /proc (clock ticks of 1/100 s, Linux's
+/// USER_HZ on every architecture it exports to user space).
+fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(stat) = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces), from field 3 on: utime is 14, stime 15.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    (ticks(14) + ticks(15)) / 100.0
+}
+
+/// CPU seconds of the operator, the hub's API server and etcd.
+fn cpu_of(plane: &ControlPlane, operator: Option<u32>) -> [f64; 3] {
+    [
+        cpu_seconds(operator),
+        cpu_seconds(plane.pid_of("hub-kube-apiserver")),
+        cpu_seconds(plane.pid_of("etcd")),
+    ]
+}
+
+fn cpu_spent(before: [f64; 3], after: [f64; 3]) -> String {
+    let [operator, api_server, etcd] = [0, 1, 2].map(|i| after[i] - before[i]);
+    let operator = if operator.is_nan() { String::new() } else { format!("operator {operator:.1} s, ") };
+    format!("CPU: {operator}kube-apiserver {api_server:.1} s, etcd {etcd:.1} s")
 }
 
 #[tokio::main]
@@ -112,7 +174,14 @@ async fn main() -> anyhow::Result<()> {
         "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit", "metadata": {"name": "x", "labels": {"bench": "baseline"}},
         "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "baseline", "uid": "0"},
                  "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}], "agreedPricePerGpuHour": 1}}))?;
-    let started = Instant::now();
+    let arrivals = watch_arrivals(
+        Api::namespaced(hub.clone(), "pictor-member-m00"),
+        "bench=baseline".into(),
+        chunks as usize,
+    )
+    .await;
+    let cpu_before = cpu_of(&plane, None);
+    let baseline_started = Instant::now();
     futures::stream::iter(0..chunks)
         .map(|i| {
             let api = baseline_api.clone();
@@ -125,7 +194,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    let baseline = started.elapsed();
+    let baseline_arrivals = arrivals.await??;
+    let baseline = baseline_arrivals.all - baseline_started;
+    let baseline_cpu = cpu_spent(cpu_before, cpu_of(&plane, None));
     // The baseline's units would claim GPUs on m00; remove them before the measured run.
     baseline_api
         .delete_collection(&Default::default(), &ListParams::default().labels("bench=baseline"))
@@ -133,25 +204,34 @@ async fn main() -> anyhow::Result<()> {
 
     let operator = network::start_operator(&plane, 30, None, &[&format!("--max-units-in-flight={chunks}")])?;
     let units: Api<WorkUnit> = Api::all(hub.clone());
-    let started = Instant::now();
+    let jobs = Api::<RenderJob>::namespaced(hub.clone(), "default");
     let job: RenderJob = serde_json::from_value(serde_json::json!({
         "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob", "metadata": {"name": "feature-film", "namespace": "default"},
         "spec": {"scene": "s3://scenes/film.blend", "frames": {"start": 1, "end": args.frames}, "chunkSize": args.chunk_size,
                  "output": {"location": "s3://renders/film/"}, "verificationPercent": 0}}))?;
-    let job =
-        Api::<RenderJob>::namespaced(hub.clone(), "default").create(&PostParams::default(), &job).await?;
+    // The job's name fixes its units' names, not its UID: watch for the units of this job by
+    // the chunk label every render unit carries, in the namespaces placement uses.
+    let arrivals = watch_arrivals(Api::all(hub.clone()), labels::CHUNK.to_string(), chunks as usize).await;
+    let cpu_before = cpu_of(&plane, Some(operator.pid()));
+    let started = Instant::now();
+    let job = jobs.create(&PostParams::default(), &job).await?;
     let label = format!("{}={}", labels::JOB_UID, job.metadata.uid.unwrap_or_default());
     let limit = Duration::from_secs(900);
-    let mut placed = 0;
-    while started.elapsed() < limit {
-        placed = count_units(&units, &label).await;
-        if placed as i64 >= chunks {
-            break;
-        }
-        operator_alive(&plane)?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let took = started.elapsed();
+    let placed_arrivals = tokio::select! {
+        arrived = arrivals => Some(arrived??),
+        () = async {
+            while operator_alive(&plane).is_ok() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        } => None,
+        () = tokio::time::sleep(limit) => None,
+    };
+    let operator_cpu = cpu_spent(cpu_before, cpu_of(&plane, Some(operator.pid())));
+    operator_alive(&plane)?;
+    let placed_arrivals =
+        placed_arrivals.ok_or_else(|| anyhow::anyhow!("not every unit was placed in {limit:?}"))?;
+    let took = placed_arrivals.all - started;
+    let placed = units.list_metadata(&ListParams::default().labels(&label)).await?.items.len();
     let peak = peak_rss_mib(operator.pid());
     renewer.abort();
     let members_used = {
@@ -174,9 +254,19 @@ async fn main() -> anyhow::Result<()> {
         peak.map_or("unknown".into(), |m| format!("{m:.1} MiB"))
     );
     println!(
+        "    first unit after {:.2} s (reading the job, planning every chunk); the last {:.1} s after it; {operator_cpu}",
+        (placed_arrivals.first - started).as_secs_f64(),
+        (placed_arrivals.all - placed_arrivals.first).as_secs_f64(),
+    );
+    println!(
         "  baseline (plain create loop, no placement): {chunks} units in {:.1} s ({:.0} units/s)",
         baseline.as_secs_f64(),
         chunks as f64 / baseline.as_secs_f64()
+    );
+    println!(
+        "    first unit after {:.2} s; the last {:.1} s after it; {baseline_cpu}",
+        (baseline_arrivals.first - baseline_started).as_secs_f64(),
+        (baseline_arrivals.all - baseline_arrivals.first).as_secs_f64(),
     );
     println!("  ratio operator / baseline time: {:.2}", took.as_secs_f64() / baseline.as_secs_f64());
     anyhow::ensure!(placed as i64 >= chunks, "only {placed} of {chunks} units placed in {limit:?}");
