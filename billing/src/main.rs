@@ -66,12 +66,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pictor_telemetry::logging::init("info");
     let args = Args::parse();
-    let client = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let metrics = std::sync::Arc::new(BillingMetrics::new());
-    let readiness = pictor_telemetry::Readiness::new("the treasury key and the watches are not loaded yet");
-    pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;
+    let waiting_for = Some("the treasury key and the watches are not loaded yet");
+    let readiness = pictor_telemetry::start("info", &args.metrics, metrics.registry(), waiting_for).await?;
+    let client = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let chain = AptosChain::new(&args.aptos_node_url, Duration::from_secs(args.node_timeout_seconds))?;
     let treasury = Treasury::from_secret(&client, &args.namespace, &args.treasury_secret).await?;
     let settings = BillingSettings {

@@ -137,13 +137,12 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pictor_telemetry::logging::init("info");
     let args = Args::parse();
+    let metrics = Arc::new(DeviceMetrics::new());
+    let waiting_for = Some("no GPU backend chosen yet");
+    let readiness = pictor_telemetry::start("info", &args.metrics, metrics.registry(), waiting_for).await?;
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(stop));
-    let metrics = Arc::new(DeviceMetrics::new());
-    let readiness = pictor_telemetry::Readiness::new("no GPU backend chosen yet");
-    pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;
 
     let backend = match pick_backend(&args) {
         Ok(backend) => backend,

@@ -45,13 +45,13 @@ fn binary_says_plainly_when_the_node_has_no_gpu_of_its_kind() {
         .arg(socket_dir.path())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // tracing writes to stdout by default; read until the verdict, whichever stream it is on.
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let line = stdout.lines().map_while(Result::ok).find(|l| l.contains("no GPU"));
+    // Every Pictor process logs to stderr (pictor_telemetry::logging); read until the verdict.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let line = stderr.lines().map_while(Result::ok).find(|l| l.contains("no GPU"));
     child.kill().unwrap();
     let status = child.wait().unwrap();
     let line = line.unwrap_or_else(|| panic!("no verdict in the log; exited {status}"));

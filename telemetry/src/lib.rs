@@ -152,6 +152,22 @@ pub fn router(registry: Arc<Registry>, readiness: Readiness) -> Router {
         )
 }
 
+/// How every long-running Pictor process starts, written once: its logs (`log_filter` unless
+/// `RUST_LOG` says otherwise), then `/metrics`, `/healthz` and `/readyz` on `--metrics-addr` —
+/// ready at once, or not until the caller sets the returned [`Readiness`] (`waiting_for` is what
+/// `/readyz` says meanwhile).
+pub async fn start(
+    log_filter: &str,
+    args: &MetricsArgs,
+    registry: Arc<Registry>,
+    waiting_for: Option<&'static str>,
+) -> Result<Readiness, ServeError> {
+    logging::init(log_filter);
+    let readiness = waiting_for.map_or_else(Readiness::always, Readiness::new);
+    serve(args.metrics_addr, registry, readiness.clone()).await?;
+    Ok(readiness)
+}
+
 /// Listens on `addr` and serves the endpoints in the background for the life of the process;
 /// returns the address bound (the real port when `addr` asked for port 0).
 pub async fn serve(

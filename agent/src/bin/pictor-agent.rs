@@ -32,15 +32,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pictor_telemetry::logging::init("info");
     let args = Args::parse();
     let metrics = std::sync::Arc::new(agent::metrics::AgentMetrics::new());
-    pictor_telemetry::serve(
-        args.metrics.metrics_addr,
-        metrics.registry(),
-        pictor_telemetry::Readiness::always(),
-    )
-    .await?;
+    pictor_telemetry::start("info", &args.metrics, metrics.registry(), None).await?;
     let hub = pictor_telemetry::cluster::client(Some(&args.hub_kubeconfig)).await?;
     let member = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));

@@ -43,12 +43,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    pictor_telemetry::logging::init("info");
     let args = Args::parse();
-    let client = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(OperatorMetrics::new());
-    let readiness = pictor_telemetry::Readiness::new("the hub's watches have not listed yet");
-    pictor_telemetry::serve(args.metrics.metrics_addr, metrics.registry(), readiness.clone()).await?;
+    let waiting_for = Some("the hub's watches have not listed yet");
+    let readiness = pictor_telemetry::start("info", &args.metrics, metrics.registry(), waiting_for).await?;
+    let client = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let grace = Duration::from_secs(args.member_grace_seconds);
     let hub_link = Arc::new(Mutex::new(HubLink::new(Instant::now())));
     let lease_link = hub_link.clone();
