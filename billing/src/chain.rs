@@ -245,15 +245,6 @@ impl AptosChain {
         Ok(LedgerView { chain_id: info.chain_id, now_seconds: micros / 1_000_000 })
     }
 
-    /// An account's next sequence number (0 for an account the chain does not know yet).
-    pub async fn sequence_number(&self, address: AccountAddress) -> Result<u64, ChainError> {
-        match self.client.get_sequence_number(address).await {
-            Ok(n) => Ok(n),
-            Err(AptosError::Api { status_code: 404, .. } | AptosError::AccountNotFound(_)) => Ok(0),
-            Err(e) => Err(self.error("the account", e)),
-        }
-    }
-
     /// An account's APT balance in octas.
     pub async fn balance(&self, address: AccountAddress) -> Result<u64, ChainError> {
         match self.client.get_account_balance(address).await {

@@ -503,7 +503,25 @@ impl Billing {
                 have: format_apt(have),
             });
         }
-        let sequence_number = self.chain.sequence_number(address).await?;
+        // Behind a load balancer one answer may come from a lagging backend, with a used
+        // sequence number and an old clock (so a payout that expires at once): sign from the
+        // freshest of a few views. A stale pick is still safe, only slower: the number is
+        // refused as used, and the proof signs again.
+        let mut view = self.chain.treasury_view(address).await?;
+        for _ in 0..2 {
+            let again = self.chain.treasury_view(address).await?;
+            if (again.ledger_version, again.timestamp_seconds) > (view.ledger_version, view.timestamp_seconds)
+            {
+                view = again;
+            }
+        }
+        settle::check_chain(self.settings.chain_id, view.chain_id, self.chain.url())
+            .map_err(BillingError::WrongChain)?;
+        let sequence_number = view.sequence_number;
+        let ledger = LedgerView {
+            chain_id: view.chain_id,
+            now_seconds: ledger.now_seconds.max(view.timestamp_seconds),
+        };
         let signed = self.treasury.sign_transfer(
             to,
             amount,

@@ -102,6 +102,9 @@ pub struct Ledger {
     /// While set, no block is produced: the chain stalls, submissions wait in the mempool.
     pub blocks_paused: bool,
     clock_ahead: Duration,
+    /// The latest version: user transactions, and block metadata transactions with
+    /// `realism.block_metadata`.
+    version: u64,
     accounts: BTreeMap<AccountAddress, Account>,
     mempool: BTreeMap<(AccountAddress, u64), (SignedTransaction, HashValue)>,
     committed: Vec<Committed>,
@@ -123,6 +126,7 @@ impl Ledger {
             ledger_timestamp_usecs: 0,
             blocks_paused: false,
             clock_ahead: Duration::ZERO,
+            version: 0,
             accounts: BTreeMap::new(),
             mempool: BTreeMap::new(),
             committed: Vec::new(),
@@ -148,7 +152,7 @@ impl Ledger {
 
     /// The version of the latest committed transaction; genesis is version 0.
     pub fn ledger_version(&self) -> u64 {
-        self.committed.len() as u64
+        self.version
     }
 
     pub fn account(&self, address: &AccountAddress) -> Option<&Account> {
@@ -197,8 +201,9 @@ impl Ledger {
         self.committed.iter()
     }
 
+    /// The user transaction at `version` (the test node keeps no block metadata transactions).
     pub fn by_version(&self, version: u64) -> Option<&Committed> {
-        let index = usize::try_from(version.checked_sub(1)?).ok()?;
+        let index = self.committed.binary_search_by_key(&version, |c| c.summary.version).ok()?;
         self.committed.get(index)
     }
 
@@ -307,6 +312,9 @@ impl Ledger {
         }
         self.ledger_timestamp_usecs = self.clock_usecs().max(self.ledger_timestamp_usecs.saturating_add(1));
         self.block_height += 1;
+        if self.realism.block_metadata {
+            self.version += 1;
+        }
         let now_secs = self.ledger_timestamp_usecs / 1_000_000;
         let accounts = &self.accounts;
         self.mempool.retain(|(sender, sequence_number), (txn, _)| {
@@ -370,7 +378,7 @@ impl Ledger {
             Err(vm_status) => (false, vm_status, Vec::new()),
         };
         let summary = CommittedTransaction {
-            version: self.ledger_version() + 1,
+            version: self.version + 1,
             hash: hash.to_hex(),
             sender: raw.sender,
             sequence_number: raw.sequence_number,
@@ -384,6 +392,7 @@ impl Ledger {
             timestamp_usecs: self.ledger_timestamp_usecs,
             storage_fee_octas: if success { storage_fee_octas } else { 0 },
         };
+        self.version += 1;
         self.committed_by_hash.insert(hash, self.committed.len());
         self.committed.push(Committed { summary, transaction: txn, hash });
     }
@@ -458,6 +467,7 @@ impl Ledger {
             ledger_timestamp_usecs: self.ledger_timestamp_usecs,
             blocks_paused: true,
             clock_ahead: self.clock_ahead,
+            version: self.version,
             accounts: self.accounts.clone(),
             mempool: BTreeMap::new(),
             committed: self.committed.clone(),

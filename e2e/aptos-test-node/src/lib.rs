@@ -31,6 +31,8 @@
 //!   `0x00…00beef`), as real nodes write them.
 //! - `metered_gas`: the gas charged depends on the transfer: a recipient without a primary
 //!   store costs its storage fee ([`NEW_STORE_STORAGE_FEE`] octas) on top of the execution gas.
+//! - `block_metadata`: every block writes a block metadata transaction, so the ledger version
+//!   advances with time as on a real chain (the test node keeps no such transactions to show).
 //! - `lagging_replica`: a public endpoint is a load balancer over several backends, each at its
 //!   own ledger version. Here: two views of one ledger, the fresh one and one that shows the
 //!   chain as it was [`Lag::blocks`] blocks ago (its clock, accounts, transactions, headers);
@@ -102,6 +104,9 @@ pub struct Realism {
     pub short_addresses: bool,
     /// Gas charged as metered: storage fees for new primary stores.
     pub metered_gas: bool,
+    /// Every block writes a block metadata transaction: the ledger version advances with each
+    /// block, not only with user transactions, and user transactions' versions have gaps.
+    pub block_metadata: bool,
     /// A lagging backend behind the endpoint's load balancer.
     pub lagging_replica: Option<Lag>,
 }
@@ -114,6 +119,7 @@ impl Realism {
             default_accounts: true,
             short_addresses: true,
             metered_gas: true,
+            block_metadata: true,
             lagging_replica: Some(lag),
         }
     }
@@ -238,6 +244,11 @@ impl TestNode {
     pub fn replica_view(&self, address: AccountAddress) -> Option<(Vec<CommittedTransaction>, u64)> {
         let replica = self.node.replica()?;
         Some((replica.committed().map(|c| c.summary.clone()).collect(), replica.balance(&address)))
+    }
+
+    /// The ledger version of the fresh backend.
+    pub fn ledger_version(&self) -> u64 {
+        self.ledger().ledger_version()
     }
 
     /// The lagging backend's ledger version, with a lagging replica.
