@@ -180,6 +180,9 @@ const LEDGER_VERSION: &str = "x-aptos-ledger-version";
 const LEDGER_TIMESTAMP: &str = "x-aptos-ledger-timestampusec";
 const CHAIN_ID: &str = "x-aptos-chain-id";
 
+/// Requests retried after a 429 before the pass gives up and backs off.
+const RATE_LIMIT_RETRIES: u32 = 3;
+
 impl AptosChain {
     /// A client of the node at `url` (its REST root, e.g. `http://127.0.0.1:8080/v1`). The
     /// controller retries with its own backoff, so the SDK's retries are off.
@@ -235,8 +238,67 @@ impl AptosChain {
         }
     }
 
+    /// Calls the node, and again after the wait a rate-limiting gateway asks for (429), a few
+    /// times: each pass makes a chain of requests, and a limiter that refuses one of them must
+    /// not stop the whole pass every time. Only a limit that persists surfaces.
+    async fn patiently<T, F, Fut>(&self, mut call: F) -> Result<T, ChainError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ChainError>>,
+    {
+        let mut attempts = 0;
+        loop {
+            match call().await {
+                Err(ChainError::RateLimited { retry_after, .. }) if attempts < RATE_LIMIT_RETRIES => {
+                    attempts += 1;
+                    let wait = retry_after.unwrap_or(Duration::from_millis(500)).min(Duration::from_secs(5));
+                    tracing::debug!(?wait, attempts, "rate-limited by the node's gateway; waiting");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Chain id and clock.
     pub async fn ledger(&self) -> Result<LedgerView, ChainError> {
+        self.patiently(|| self.ledger_once()).await
+    }
+
+    /// An account's APT balance in octas.
+    pub async fn balance(&self, address: AccountAddress) -> Result<u64, ChainError> {
+        self.patiently(|| self.balance_once(address)).await
+    }
+
+    /// Submits a signed transaction (the same bytes again are harmless: one hash, one execution).
+    pub async fn submit(&self, transaction: &SignedTransaction) -> Result<(), ChainError> {
+        self.patiently(|| self.submit_once(transaction)).await
+    }
+
+    /// Where a transaction stands, by hash. A 404 only says the backend that answered, at its
+    /// version, does not know it: it may be lagging.
+    pub async fn lookup(&self, hash: &str) -> Result<Lookup, ChainError> {
+        self.patiently(|| self.lookup_once(hash)).await
+    }
+
+    /// The treasury's sequence number with the ledger version and timestamp it was read at,
+    /// from one answer: whichever backend serves it, the three agree with each other.
+    pub async fn treasury_view(&self, treasury: AccountAddress) -> Result<TreasuryView, ChainError> {
+        self.patiently(|| self.treasury_view_once(treasury)).await
+    }
+
+    /// The transaction `sender` sent with `sequence_number`, if the backend asked knows it.
+    /// There is only ever one: its hash says whether a recorded transaction is the one that
+    /// used the number.
+    pub async fn sent_at(
+        &self,
+        sender: AccountAddress,
+        sequence_number: u64,
+    ) -> Result<Option<SentAt>, ChainError> {
+        self.patiently(|| self.sent_at_once(sender, sequence_number)).await
+    }
+
+    async fn ledger_once(&self) -> Result<LedgerView, ChainError> {
         let info = self.client.get_ledger_info().await.map_err(|e| self.error("ledger info", e))?.data;
         let micros: u64 = info.ledger_timestamp.parse().map_err(|_| ChainError::Unexpected {
             what: "ledger info",
@@ -246,7 +308,7 @@ impl AptosChain {
     }
 
     /// An account's APT balance in octas.
-    pub async fn balance(&self, address: AccountAddress) -> Result<u64, ChainError> {
+    async fn balance_once(&self, address: AccountAddress) -> Result<u64, ChainError> {
         match self.client.get_account_balance(address).await {
             Ok(n) => Ok(n),
             Err(AptosError::Api { status_code: 404, .. } | AptosError::AccountNotFound(_)) => Ok(0),
@@ -255,7 +317,7 @@ impl AptosChain {
     }
 
     /// Submits a signed transaction.
-    pub async fn submit(&self, transaction: &SignedTransaction) -> Result<(), ChainError> {
+    async fn submit_once(&self, transaction: &SignedTransaction) -> Result<(), ChainError> {
         self.client
             .submit_transaction(transaction)
             .await
@@ -265,7 +327,7 @@ impl AptosChain {
 
     /// Where a transaction stands, by hash. A 404 only says this backend, at its version,
     /// does not know it: it may be lagging.
-    pub async fn lookup(&self, hash: &str) -> Result<Lookup, ChainError> {
+    async fn lookup_once(&self, hash: &str) -> Result<Lookup, ChainError> {
         let hash = HashValue::from_hex(hash)
             .map_err(|e| ChainError::Unexpected { what: "a transaction hash", message: e.to_string() })?;
         let found = match self.client.get_transaction_by_hash(&hash).await {
@@ -280,7 +342,7 @@ impl AptosChain {
 
     /// The treasury's sequence number with the ledger version and timestamp it was read at,
     /// from one answer: whichever backend serves it, the three agree with each other.
-    pub async fn treasury_view(&self, treasury: AccountAddress) -> Result<TreasuryView, ChainError> {
+    async fn treasury_view_once(&self, treasury: AccountAddress) -> Result<TreasuryView, ChainError> {
         let what = "the treasury account";
         let url = format!("{}/accounts/{}", self.url, treasury.to_long_string());
         let response = self
@@ -333,7 +395,7 @@ impl AptosChain {
 
     /// The transaction `sender` sent with `sequence_number`, if this backend knows it. There is
     /// only ever one: its hash says whether a recorded transaction is the one that used it.
-    pub async fn sent_at(
+    async fn sent_at_once(
         &self,
         sender: AccountAddress,
         sequence_number: u64,

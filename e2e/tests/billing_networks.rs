@@ -86,8 +86,8 @@ async fn billing_holds_on_networks_that_behave_like_devnet_and_testnet() {
         owed.insert(address.parse().unwrap(), 2 * UNIT_OCTAS);
     }
 
-    // 1. A gateway that rate-limits: one request in five is answered 429. Billing backs off
-    // and pays; the Event says rate-limited, not refused.
+    // 1. A gateway that rate-limits: one request in five is answered 429. Billing waits what
+    // the gateway asks and pays.
     node.rate_limit(5);
     let mut flags = billing::settle_at_once();
     flags.push("--transaction-ttl-seconds=10".into());
@@ -96,10 +96,21 @@ async fn billing_holds_on_networks_that_behave_like_devnet_and_testnet() {
         owed.iter().all(|(a, octas)| node.balance(*a) == *octas).then_some(())
     })
     .await;
+    let limited = node.rate_limited();
+    assert!(limited > 0, "the gateway limited nothing");
+    // A limit that persists (every request refused) is a condition and an Event that say
+    // rate-limited, not refused; once it lifts, the payout goes through.
+    node.rate_limit(1);
+    let limited_uid = one_unit(&hub, "zeros", "limited").await;
     let message = event_with_reason(&hub, "NodeRateLimited").await;
-    eprintln!("429: {} answered 429; Event: {message}", node.rate_limited());
+    eprintln!("429: {limited} answered 429 while paying; then every request; Event: {message}");
     assert!(message.contains("429") && message.contains("backoff"), "{message}");
     node.rate_limit(0);
+    settlement_of(&hub, &limited_uid, "the payout held by the rate limit Confirmed", |s| {
+        phase(s) == SettlementPhase::Confirmed
+    })
+    .await;
+    *owed.get_mut(&zeros.parse().unwrap()).unwrap() += UNIT_OCTAS;
 
     // 2. A full mempool: submissions answered 507. The recorded transaction waits and is
     // submitted again once there is room.
@@ -213,7 +224,18 @@ async fn billing_holds_on_networks_that_behave_like_devnet_and_testnet() {
         uids.iter().collect::<std::collections::BTreeSet<_>>().len(),
         "no unit paid twice"
     );
-    assert_eq!(uids.len(), 7, "every unit paid");
+    assert_eq!(uids.len(), 8, "every unit paid");
+    let events: Api<Event> = Api::all(hub.clone());
+    let refused: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("NodeRefused"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(refused.is_empty(), "nothing here is a refusal: {refused:?}");
     assert!(settlements.iter().all(|s| phase(s) == SettlementPhase::Confirmed), "all settled");
     drop(process);
     eprintln!("billing networks e2e wall time {:?}", started.elapsed());
