@@ -84,6 +84,12 @@ pub enum BillingError {
     /// Another writer changed the settlement first; it is read again.
     #[error("settlement {0} changed meanwhile; reading it again")]
     Conflict(String),
+    /// The sequence number read was used already: signing with it made the very transaction
+    /// another settlement recorded. Read again.
+    #[error(
+        "settlement {settlement}: sequence number {sequence_number} from the node makes the transaction settlement {other} recorded; reading the treasury again"
+    )]
+    StaleSequenceNumber { settlement: String, other: String, sequence_number: u64 },
     /// The node serves another chain than `--chain-id`.
     #[error("{0}")]
     WrongChain(String),
@@ -112,6 +118,7 @@ impl BillingError {
             BillingError::Hub { .. } => "HubCallFailed",
             BillingError::Conflict(_) => "Conflict",
             BillingError::WrongChain(_) => "WrongChain",
+            BillingError::StaleSequenceNumber { .. } => "StaleSequenceNumber",
             BillingError::Hold { reason, .. } => reason,
         }
     }
@@ -289,6 +296,10 @@ impl Billing {
                 Err(BillingError::Conflict(what)) => {
                     tracing::debug!(%what, "conflict; reading again");
                     return Ok(Duration::from_millis(100));
+                }
+                Err(e @ BillingError::StaleSequenceNumber { .. }) => {
+                    tracing::info!(error = %e, "stale sequence number; reading again");
+                    return Ok(Duration::from_millis(200));
                 }
                 Err(e) => {
                     self.report(s, e.reason(), &e.to_string()).await;
@@ -534,6 +545,14 @@ impl Billing {
         let bytes = signed.to_bcs().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
         let hash = signed.hash().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
         let hash = hash.to_hex();
+        let all = self.settlements_now();
+        if let Some(other) = settle::hash_in_use(&hash, &s.name_any(), &all) {
+            return Err(BillingError::StaleSequenceNumber {
+                settlement: s.name_any(),
+                other: other.to_string(),
+                sequence_number,
+            });
+        }
         let expiry = ledger.now_seconds + self.settings.transaction_ttl_seconds;
         let body = serde_json::json!({"status": {
             "observedGeneration": s.metadata.generation,

@@ -155,6 +155,21 @@ pub fn payout_address(
     Ok(parsed)
 }
 
+/// The other settlement whose transaction is exactly `hash`, if any. Two payouts of the same
+/// amount to the same provider, signed with the same sequence number in the same second, are
+/// the same bytes and the same hash: one commit would confirm both, and the provider be paid
+/// once for two. That happens when a lagging backend hands out a used sequence number; the
+/// number must be read again instead.
+pub fn hash_in_use<'a>(hash: &str, own: &str, settlements: &'a [Settlement]) -> Option<&'a str> {
+    settlements.iter().find_map(|other| {
+        let name = other.metadata.name.as_deref().unwrap_or_default();
+        let status = other.status.as_ref()?;
+        let recorded = status.transaction_hash.iter().chain(status.failed_transactions.iter());
+        let mut hashes = recorded.filter(|h| same_hash(h, hash));
+        (name != own && hashes.next().is_some()).then_some(name)
+    })
+}
+
 /// Whether a node may be used: with `--chain-id` set, only one serving that chain.
 pub fn check_chain(expected: Option<u8>, node: u8, url: &str) -> Result<(), String> {
     match expected {
@@ -417,6 +432,21 @@ mod tests {
         assert!(payout_address("0xnope", &treasury).unwrap_err().contains("not an Aptos account address"));
         // Leading zeros stripped or not, it is one account.
         assert_eq!(payout_address("0x00beef", &treasury), payout_address("0xbeef", &treasury));
+    }
+
+    #[test]
+    fn a_transaction_another_settlement_recorded_is_never_recorded_again() {
+        let mut paid = settlement(SettlementPhase::Confirmed, Some(1000));
+        paid.metadata.name = Some("a-0".into());
+        let mut failed = settlement(SettlementPhase::Pending, None);
+        failed.metadata.name = Some("a-2".into());
+        failed.status.as_mut().unwrap().transaction_hash = None;
+        failed.status.as_mut().unwrap().failed_transactions = vec!["0xdead".into()];
+        let all = vec![paid, failed];
+        assert_eq!(hash_in_use("0xABC", "a-1", &all), Some("a-0"));
+        assert_eq!(hash_in_use("0xdead", "a-1", &all), Some("a-2"));
+        assert_eq!(hash_in_use("0xabc", "a-0", &all), None, "its own record");
+        assert_eq!(hash_in_use("0xbeef", "a-1", &all), None);
     }
 
     #[test]

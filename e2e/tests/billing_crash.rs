@@ -111,6 +111,8 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
     // one successful transfer per Settlement.
     let hashes: BTreeSet<String> =
         settlements.iter().filter_map(|s| s.status.clone()?.transaction_hash).collect();
+    // Two settlements that recorded the same bytes would be confirmed by one transfer.
+    assert_eq!(hashes.len(), settlements.len(), "each settlement has a transaction of its own");
     let fresh = node.committed();
     let fresh_version = node.ledger_version();
     eventually("the lagging backend caught up", Duration::from_secs(30), || async {
@@ -119,6 +121,21 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
     .await;
     let treasury = billing::treasury_address(billing::LOCAL_TREASURY_KEY);
     let (lagging, _) = node.replica_view(treasury).expect("a lagging backend");
+    let record: Vec<String> = settlements
+        .iter()
+        .map(|s| {
+            let st = s.status.clone().unwrap_or_default();
+            format!(
+                "{} {} seq {:?} hash {:?} version {:?} failed {:?}",
+                s.spec.payout_address,
+                s.spec.amount_octas,
+                st.sequence_number,
+                st.transaction_hash,
+                st.ledger_version,
+                st.failed_transactions
+            )
+        })
+        .collect();
     for (view, committed) in [("fresh", &fresh), ("lagging", &lagging)] {
         let mut paid_on_chain: BTreeMap<String, u64> = BTreeMap::new();
         for t in committed.iter().filter(|t| t.success) {
@@ -132,7 +149,10 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
                 "fresh" => node.balance(parsed),
                 _ => node.replica_view(parsed).unwrap().1,
             };
-            assert_eq!(balance, *octas, "balance of {address} on the {view} backend");
+            assert_eq!(
+                balance, *octas,
+                "balance of {address} on the {view} backend: {record:#?} {committed:#?}"
+            );
             assert_eq!(paid_on_chain.get(&parsed.to_string()), Some(octas), "paid to {address} ({view})");
         }
         let succeeded: Vec<_> = committed.iter().filter(|t| t.success).collect();
