@@ -14,8 +14,10 @@
 //! `0x1::aptos_account::transfer`, `0x1::aptos_account::batch_transfer` and
 //! `0x1::coin::transfer<0x1::aptos_coin::AptosCoin>` itself; any other entry function commits
 //! with `success: false` and the status a real VM gives a missing function or module. Every
-//! committed transaction is charged a fixed [`GAS_USED`] gas units × its gas unit price. Versions
-//! count user transactions only (a real chain also writes block metadata transactions).
+//! committed transaction is charged a fixed [`GAS_USED`] gas units × its gas unit price (plus
+//! storage with `metered_gas`). Versions count user transactions only (a real chain also writes
+//! block metadata transactions; `block_metadata` imitates that). It also answers
+//! `/accounts/{a}/transactions?start=SEQ&limit=N`, what an account sent by sequence number.
 //!
 //! # Modes: what real networks do
 //!
