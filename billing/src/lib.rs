@@ -18,6 +18,7 @@ pub mod settle;
 pub mod treasury;
 
 use base64::Engine;
+use chain::Refusal;
 use chain::{AptosChain, ChainError, LedgerView};
 use crash::CrashPoint;
 use futures::StreamExt;
@@ -33,7 +34,7 @@ use pictor_crds::contract::{finalizers, format_apt, labels};
 use pictor_crds::v1alpha1::{
     CONDITION_READY, Earnings, GpuCluster, Observation, Settlement, SettlementPhase, WorkUnit, set_condition,
 };
-use settle::{Lookup, NODE_UNREACHABLE, Step, TREASURY_EMPTY};
+use settle::{Evidence, Lookup, NODE_UNREACHABLE, Signed, Step, TREASURY_EMPTY};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,10 @@ pub struct BillingSettings {
     pub transaction_ttl_seconds: u64,
     /// Gas of payouts.
     pub gas: Gas,
+    /// The chain billing pays on (`--chain-id`): a node serving another is not used, and a
+    /// transaction recorded for another chain is signed again only for this one. `None`: the
+    /// node's.
+    pub chain_id: Option<u8>,
     /// Crash tests only: exit at this step.
     pub crash: Option<CrashPoint>,
 }
@@ -79,6 +84,18 @@ pub enum BillingError {
     /// Another writer changed the settlement first; it is read again.
     #[error("settlement {0} changed meanwhile; reading it again")]
     Conflict(String),
+    /// The sequence number read was used already: signing with it made the very transaction
+    /// another settlement recorded. Read again.
+    #[error(
+        "settlement {settlement}: sequence number {sequence_number} from the node makes the transaction settlement {other} recorded; reading the treasury again"
+    )]
+    StaleSequenceNumber { settlement: String, other: String, sequence_number: u64 },
+    /// The node serves another chain than `--chain-id`.
+    #[error("{0}")]
+    WrongChain(String),
+    /// The settlement waits for an operator (see the message).
+    #[error("{message}")]
+    Hold { reason: &'static str, message: String },
 }
 
 impl BillingError {
@@ -86,16 +103,31 @@ impl BillingError {
     pub fn reason(&self) -> &'static str {
         match self {
             BillingError::Chain(ChainError::Unreachable { .. }) => NODE_UNREACHABLE,
-            BillingError::Chain(ChainError::Refused { code, .. })
-                if code.contains("INSUFFICIENT_BALANCE") =>
-            {
-                TREASURY_EMPTY
-            }
-            BillingError::Chain(_) => "NodeRefused",
+            BillingError::Chain(ChainError::RateLimited { .. }) => "NodeRateLimited",
+            BillingError::Chain(ChainError::Busy { .. }) => "NodeBusy",
+            BillingError::Chain(ChainError::Refused { refusal, .. }) => match refusal {
+                Refusal::FeeUnaffordable => TREASURY_EMPTY,
+                Refusal::BadChainId => settle::CHAIN_CHANGED,
+                Refusal::KeyRejected => "TreasuryKeyRejected",
+                Refusal::GasOutOfBounds => "GasSettingsRejected",
+                _ => "NodeRefused",
+            },
+            BillingError::Chain(ChainError::Unexpected { .. }) => "NodeAnswerUnexpected",
             BillingError::Treasury(_) => "SigningFailed",
             BillingError::TreasuryShort { .. } => TREASURY_EMPTY,
             BillingError::Hub { .. } => "HubCallFailed",
             BillingError::Conflict(_) => "Conflict",
+            BillingError::WrongChain(_) => "WrongChain",
+            BillingError::StaleSequenceNumber { .. } => "StaleSequenceNumber",
+            BillingError::Hold { reason, .. } => reason,
+        }
+    }
+
+    /// The least time to wait before the next pass: what a rate-limiting gateway asks for.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            BillingError::Chain(ChainError::RateLimited { retry_after, .. }) => *retry_after,
+            _ => None,
         }
     }
 }
@@ -218,7 +250,7 @@ impl Billing {
                         .get_or_create(&metrics::ReasonLabels { reason: e.reason().into() })
                         .inc();
                     tracing::warn!(reason = e.reason(), error = %e, retry_in = ?backoff, "billing pass failed");
-                    let delay = backoff;
+                    let delay = backoff.max(e.retry_after().unwrap_or_default());
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     delay
                 }
@@ -264,6 +296,10 @@ impl Billing {
                 Err(BillingError::Conflict(what)) => {
                     tracing::debug!(%what, "conflict; reading again");
                     return Ok(Duration::from_millis(100));
+                }
+                Err(e @ BillingError::StaleSequenceNumber { .. }) => {
+                    tracing::info!(error = %e, "stale sequence number; reading again");
+                    return Ok(Duration::from_millis(200));
                 }
                 Err(e) => {
                     self.report(s, e.reason(), &e.to_string()).await;
@@ -341,19 +377,41 @@ impl Billing {
     async fn advance(&mut self, mut s: Settlement) -> Result<Progress, BillingError> {
         for _ in 0..50 {
             let ledger_view = self.chain.ledger().await?;
+            settle::check_chain(self.settings.chain_id, ledger_view.chain_id, self.chain.url())
+                .map_err(BillingError::WrongChain)?;
             let status = s.status.clone().unwrap_or_default();
             let lookup = match (phase(&s), status.transaction_hash.as_deref()) {
                 (SettlementPhase::Submitted, Some(hash)) => Some(self.chain.lookup(hash).await?),
                 _ => None,
             };
-            match settle::next_step(&s, lookup.as_ref(), ledger_view.now_seconds) {
+            let signed = recorded_transaction(&s)?.map(|t| Signed {
+                sequence_number: t.raw_txn.sequence_number,
+                expires_at_seconds: t.raw_txn.expiration_timestamp_secs,
+                chain_id: t.raw_txn.chain_id.id(),
+            });
+            let expected = self.settings.chain_id;
+            let mut step = settle::next_step(&s, lookup.as_ref(), None, signed.as_ref(), expected);
+            if step == Step::Prove
+                && let Some(recorded) = &signed
+            {
+                // Not found by hash, perhaps by a lagging backend: decide from one view.
+                let treasury = self.treasury.address();
+                let view = self.chain.treasury_view(treasury).await?;
+                let sent_at = if settle::needs_sent_at(&view, recorded) {
+                    self.chain.sent_at(treasury, recorded.sequence_number).await?
+                } else {
+                    None
+                };
+                let evidence = Evidence { view, sent_at };
+                step = settle::next_step(&s, lookup.as_ref(), Some(&evidence), signed.as_ref(), expected);
+            }
+            let payout = settle::payout_address(&s.spec.payout_address, &self.treasury.address());
+            match step {
                 Step::Done => return Ok(Progress::Settled),
-                Step::Wait => return Ok(Progress::InFlight),
-                Step::Sign if s.spec.payout_address.parse::<aptos_sdk::AccountAddress>().is_err() => {
-                    let message = format!(
-                        "{} is not an Aptos account address; the provider must set a valid spec.payoutAddress",
-                        s.spec.payout_address
-                    );
+                Step::Wait | Step::Prove => return Ok(Progress::InFlight),
+                Step::Hold { reason, message } => return Err(BillingError::Hold { reason, message }),
+                Step::Sign if payout.is_err() => {
+                    let message = payout.err().unwrap_or_default();
                     self.fail(&s, settle::PAYOUT_REJECTED, message).await?;
                     return Ok(Progress::Settled);
                 }
@@ -393,7 +451,8 @@ impl Billing {
                 }
                 Step::SignAgain { reason, message } => {
                     let mut failed = status.failed_transactions.clone();
-                    if matches!(lookup, Some(Lookup::Committed { .. })) {
+                    // A transaction that committed without paying is on chain for good.
+                    if matches!(lookup, Some(Lookup::Committed { .. })) || reason == TREASURY_EMPTY {
                         failed.extend(status.transaction_hash.clone());
                     }
                     let body = serde_json::json!({"status": {
@@ -442,12 +501,8 @@ impl Billing {
         s: &Settlement,
         ledger: LedgerView,
     ) -> Result<Settlement, BillingError> {
-        let to = s.spec.payout_address.parse::<aptos_sdk::AccountAddress>().map_err(|_| {
-            treasury::TreasuryError::Sign(format!(
-                "{} is not an Aptos account address",
-                s.spec.payout_address
-            ))
-        })?;
+        let to = settle::payout_address(&s.spec.payout_address, &self.treasury.address())
+            .map_err(treasury::TreasuryError::Sign)?;
         let amount = s.spec.amount_octas.max(0) as u64;
         let address = self.treasury.address();
         let have = self.chain.balance(address).await?;
@@ -459,7 +514,25 @@ impl Billing {
                 have: format_apt(have),
             });
         }
-        let sequence_number = self.chain.sequence_number(address).await?;
+        // Behind a load balancer one answer may come from a lagging backend, with a used
+        // sequence number and an old clock (so a payout that expires at once): sign from the
+        // freshest of a few views. A stale pick is still safe, only slower: the number is
+        // refused as used, and the proof signs again.
+        let mut view = self.chain.treasury_view(address).await?;
+        for _ in 0..2 {
+            let again = self.chain.treasury_view(address).await?;
+            if (again.ledger_version, again.timestamp_seconds) > (view.ledger_version, view.timestamp_seconds)
+            {
+                view = again;
+            }
+        }
+        settle::check_chain(self.settings.chain_id, view.chain_id, self.chain.url())
+            .map_err(BillingError::WrongChain)?;
+        let sequence_number = view.sequence_number;
+        let ledger = LedgerView {
+            chain_id: view.chain_id,
+            now_seconds: ledger.now_seconds.max(view.timestamp_seconds),
+        };
         let signed = self.treasury.sign_transfer(
             to,
             amount,
@@ -472,6 +545,14 @@ impl Billing {
         let bytes = signed.to_bcs().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
         let hash = signed.hash().map_err(|e| treasury::TreasuryError::Sign(e.to_string()))?;
         let hash = hash.to_hex();
+        let all = self.settlements_now();
+        if let Some(other) = settle::hash_in_use(&hash, &s.name_any(), &all) {
+            return Err(BillingError::StaleSequenceNumber {
+                settlement: s.name_any(),
+                other: other.to_string(),
+                sequence_number,
+            });
+        }
         let expiry = ledger.now_seconds + self.settings.transaction_ttl_seconds;
         let body = serde_json::json!({"status": {
             "observedGeneration": s.metadata.generation,
@@ -492,26 +573,24 @@ impl Billing {
         Ok(recorded)
     }
 
-    /// Submits the recorded transaction. A node that executed it already, or lets it expire,
-    /// refuses it: the lookup by hash that follows tells which.
+    /// Submits the recorded transaction. A refusal that only says the transaction cannot be
+    /// taken now (its sequence number is used, this backend's clock says it expired, another
+    /// transaction with that number waits) is no verdict: the lookup by hash and the treasury's
+    /// view decide next.
     async fn submit(&self, s: &Settlement) -> Result<(), BillingError> {
-        let Some(encoded) = s.status.as_ref().and_then(|st| st.signed_transaction.as_deref()) else {
+        let Some(signed) = recorded_transaction(s)? else {
             return Ok(());
         };
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|e| treasury::TreasuryError::Sign(format!("recorded transaction unreadable: {e}")))?;
-        let signed: aptos_sdk::transaction::SignedTransaction = aptos_sdk::aptos_bcs::from_bytes(&bytes)
-            .map_err(|e| treasury::TreasuryError::Sign(format!("recorded transaction unreadable: {e}")))?;
         match self.chain.submit(&signed).await {
             Ok(()) => Ok(()),
-            Err(ChainError::Refused { code, .. })
-                if code.contains("SEQUENCE_NUMBER_TOO_OLD")
-                    || code.contains("EXPIRED")
-                    || code.contains("ALREADY") =>
-            {
-                Ok(())
-            }
+            Err(ChainError::Refused {
+                refusal:
+                    Refusal::SequenceNumberTooOld
+                    | Refusal::SequenceNumberTooNew
+                    | Refusal::Expired
+                    | Refusal::InvalidUpdate,
+                ..
+            }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -651,6 +730,25 @@ impl Billing {
             crash.reached(step);
         }
     }
+}
+
+/// The signed transaction a settlement recorded, if any.
+fn recorded_transaction(
+    s: &Settlement,
+) -> Result<Option<aptos_sdk::transaction::SignedTransaction>, BillingError> {
+    let Some(encoded) = s.status.as_ref().and_then(|st| st.signed_transaction.as_deref()) else {
+        return Ok(None);
+    };
+    let unreadable = |e: String| {
+        treasury::TreasuryError::Sign(format!(
+            "the transaction recorded on settlement {} is unreadable: {e}",
+            s.name_any()
+        ))
+    };
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|e| unreadable(e.to_string()))?;
+    let signed = aptos_sdk::aptos_bcs::from_bytes(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    Ok(Some(signed))
 }
 
 /// This process, as Events and the leader Lease name it (the API server requires a reporting

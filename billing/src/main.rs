@@ -23,6 +23,12 @@ struct Args {
     /// REST root of an Aptos node, e.g. https://fullnode.testnet.aptoslabs.com/v1.
     #[arg(long, env = "APTOS_NODE_URL")]
     aptos_node_url: String,
+    /// The chain id billing pays on (1 mainnet, 2 testnet, 4 a localnet; devnet's changes at
+    /// each reset). Set it on any public network: billing then uses no node serving another
+    /// chain, and, after a devnet reset, pays settlements signed for the old chain again only
+    /// once this names the new one. Unset: whatever chain the node serves.
+    #[arg(long, env = "APTOS_CHAIN_ID")]
+    chain_id: Option<u8>,
     /// Secret holding the treasury's Ed25519 private key under `privateKey`.
     #[arg(long, default_value = "pictor-treasury")]
     treasury_secret: String,
@@ -83,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         },
         transaction_ttl_seconds: args.transaction_ttl_seconds,
         gas: Gas { max_amount: args.max_gas_amount, unit_price: args.gas_unit_price },
+        chain_id: args.chain_id,
         crash: args.crash_at,
     };
     // Two controllers with different views could batch the same unit twice: only the holder of

@@ -52,9 +52,18 @@ pub async fn install_treasury(hub: &kube::Client, key: &str) -> Result<(), kube:
 /// The local chain of a test or the demo: an Aptos test node whose genesis gives the treasury of
 /// [`LOCAL_TREASURY_KEY`] `octas` (none when 0), and that key's Secret on the hub.
 pub async fn local_chain(hub: &kube::Client, octas: u64) -> anyhow::Result<pictor_aptos_test_node::TestNode> {
+    local_chain_like(hub, octas, pictor_aptos_test_node::Realism::default()).await
+}
+
+/// [`local_chain`] imitating what real networks do (see `pictor_aptos_test_node::Realism`).
+pub async fn local_chain_like(
+    hub: &kube::Client,
+    octas: u64,
+    realism: pictor_aptos_test_node::Realism,
+) -> anyhow::Result<pictor_aptos_test_node::TestNode> {
     let treasury = treasury_address(LOCAL_TREASURY_KEY);
     let genesis = if octas == 0 { Vec::new() } else { vec![(treasury, octas)] };
-    let config = pictor_aptos_test_node::TestNodeConfig { genesis, ..Default::default() };
+    let config = pictor_aptos_test_node::TestNodeConfig { genesis, realism, ..Default::default() };
     let node = pictor_aptos_test_node::TestNode::start(config).await?;
     install_treasury(hub, LOCAL_TREASURY_KEY).await?;
     Ok(node)

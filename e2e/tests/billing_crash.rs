@@ -3,8 +3,16 @@
 //! across many Settlements, and restarted each time. In the end every provider's balance on the
 //! Aptos test node is exactly what it was owed, each Settlement's transaction executed once, and
 //! no unit is in two paid Settlements.
+//!
+//! The node behaves like a public endpoint today: a load balancer over a fresh backend and one
+//! [`LAG_BLOCKS`] blocks behind, each answer drawn from either, with APT a fungible asset,
+//! default account resources, short addresses and metered gas. Payouts expire after
+//! [`TTL_SECONDS`], less than the lag: a lagging backend answers 404 for a transaction the fresh
+//! one committed, while the fresh one's clock is past its expiry — the double payment billing
+//! must not make. Both backends' ledgers are checked in the end.
 
 use kube::api::{Api, DeleteParams, ListParams};
+use pictor_aptos_test_node::{Lag, Realism};
 use pictor_crds::v1alpha1::{GpuCluster, WorkUnit};
 use pictor_e2e::billing;
 use pictor_e2e::network::{self, eventually};
@@ -14,6 +22,10 @@ use std::time::{Duration, Instant};
 
 const PROVIDERS: [(&str, usize); 3] = [("p1", 7), ("p2", 5), ("p3", 4)];
 const GPU_SECONDS: i64 = 36;
+/// Blocks the lagging backend is behind (50 ms each): 3 s.
+const LAG_BLOCKS: usize = 60;
+/// Seconds a payout stays valid: less than the lag.
+const TTL_SECONDS: u64 = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashes_at_every_step_pay_every_provider_exactly_once() {
@@ -21,7 +33,8 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
     let plane = ControlPlane::start(ControlPlaneOptions { members: 0, kube_scheduler: false }).await.unwrap();
     plane.install_crds().await.unwrap();
     let hub = plane.hub.client().await.unwrap();
-    let node = billing::local_chain(&hub, 1_000_000_000_000).await.unwrap();
+    let realism = Realism::current_network(Lag { blocks: LAG_BLOCKS });
+    let node = billing::local_chain_like(&hub, 1_000_000_000_000, realism).await.unwrap();
 
     let mut owed: BTreeMap<String, u64> = BTreeMap::new();
     let mut all_uids = BTreeSet::new();
@@ -43,6 +56,7 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
     // Stop dead at each step, at its first, second and third occurrence, then once more at each.
     let mut flags = billing::settle_at_once();
     flags.push("--max-units-per-settlement=1".into());
+    flags.push(format!("--transaction-ttl-seconds={TTL_SECONDS}"));
     let mut crashes: BTreeMap<&str, usize> = BTreeMap::new();
     let rounds: Vec<String> = [1, 2, 3, 1]
         .iter()
@@ -81,7 +95,7 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
     let crashes: usize = crashes.values().sum();
 
     let _billing = billing::start_billing(&plane, "billing-final", &node.url(), &flags).unwrap();
-    let settlements = eventually("every settlement confirmed", Duration::from_secs(90), || async {
+    let settlements = eventually("every settlement confirmed", Duration::from_secs(180), || async {
         let all = billing::settlements(&hub).await.ok()?;
         (all.len() == expected_settlements && billing::all_confirmed(&all)).then_some(all)
     })
@@ -93,20 +107,75 @@ async fn crashes_at_every_step_pay_every_provider_exactly_once() {
     assert_eq!(uids.len(), all_uids.len(), "no unit paid twice");
     assert_eq!(uids.into_iter().collect::<BTreeSet<_>>(), all_uids, "no verified unit left unpaid");
 
-    // The chain's record: balances, and one successful transfer per Settlement.
-    for (address, octas) in &owed {
-        assert_eq!(node.balance(address.parse().unwrap()), *octas, "balance of {address}");
-    }
-    let committed = node.committed();
+    // The chain's record, on both backends once the lagging one has caught up: balances, and
+    // one successful transfer per Settlement.
     let hashes: BTreeSet<String> =
         settlements.iter().filter_map(|s| s.status.clone()?.transaction_hash).collect();
-    let succeeded: Vec<_> = committed.iter().filter(|t| t.success).collect();
-    assert_eq!(succeeded.len(), expected_settlements, "one transfer per settlement: {committed:#?}");
-    assert_eq!(succeeded.iter().map(|t| t.hash.clone()).collect::<BTreeSet<_>>(), hashes);
+    // Two settlements that recorded the same bytes would be confirmed by one transfer.
+    assert_eq!(hashes.len(), settlements.len(), "each settlement has a transaction of its own");
+    let fresh = node.committed();
+    let fresh_version = node.ledger_version();
+    eventually("the lagging backend caught up", Duration::from_secs(30), || async {
+        (node.replica_version() >= Some(fresh_version)).then_some(())
+    })
+    .await;
+    let treasury = billing::treasury_address(billing::LOCAL_TREASURY_KEY);
+    let (lagging, _) = node.replica_view(treasury).expect("a lagging backend");
+    let record: Vec<String> = settlements
+        .iter()
+        .map(|s| {
+            let st = s.status.clone().unwrap_or_default();
+            format!(
+                "{} {} seq {:?} hash {:?} version {:?} failed {:?}",
+                s.spec.payout_address,
+                s.spec.amount_octas,
+                st.sequence_number,
+                st.transaction_hash,
+                st.ledger_version,
+                st.failed_transactions
+            )
+        })
+        .collect();
+    for (view, committed) in [("fresh", &fresh), ("lagging", &lagging)] {
+        let mut paid_on_chain: BTreeMap<String, u64> = BTreeMap::new();
+        for t in committed.iter().filter(|t| t.success) {
+            for (to, octas) in &t.transfers {
+                *paid_on_chain.entry(to.to_string()).or_default() += octas;
+            }
+        }
+        for (address, octas) in &owed {
+            let parsed: aptos_sdk::AccountAddress = address.parse().unwrap();
+            let balance = match view {
+                "fresh" => node.balance(parsed),
+                _ => node.replica_view(parsed).unwrap().1,
+            };
+            assert_eq!(
+                balance, *octas,
+                "balance of {address} on the {view} backend: {record:#?} {committed:#?}"
+            );
+            assert_eq!(paid_on_chain.get(&parsed.to_string()), Some(octas), "paid to {address} ({view})");
+        }
+        let succeeded: Vec<_> = committed.iter().filter(|t| t.success).collect();
+        let double_payments = succeeded.len().saturating_sub(hashes.len())
+            + succeeded.iter().filter(|t| !hashes.contains(&t.hash)).count();
+        eprintln!(
+            "{view} backend: {} settlements, {} successful transfers, {} transactions committed, {double_payments} double payments",
+            settlements.len(),
+            succeeded.len(),
+            committed.len()
+        );
+        assert_eq!(double_payments, 0, "double payments on the {view} backend: {committed:#?}");
+        assert_eq!(succeeded.len(), expected_settlements, "one transfer per settlement: {committed:#?}");
+        assert_eq!(succeeded.iter().map(|t| t.hash.clone()).collect::<BTreeSet<_>>(), hashes);
+    }
+    let signed_again = settlements
+        .iter()
+        .filter(|s| s.status.as_ref().is_some_and(|st| !st.failed_transactions.is_empty()))
+        .count();
     eprintln!(
-        "{} settlements paid exactly once after {crashes} crashes; {} transactions committed in all",
+        "{} settlements paid exactly once after {crashes} crashes; {} transactions committed in all; {signed_again} settlements with failed transactions",
         settlements.len(),
-        committed.len()
+        fresh.len()
     );
 
     // Earnings in each provider's GpuCluster status, and paid units may now be deleted.

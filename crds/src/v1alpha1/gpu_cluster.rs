@@ -37,9 +37,11 @@ pub struct GpuClusterSpec {
     #[x_kube(validation = Rule::new("self == 'community' || self == 'partner'").message("spec.tier of a member is community or partner"))]
     pub tier: Tier,
 
-    /// Aptos account address the provider is paid to: `0x` and up to 64 hex digits.
+    /// Aptos account address the provider is paid to: `0x` and up to 64 hex digits, not one of
+    /// the framework's special addresses 0x0–0xf (a transfer there commits and the APT is lost).
     #[schemars(length(max = 66))]
     #[x_kube(validation = Rule::new("self.matches('^0x[0-9a-fA-F]{1,64}$')").message("spec.payoutAddress must be an Aptos account address: 0x followed by 1 to 64 hex digits"))]
+    #[x_kube(validation = Rule::new("!self.matches('^0x0*[0-9a-fA-F]$')").message("spec.payoutAddress must not be a reserved address of the Aptos framework (0x0 to 0xf): a payout there is lost; give the provider's own account"))]
     pub payout_address: String,
 
     /// Region the member's GPUs are in, e.g. `eu-central`.

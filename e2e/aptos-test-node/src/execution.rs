@@ -43,6 +43,22 @@ const FRAMEWORK_MODULES: &[&str] = &[
 pub const EINSUFFICIENT_BALANCE: &str =
     "Move abort in 0x1::coin: EINSUFFICIENT_BALANCE(0x10006): Not enough coins to complete transaction";
 
+/// `vm_status` of an APT transfer above the sender's balance where APT is a fungible asset
+/// (current networks): the withdrawal from its primary store aborts.
+pub const FA_EINSUFFICIENT_BALANCE: &str =
+    "Move abort in 0x1::fungible_asset: EINSUFFICIENT_BALANCE(0x10004): Insufficient balance in the store";
+
+/// `vm_status` of a transfer that fits the balance but leaves less than its gas fee: the
+/// epilogue cannot charge the fee (code 1005 in category OUT_OF_RANGE) and the transfer is
+/// undone.
+pub const ECANT_PAY_GAS_DEPOSIT: &str =
+    "Move abort in 0x1::transaction_validation: PROLOGUE_ECANT_PAY_GAS_DEPOSIT(0x203ed)";
+
+/// Storage fee in octas of the primary store a transfer creates for a recipient that has none,
+/// with metered gas: the order of what a real chain charges for a new state slot (about
+/// 0.0005 APT), far more than the execution gas.
+pub const NEW_STORE_STORAGE_FEE: u64 = 50_000;
+
 /// `vm_status` of a transfer to an address where `0x1::account` refuses to create an account.
 pub const ECANNOT_RESERVED_ADDRESS: &str = "Move abort in 0x1::account: ECANNOT_RESERVED_ADDRESS(0x10005): Account cannot be created at a reserved address";
 
@@ -117,13 +133,15 @@ fn arg<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     aptos_bcs::from_bytes(bytes).map_err(|_| "FAILED_TO_DESERIALIZE_ARGUMENT".to_string())
 }
 
-/// The arguments as the REST API shows them in a payload's `arguments`.
-pub fn arguments_json(entry: &EntryFunction) -> Vec<serde_json::Value> {
+/// The arguments as the REST API shows them in a payload's `arguments`; addresses without
+/// leading zeros when `short`.
+pub fn arguments_json(entry: &EntryFunction, short: bool) -> Vec<serde_json::Value> {
+    let text = |a: &AccountAddress| if short { a.to_short_string() } else { a.to_string() };
     let decoded = match (entry.module.name.as_str(), entry.function.as_str()) {
         ("aptos_account" | "coin", "transfer") if entry.args.len() == 2 => {
             match (arg::<AccountAddress>(&entry.args[0]), arg::<u64>(&entry.args[1])) {
                 (Ok(to), Ok(amount)) => Some(vec![
-                    serde_json::Value::String(to.to_string()),
+                    serde_json::Value::String(text(&to)),
                     serde_json::Value::String(amount.to_string()),
                 ]),
                 _ => None,
@@ -132,7 +150,7 @@ pub fn arguments_json(entry: &EntryFunction) -> Vec<serde_json::Value> {
         ("aptos_account", "batch_transfer") if entry.args.len() == 2 => {
             match (arg::<Vec<AccountAddress>>(&entry.args[0]), arg::<Vec<u64>>(&entry.args[1])) {
                 (Ok(to), Ok(amounts)) => Some(vec![
-                    to.iter().map(ToString::to_string).collect(),
+                    to.iter().map(text).collect(),
                     amounts.iter().map(ToString::to_string).collect(),
                 ]),
                 _ => None,

@@ -11,6 +11,7 @@ use aptos_sdk::transaction::{
 use aptos_sdk::{AccountAddress, HashValue};
 use serde::Serialize;
 
+use crate::Realism;
 use crate::execution::{self, GAS_UNIT_PRICE, GAS_USED, MAX_GAS_AMOUNT};
 use crate::validation::ValidationStatus;
 
@@ -49,6 +50,8 @@ pub struct CommittedTransaction {
     pub expiration_timestamp_secs: u64,
     /// The block's timestamp in microseconds, as in the REST API's `timestamp`.
     pub timestamp_usecs: u64,
+    /// Octas of storage fee in the gas charged (a new primary store), with metered gas.
+    pub storage_fee_octas: u64,
 }
 
 /// A committed transaction with what the REST API needs to show it.
@@ -87,8 +90,10 @@ pub enum Accepted {
 }
 
 /// The state of the test chain.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ledger {
+    /// Which behaviours of real networks this chain imitates.
+    pub realism: Realism,
     pub chain_id: u8,
     pub epoch: u64,
     pub block_height: u64,
@@ -97,6 +102,9 @@ pub struct Ledger {
     /// While set, no block is produced: the chain stalls, submissions wait in the mempool.
     pub blocks_paused: bool,
     clock_ahead: Duration,
+    /// The latest version: user transactions, and block metadata transactions with
+    /// `realism.block_metadata`.
+    version: u64,
     accounts: BTreeMap<AccountAddress, Account>,
     mempool: BTreeMap<(AccountAddress, u64), (SignedTransaction, HashValue)>,
     committed: Vec<Committed>,
@@ -104,14 +112,21 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    #[cfg(test)]
     pub fn new(chain_id: u8, genesis: &[(AccountAddress, u64)]) -> Self {
+        Self::with_realism(chain_id, genesis, Realism::default())
+    }
+
+    pub fn with_realism(chain_id: u8, genesis: &[(AccountAddress, u64)], realism: Realism) -> Self {
         let mut ledger = Self {
+            realism,
             chain_id,
             epoch: 1,
             block_height: 0,
             ledger_timestamp_usecs: 0,
             blocks_paused: false,
             clock_ahead: Duration::ZERO,
+            version: 0,
             accounts: BTreeMap::new(),
             mempool: BTreeMap::new(),
             committed: Vec::new(),
@@ -137,11 +152,38 @@ impl Ledger {
 
     /// The version of the latest committed transaction; genesis is version 0.
     pub fn ledger_version(&self) -> u64 {
-        self.committed.len() as u64
+        self.version
     }
 
     pub fn account(&self, address: &AccountAddress) -> Option<&Account> {
         self.accounts.get(address)
+    }
+
+    /// An account as `/accounts/{address}` shows it: with default account resources every
+    /// address is one, with sequence number 0 until it sends.
+    pub fn account_or_default(&self, address: &AccountAddress) -> Option<Account> {
+        match self.accounts.get(address) {
+            Some(account) => Some(account.clone()),
+            None if self.realism.default_accounts => Some(Account::new(*address)),
+            None => None,
+        }
+    }
+
+    /// Sets an account's balance, as if it had spent or received APT elsewhere.
+    pub fn set_balance(&mut self, address: AccountAddress, octas: u64) {
+        self.accounts.entry(address).or_insert_with(|| Account::new(address)).balance = octas;
+    }
+
+    /// The committed transactions `sender` sent, from sequence number `start`, at most `limit`.
+    pub fn sent_by(&self, sender: &AccountAddress, start: u64, limit: usize) -> Vec<&Committed> {
+        let mut sent: Vec<&Committed> = self
+            .committed
+            .iter()
+            .filter(|c| c.summary.sender == *sender && c.summary.sequence_number >= start)
+            .collect();
+        sent.sort_by_key(|c| c.summary.sequence_number);
+        sent.truncate(limit);
+        sent
     }
 
     pub fn balance(&self, address: &AccountAddress) -> u64 {
@@ -159,8 +201,9 @@ impl Ledger {
         self.committed.iter()
     }
 
+    /// The user transaction at `version` (the test node keeps no block metadata transactions).
     pub fn by_version(&self, version: u64) -> Option<&Committed> {
-        let index = usize::try_from(version.checked_sub(1)?).ok()?;
+        let index = self.committed.binary_search_by_key(&version, |c| c.summary.version).ok()?;
         self.committed.get(index)
     }
 
@@ -176,9 +219,7 @@ impl Ledger {
 
     /// Validates a signed transaction as a node's VM validator and mempool do, and queues it.
     pub fn submit(&mut self, txn: SignedTransaction) -> Result<(Accepted, HashValue), Refusal> {
-        let hash =
-            txn.hash().map_err(|e| Refusal::Unsupported(format!("cannot hash the transaction: {e}")))?;
-        self.validate(&txn, Check::Submit)?;
+        let hash = self.check_submission(&txn)?;
         let key = (txn.sender(), txn.sequence_number());
         match self.mempool.get(&key) {
             Some((_, pending)) if *pending == hash => Ok((Accepted::AlreadyPending, hash)),
@@ -187,6 +228,26 @@ impl Ledger {
                 self.mempool.insert(key, (txn, hash));
                 Ok((Accepted::New, hash))
             }
+        }
+    }
+
+    /// The checks a node makes of a submission against its own state, without queueing it.
+    pub fn check_submission(&self, txn: &SignedTransaction) -> Result<HashValue, Refusal> {
+        let hash =
+            txn.hash().map_err(|e| Refusal::Unsupported(format!("cannot hash the transaction: {e}")))?;
+        self.validate(txn, Check::Submit)?;
+        Ok(hash)
+    }
+
+    /// A transaction another backend accepted against its own, perhaps older, state and
+    /// broadcast here: queued when its sequence number is still to come and no other waits
+    /// with it; dropped otherwise, after the client was told it was accepted, as upstream
+    /// mempools do.
+    pub fn forward(&mut self, txn: SignedTransaction, hash: HashValue) {
+        let key = (txn.sender(), txn.sequence_number());
+        let next = self.accounts.get(&key.0).map_or(0, |a| a.sequence_number);
+        if key.1 >= next && !self.mempool.contains_key(&key) {
+            self.mempool.insert(key, (txn, hash));
         }
     }
 
@@ -251,6 +312,9 @@ impl Ledger {
         }
         self.ledger_timestamp_usecs = self.clock_usecs().max(self.ledger_timestamp_usecs.saturating_add(1));
         self.block_height += 1;
+        if self.realism.block_metadata {
+            self.version += 1;
+        }
         let now_secs = self.ledger_timestamp_usecs / 1_000_000;
         let accounts = &self.accounts;
         self.mempool.retain(|(sender, sequence_number), (txn, _)| {
@@ -287,9 +351,12 @@ impl Ledger {
         let TransactionPayload::EntryFunction(entry) = &raw.payload else {
             return;
         };
-        let gas_used = GAS_USED.min(raw.max_gas_amount);
+        let storage_fee_octas = self.storage_fee(entry);
+        let storage_units = storage_fee_octas.div_ceil(raw.gas_unit_price.max(1));
+        let needed = GAS_USED + storage_units;
+        let gas_used = needed.min(raw.max_gas_amount);
         let fee = gas_used.saturating_mul(raw.gas_unit_price);
-        let outcome = if raw.max_gas_amount < GAS_USED {
+        let outcome = if raw.max_gas_amount < needed {
             Err("Out of gas".to_string())
         } else {
             execution::decode_transfers(entry).and_then(|transfers| {
@@ -311,7 +378,7 @@ impl Ledger {
             Err(vm_status) => (false, vm_status, Vec::new()),
         };
         let summary = CommittedTransaction {
-            version: self.ledger_version() + 1,
+            version: self.version + 1,
             hash: hash.to_hex(),
             sender: raw.sender,
             sequence_number: raw.sequence_number,
@@ -323,24 +390,48 @@ impl Ledger {
             gas_unit_price: raw.gas_unit_price,
             expiration_timestamp_secs: raw.expiration_timestamp_secs,
             timestamp_usecs: self.ledger_timestamp_usecs,
+            storage_fee_octas: if success { storage_fee_octas } else { 0 },
         };
+        self.version += 1;
         self.committed_by_hash.insert(hash, self.committed.len());
         self.committed.push(Committed { summary, transaction: txn, hash });
     }
 
-    /// The aborts the framework would raise: a reserved recipient, or not enough coins for
-    /// the amounts plus the fee.
+    /// With metered gas, the storage fee of the primary stores a transfer creates: a real
+    /// chain charges it in octas (as gas units at the transaction's price) for each new slot.
+    fn storage_fee(&self, entry: &aptos_sdk::transaction::EntryFunction) -> u64 {
+        if !self.realism.metered_gas {
+            return 0;
+        }
+        let transfers = execution::decode_transfers(entry).unwrap_or_default();
+        let new_stores = transfers.iter().filter(|(to, _)| !self.accounts.contains_key(to)).count() as u64;
+        new_stores * execution::NEW_STORE_STORAGE_FEE
+    }
+
+    /// The aborts the framework would raise: a reserved recipient (unless default account
+    /// resources make every address an account), or not enough APT for the amounts plus the
+    /// fee — as `0x1::coin` words it, or, with APT a fungible asset, `0x1::fungible_asset` for
+    /// an overdraft and the epilogue's PROLOGUE_ECANT_PAY_GAS_DEPOSIT when the transfer fits
+    /// but leaves too little for its gas.
     fn check_transfers(
         &self,
         sender: &AccountAddress,
         transfers: &[(AccountAddress, u64)],
         fee: u64,
     ) -> Result<(), String> {
-        if transfers.iter().any(|(to, _)| execution::is_reserved(to)) {
+        if !self.realism.default_accounts && transfers.iter().any(|(to, _)| execution::is_reserved(to)) {
             return Err(execution::ECANNOT_RESERVED_ADDRESS.to_string());
         }
         let total: u128 = transfers.iter().map(|(_, a)| u128::from(*a)).sum();
-        if total + u128::from(fee) > u128::from(self.balance(sender)) {
+        let balance = u128::from(self.balance(sender));
+        if self.realism.fungible_asset {
+            if total > balance {
+                return Err(execution::FA_EINSUFFICIENT_BALANCE.to_string());
+            }
+            if total + u128::from(fee) > balance {
+                return Err(execution::ECANT_PAY_GAS_DEPOSIT.to_string());
+            }
+        } else if total + u128::from(fee) > balance {
             return Err(execution::EINSUFFICIENT_BALANCE.to_string());
         }
         Ok(())
@@ -369,12 +460,14 @@ impl Ledger {
         let hash =
             txn.hash().map_err(|e| Refusal::Unsupported(format!("cannot hash the transaction: {e}")))?;
         let mut scratch = Ledger {
+            realism: self.realism.clone(),
             chain_id: self.chain_id,
             epoch: self.epoch,
             block_height: self.block_height,
             ledger_timestamp_usecs: self.ledger_timestamp_usecs,
             blocks_paused: true,
             clock_ahead: self.clock_ahead,
+            version: self.version,
             accounts: self.accounts.clone(),
             mempool: BTreeMap::new(),
             committed: self.committed.clone(),
@@ -453,6 +546,88 @@ mod tests {
         assert!(simulated.summary.success);
         assert_eq!(ledger.balance(&payer.address()), 1_000_000);
         assert_eq!(ledger.committed().count(), 0);
+    }
+
+    fn transfer(
+        ledger: &Ledger,
+        from: &Ed25519Account,
+        seq: u64,
+        to: AccountAddress,
+        amount: u64,
+    ) -> SignedTransaction {
+        let raw = TransactionBuilder::new()
+            .sender(from.address())
+            .sequence_number(seq)
+            .payload(EntryFunction::apt_transfer(to, amount).unwrap().into())
+            .max_gas_amount(1_000)
+            .gas_unit_price(GAS_UNIT_PRICE)
+            .expiration_timestamp_secs(ledger.ledger_timestamp_usecs / 1_000_000 + 30)
+            .chain_id(ChainId::new(ledger.chain_id))
+            .build()
+            .unwrap();
+        sign_transaction(&raw, from).unwrap()
+    }
+
+    #[test]
+    fn with_apt_a_fungible_asset_an_overdraft_and_a_short_gas_fail_as_the_framework_words_them() {
+        let payer = Ed25519Account::generate();
+        let to = AccountAddress::from_hex("0xb0b").unwrap();
+        let realism = Realism { fungible_asset: true, ..Realism::default() };
+        let fee = GAS_USED * GAS_UNIT_PRICE;
+        // 150,000 octas cover the most gas (100,000) at validation in both cases.
+        let mut ledger = Ledger::with_realism(4, &[(payer.address(), 150_000)], realism);
+        ledger.submit(transfer(&ledger, &payer, 0, to, 200_000)).unwrap();
+        ledger.produce_block();
+        ledger.set_balance(payer.address(), 150_000);
+        ledger.submit(transfer(&ledger, &payer, 1, to, 150_000 - fee + 1)).unwrap();
+        ledger.produce_block();
+        let statuses: Vec<String> = ledger.committed().map(|c| c.summary.vm_status.clone()).collect();
+        assert_eq!(statuses.len(), 2, "{statuses:?}");
+        assert!(
+            statuses[0].starts_with("Move abort in 0x1::fungible_asset: EINSUFFICIENT_BALANCE(0x10004)"),
+            "{statuses:?}"
+        );
+        assert!(statuses[1].contains("PROLOGUE_ECANT_PAY_GAS_DEPOSIT"), "{statuses:?}");
+        assert_eq!(
+            ledger.balance(&payer.address()),
+            150_000 - fee,
+            "failed, the fee is charged all the same"
+        );
+        assert_eq!(ledger.balance(&to), 0);
+        // The legacy coin standard words an overdraft its own way.
+        let mut coin = Ledger::new(4, &[(payer.address(), 150_000)]);
+        coin.submit(transfer(&coin, &payer, 0, to, 200_000)).unwrap();
+        coin.produce_block();
+        assert!(coin.committed().next().unwrap().summary.vm_status.contains("0x1::coin"));
+    }
+
+    #[test]
+    fn default_account_resources_make_every_address_an_account_and_a_transfer_to_0x1_commits() {
+        let payer = Ed25519Account::generate();
+        let realism = Realism { default_accounts: true, ..Realism::default() };
+        let mut ledger = Ledger::with_realism(4, &[(payer.address(), 1_000_000)], realism);
+        let unknown = AccountAddress::from_hex("0xfeedbeef").unwrap();
+        assert_eq!(ledger.account_or_default(&unknown).map(|a| a.sequence_number), Some(0));
+        assert_eq!(Ledger::new(4, &[]).account_or_default(&unknown), None);
+        ledger.submit(transfer(&ledger, &payer, 0, AccountAddress::ONE, 5)).unwrap();
+        ledger.produce_block();
+        let committed: Vec<_> = ledger.committed().collect();
+        assert!(committed[0].summary.success, "{:?}", committed[0].summary);
+        assert_eq!(ledger.balance(&AccountAddress::ONE), 5, "the APT sits at 0x1, lost");
+    }
+
+    #[test]
+    fn metered_gas_charges_the_storage_of_a_new_store() {
+        let payer = Ed25519Account::generate();
+        let to = AccountAddress::from_hex("0xb0b").unwrap();
+        let realism = Realism { metered_gas: true, ..Realism::default() };
+        let mut ledger = Ledger::with_realism(4, &[(payer.address(), 1_000_000)], realism);
+        ledger.submit(transfer(&ledger, &payer, 0, to, 5)).unwrap();
+        ledger.submit(transfer(&ledger, &payer, 1, to, 5)).unwrap();
+        ledger.produce_block();
+        let gas: Vec<u64> = ledger.committed().map(|c| c.summary.gas_used).collect();
+        let storage_units = execution::NEW_STORE_STORAGE_FEE / GAS_UNIT_PRICE;
+        assert_eq!(gas, vec![GAS_USED + storage_units, GAS_USED], "the first transfer creates the store");
     }
 
     #[test]

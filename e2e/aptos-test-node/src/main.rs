@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aptos_sdk::AccountAddress;
 use clap::Parser;
-use pictor_aptos_test_node::{TestNode, TestNodeConfig};
+use pictor_aptos_test_node::{Lag, Realism, TestNode, TestNodeConfig};
 
 /// A test double of an Aptos fullnode's REST API (no Move VM, no consensus, fixed gas).
 #[derive(Parser)]
@@ -23,6 +23,13 @@ struct Args {
     /// Milliseconds between blocks.
     #[arg(long, default_value_t = 50)]
     block_interval_ms: u64,
+    /// Behave like a current public network: APT a fungible asset, default account resources,
+    /// short addresses, metered gas, and a backend lagging --lag-blocks behind (0: none).
+    #[arg(long)]
+    like_current_network: bool,
+    /// With --like-current-network: blocks the lagging backend is behind.
+    #[arg(long, default_value_t = 40)]
+    lag_blocks: usize,
 }
 
 fn parse_funding(text: &str) -> Result<(AccountAddress, u64), String> {
@@ -41,7 +48,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    let realism = if args.like_current_network {
+        let mut realism = Realism::current_network(Lag { blocks: args.lag_blocks });
+        if args.lag_blocks == 0 {
+            realism.lagging_replica = None;
+        }
+        realism
+    } else {
+        Realism::default()
+    };
     let config = TestNodeConfig {
+        realism,
         chain_id: args.chain_id,
         block_interval: Duration::from_millis(args.block_interval_ms),
         genesis: args.fund,

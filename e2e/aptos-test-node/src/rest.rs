@@ -1,8 +1,10 @@
 //! The REST API (v1) subset that aptos-sdk 0.8's client uses for APT transfers, in the JSON
 //! shapes and headers of a real fullnode, plus test-only admin endpoints under `/pictor-test/`.
 
+use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aptos_sdk::transaction::{
     AccountAuthenticator, EntryFunction, SignedTransaction, TransactionAuthenticator, TransactionPayload,
@@ -18,19 +20,125 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::Lag;
 use crate::execution::{self, GAS_UNIT_PRICE};
 use crate::ledger::{Accepted, Committed, Ledger, Lookup, Refusal};
 
 pub type SharedLedger = Arc<Mutex<Ledger>>;
 
+/// What the listener serves: the fresh ledger, and, with a lagging replica, the snapshots the
+/// lagging backend serves from; plus the switches tests flip at run time.
+pub struct Node {
+    primary: SharedLedger,
+    lag: Option<Lag>,
+    /// Snapshots after each block, oldest first; the lagging backend serves the oldest.
+    snapshots: Mutex<VecDeque<Arc<Ledger>>>,
+    switches: Mutex<Switches>,
+}
+
+/// Behaviours tests switch on and off while the node runs.
+#[derive(Debug, Default)]
+pub struct Switches {
+    /// Every n-th request is answered 429 (0: never).
+    pub rate_limit_every: u32,
+    /// Submissions are answered 507.
+    pub mempool_full: bool,
+    pub requests: u64,
+    pub rate_limited: u64,
+    pub mempool_full_answers: u64,
+    /// State of the draw between backends (xorshift).
+    draw: u64,
+}
+
+/// The backend answering one request.
+pub enum View<'a> {
+    Fresh(MutexGuard<'a, Ledger>),
+    Lagging(Arc<Ledger>),
+}
+
+impl Deref for View<'_> {
+    type Target = Ledger;
+    fn deref(&self) -> &Ledger {
+        match self {
+            View::Fresh(guard) => guard,
+            View::Lagging(snapshot) => snapshot,
+        }
+    }
+}
+
+impl Node {
+    pub fn new(primary: SharedLedger, lag: Option<Lag>) -> Self {
+        let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+        Node {
+            primary,
+            lag,
+            snapshots: Mutex::new(VecDeque::new()),
+            switches: Mutex::new(Switches { draw: seed | 1, ..Switches::default() }),
+        }
+    }
+
+    pub fn switches(&self) -> MutexGuard<'_, Switches> {
+        self.switches.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn primary(&self) -> MutexGuard<'_, Ledger> {
+        lock(&self.primary)
+    }
+
+    /// The lagging backend's ledger, with a lagging replica.
+    pub fn replica(&self) -> Option<Arc<Ledger>> {
+        self.lag?;
+        let snapshots = self.snapshots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        snapshots.front().cloned()
+    }
+
+    /// After a reset the lagging backend starts over from the new chain.
+    pub fn forget_replica(&self) {
+        self.snapshots.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+
+    /// Produces a block on the fresh ledger and moves the lagging backend one block on.
+    pub fn produce_block(&self) {
+        let snapshot = {
+            let mut primary = self.primary();
+            primary.produce_block();
+            self.lag.map(|_| Arc::new(primary.clone()))
+        };
+        if let (Some(lag), Some(snapshot)) = (self.lag, snapshot) {
+            let mut snapshots = self.snapshots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            snapshots.push_back(snapshot);
+            while snapshots.len() > lag.blocks.max(1) {
+                snapshots.pop_front();
+            }
+        }
+    }
+
+    /// The backend that answers this request: the lagging one half of the time, at random.
+    fn view(&self) -> View<'_> {
+        if let Some(replica) = self.replica() {
+            let mut switches = self.switches();
+            let mut x = switches.draw;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            switches.draw = x;
+            if x & 1 == 1 {
+                return View::Lagging(replica);
+            }
+        }
+        View::Fresh(self.primary())
+    }
+}
+
 /// The content type of a BCS `SignedTransaction` body.
 pub const SIGNED_TRANSACTION_BCS: &str = "application/x.aptos.signed_transaction+bcs";
 
-pub fn router(ledger: SharedLedger) -> Router {
+pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/v1", get(ledger_info))
         .route("/v1/", get(ledger_info))
         .route("/v1/accounts/{address}", get(account))
+        .route("/v1/accounts/{address}/transactions", get(account_transactions))
         .route("/v1/estimate_gas_price", get(estimate_gas_price))
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/simulate", post(simulate))
@@ -40,9 +148,36 @@ pub fn router(ledger: SharedLedger) -> Router {
         .route("/pictor-test/fund", post(admin_fund))
         .route("/pictor-test/transactions", get(admin_transactions))
         .route("/pictor-test/advance_clock", post(admin_advance_clock))
+        .route("/pictor-test/reset_chain", post(admin_reset_chain))
         .fallback(not_found)
-        .layer(axum::middleware::map_response_with_state(ledger.clone(), ledger_headers))
-        .with_state(ledger)
+        .layer(axum::middleware::from_fn_with_state(node.clone(), gateway))
+        .with_state(node)
+}
+
+/// A public endpoint's gateway: past its rate limit it answers 429 itself, with
+/// `Retry-After`, before any node sees the request.
+async fn gateway(
+    State(node): State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limited = {
+        let mut switches = node.switches();
+        switches.requests += 1;
+        let every = u64::from(switches.rate_limit_every);
+        let limited = request.uri().path().starts_with("/v1") && every > 0 && switches.requests % every == 0;
+        if limited {
+            switches.rate_limited += 1;
+        }
+        limited
+    };
+    if limited {
+        let mut response =
+            (StatusCode::TOO_MANY_REQUESTS, Json(json!({"message": "Too Many Requests"}))).into_response();
+        response.headers_mut().insert("retry-after", HeaderValue::from(1u32));
+        return response;
+    }
+    next.run(request).await
 }
 
 fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Ledger> {
@@ -52,30 +187,37 @@ fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Ledger> {
 /// Every answer of a real node carries the ledger's state in these headers. aptos-sdk 0.8 reads
 /// other names for two of them (`x-aptos-ledger-timestamp`, `x-aptos-oldest-ledger-version`),
 /// so its `AptosResponse::ledger_timestamp` stays `None` against a real node, and here too.
-async fn ledger_headers(State(ledger): State<SharedLedger>, mut response: Response) -> Response {
-    let (chain_id, version, timestamp, epoch, height) = {
-        let ledger = lock(&ledger);
-        (
-            ledger.chain_id,
-            ledger.ledger_version(),
-            ledger.ledger_timestamp_usecs,
-            ledger.epoch,
-            ledger.block_height,
-        )
-    };
+/// The headers are those of the backend that answered: behind a load balancer, two answers
+/// in a row can carry different versions.
+fn stamp(ledger: &Ledger, answer: impl IntoResponse) -> Response {
+    let mut response = answer.into_response();
     let headers = response.headers_mut();
     for (name, value) in [
-        ("x-aptos-chain-id", u64::from(chain_id)),
-        ("x-aptos-ledger-version", version),
+        ("x-aptos-chain-id", u64::from(ledger.chain_id)),
+        ("x-aptos-ledger-version", ledger.ledger_version()),
         ("x-aptos-ledger-oldest-version", 0),
-        ("x-aptos-ledger-timestampusec", timestamp),
-        ("x-aptos-epoch", epoch),
-        ("x-aptos-block-height", height),
+        ("x-aptos-ledger-timestampusec", ledger.ledger_timestamp_usecs),
+        ("x-aptos-epoch", ledger.epoch),
+        ("x-aptos-block-height", ledger.block_height),
         ("x-aptos-oldest-block-height", 0),
     ] {
         headers.insert(name, HeaderValue::from(value));
     }
     response
+}
+
+/// An answer of the backend `view`, with its headers.
+fn answer<T: IntoResponse>(view: &Ledger, result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(ok) => stamp(view, ok),
+        Err(e) => stamp(view, e),
+    }
+}
+
+/// An address as the answers write it: the long form, or without leading zeros as real
+/// nodes write them.
+fn address_text(ledger: &Ledger, address: &AccountAddress) -> String {
+    if ledger.realism.short_addresses { address.to_short_string() } else { address.to_string() }
 }
 
 /// An answer in the Aptos error shape: `message`, `error_code`, `vm_error_code`.
@@ -121,9 +263,9 @@ fn parse_address(text: &str) -> Result<AccountAddress, ApiError> {
 }
 
 /// `GET /v1`: chain id, versions, the last block's timestamp in microseconds.
-async fn ledger_info(State(ledger): State<SharedLedger>) -> Json<Value> {
-    let ledger = lock(&ledger);
-    Json(json!({
+async fn ledger_info(State(node): State<Arc<Node>>) -> Response {
+    let ledger = node.view();
+    let body = Json(json!({
         "chain_id": ledger.chain_id,
         "epoch": ledger.epoch.to_string(),
         "ledger_version": ledger.ledger_version().to_string(),
@@ -133,40 +275,68 @@ async fn ledger_info(State(ledger): State<SharedLedger>) -> Json<Value> {
         "oldest_block_height": "0",
         "block_height": ledger.block_height.to_string(),
         "git_hash": "pictor-aptos-test-node",
-    }))
+    }));
+    stamp(&ledger, body)
 }
 
-async fn account(
-    State(ledger): State<SharedLedger>,
-    Path(address): Path<String>,
-) -> Result<Response, ApiError> {
-    let address = parse_address(&address)?;
-    let ledger = lock(&ledger);
-    match ledger.account(&address) {
+fn account_not_found(ledger: &Ledger, address: &AccountAddress) -> ApiError {
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "Account not found by Address({}) and Ledger version({})",
+            address.to_long_string(),
+            ledger.ledger_version()
+        ),
+        "account_not_found",
+        None,
+    )
+}
+
+async fn account(State(node): State<Arc<Node>>, Path(address): Path<String>) -> Response {
+    let ledger = node.view();
+    let result = parse_address(&address).and_then(|address| match ledger.account_or_default(&address) {
         Some(account) => Ok(Json(json!({
             "sequence_number": account.sequence_number.to_string(),
             "authentication_key": format!("0x{}", hex::encode(account.authentication_key)),
-        }))
-        .into_response()),
-        None => Err(error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "Account not found by Address({}) and Ledger version({})",
-                address.to_long_string(),
-                ledger.ledger_version()
-            ),
-            "account_not_found",
-            None,
-        )),
-    }
+        }))),
+        None => Err(account_not_found(&ledger, &address)),
+    });
+    answer(&ledger, result)
 }
 
-async fn estimate_gas_price() -> Json<Value> {
-    Json(json!({
+#[derive(Deserialize)]
+struct Page {
+    start: Option<u64>,
+    limit: Option<u16>,
+}
+
+/// `GET /v1/accounts/{address}/transactions?start=SEQ&limit=N`: what the account sent, from
+/// sequence number `start`.
+async fn account_transactions(
+    State(node): State<Arc<Node>>,
+    Path(address): Path<String>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+) -> Response {
+    let ledger = node.view();
+    let result = parse_address(&address).and_then(|address| {
+        if ledger.account_or_default(&address).is_none() {
+            return Err(account_not_found(&ledger, &address));
+        }
+        let limit = usize::from(page.limit.unwrap_or(25).clamp(1, 100));
+        let sent = ledger.sent_by(&address, page.start.unwrap_or(0), limit);
+        Ok(Json(Value::Array(sent.into_iter().map(|c| committed_json(&ledger, c)).collect())))
+    });
+    answer(&ledger, result)
+}
+
+async fn estimate_gas_price(State(node): State<Arc<Node>>) -> Response {
+    let ledger = node.view();
+    let body = Json(json!({
         "deprioritized_gas_estimate": GAS_UNIT_PRICE,
         "gas_estimate": GAS_UNIT_PRICE,
         "prioritized_gas_estimate": GAS_UNIT_PRICE * 3 / 2,
-    }))
+    }));
+    stamp(&ledger, body)
 }
 
 fn signed_transaction(headers: &HeaderMap, body: &[u8]) -> Result<SignedTransaction, ApiError> {
@@ -198,65 +368,93 @@ fn refusal(refusal: Refusal) -> ApiError {
     }
 }
 
-/// `POST /v1/transactions`: 202 with the pending transaction, or a validation error.
-async fn submit(
-    State(ledger): State<SharedLedger>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let txn = signed_transaction(&headers, &body)?;
-    let outcome = lock(&ledger).submit(txn.clone());
-    let (accepted, hash) = outcome.map_err(refusal)?;
-    if accepted == Accepted::New {
-        tracing::debug!(%hash, sender = %txn.sender(), "transaction accepted");
+/// `POST /v1/transactions`: 202 with the pending transaction, or a validation error. The
+/// backend that answers validates against its own state; a lagging one forwards what it
+/// accepts to the fresh one.
+async fn submit(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+    let txn = match signed_transaction(&headers, &body) {
+        Ok(txn) => txn,
+        Err(e) => return stamp(&node.view(), e),
+    };
+    if node.switches().mempool_full {
+        node.switches().mempool_full_answers += 1;
+        let full = error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "Mempool is full. Mempool size: 2000000, Capacity: 2000000",
+            "mempool_is_full",
+            None,
+        );
+        return stamp(&node.view(), full);
     }
-    Ok((StatusCode::ACCEPTED, Json(pending_json(&txn, &hash, false))).into_response())
+    let view = node.view();
+    let outcome = match view {
+        View::Fresh(mut ledger) => {
+            let outcome = ledger.submit(txn.clone());
+            let answer = outcome.map(|(accepted, hash)| {
+                if accepted == Accepted::New {
+                    tracing::debug!(%hash, sender = %txn.sender(), "transaction accepted");
+                }
+                (StatusCode::ACCEPTED, Json(pending_json(&ledger, &txn, &hash, false)))
+            });
+            return answer_refusal(&ledger, answer);
+        }
+        View::Lagging(snapshot) => {
+            let checked = snapshot.check_submission(&txn);
+            if let Ok(hash) = checked {
+                node.primary().forward(txn.clone(), hash);
+            }
+            (snapshot, checked)
+        }
+    };
+    let (snapshot, checked) = outcome;
+    let answer =
+        checked.map(|hash| (StatusCode::ACCEPTED, Json(pending_json(&snapshot, &txn, &hash, false))));
+    answer_refusal(&snapshot, answer)
+}
+
+fn answer_refusal<T: IntoResponse>(ledger: &Ledger, result: Result<T, Refusal>) -> Response {
+    answer(ledger, result.map_err(refusal))
 }
 
 /// `POST /v1/transactions/simulate`: a one-element list with the transaction as it would commit.
-async fn simulate(
-    State(ledger): State<SharedLedger>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let txn = signed_transaction(&headers, &body)?;
-    let committed = lock(&ledger).simulate(txn).map_err(refusal)?;
-    Ok(Json(json!([committed_json(&committed)])))
+async fn simulate(State(node): State<Arc<Node>>, headers: HeaderMap, body: Bytes) -> Response {
+    let ledger = node.view();
+    let result = signed_transaction(&headers, &body).and_then(|txn| {
+        let committed = ledger.simulate(txn).map_err(refusal)?;
+        Ok(Json(json!([committed_json(&ledger, &committed)])))
+    });
+    answer(&ledger, result)
 }
 
-async fn by_hash(
-    State(ledger): State<SharedLedger>,
-    Path(hash): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let parsed = HashValue::from_hex(&hash)
-        .map_err(|_| invalid_input(format!("failed to parse path : failed to parse \"hash({hash})\"")))?;
-    let ledger = lock(&ledger);
-    match ledger.lookup(&parsed) {
-        Some(Lookup::Pending(txn, hash)) => Ok(Json(pending_json(txn, &hash, true))),
-        Some(Lookup::Committed(committed)) => Ok(Json(committed_json(committed))),
-        None => Err(error(
-            StatusCode::NOT_FOUND,
-            format!("Transaction not found by Transaction hash({hash})"),
-            "transaction_not_found",
-            None,
-        )),
-    }
+async fn by_hash(State(node): State<Arc<Node>>, Path(hash): Path<String>) -> Response {
+    let ledger = node.view();
+    let result = HashValue::from_hex(&hash)
+        .map_err(|_| invalid_input(format!("failed to parse path : failed to parse \"hash({hash})\"")))
+        .and_then(|parsed| match ledger.lookup(&parsed) {
+            Some(Lookup::Pending(txn, hash)) => Ok(Json(pending_json(&ledger, txn, &hash, true))),
+            Some(Lookup::Committed(committed)) => Ok(Json(committed_json(&ledger, committed))),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                format!("Transaction not found by Transaction hash({hash})"),
+                "transaction_not_found",
+                None,
+            )),
+        });
+    answer(&ledger, result)
 }
 
-async fn by_version(
-    State(ledger): State<SharedLedger>,
-    Path(version): Path<u64>,
-) -> Result<Json<Value>, ApiError> {
-    let ledger = lock(&ledger);
-    match ledger.by_version(version) {
-        Some(committed) => Ok(Json(committed_json(committed))),
+async fn by_version(State(node): State<Arc<Node>>, Path(version): Path<u64>) -> Response {
+    let ledger = node.view();
+    let result = match ledger.by_version(version) {
+        Some(committed) => Ok(Json(committed_json(&ledger, committed))),
         None => Err(error(
             StatusCode::NOT_FOUND,
             format!("Transaction not found by Ledger version({version})"),
             "transaction_not_found",
             None,
         )),
-    }
+    };
+    answer(&ledger, result)
 }
 
 #[derive(Deserialize)]
@@ -269,10 +467,13 @@ struct ViewRequest {
 }
 
 /// `POST /v1/view` for the balance and sequence-number view functions.
-async fn view(
-    State(ledger): State<SharedLedger>,
-    Json(request): Json<ViewRequest>,
-) -> Result<Json<Value>, ApiError> {
+async fn view(State(node): State<Arc<Node>>, Json(request): Json<ViewRequest>) -> Response {
+    let ledger = node.view();
+    let result = view_value(&ledger, &request).map(|value| Json(json!([value])));
+    answer(&ledger, result)
+}
+
+fn view_value(ledger: &Ledger, request: &ViewRequest) -> Result<String, ApiError> {
     let address_arg = |index: usize| -> Result<AccountAddress, ApiError> {
         let text = request
             .arguments
@@ -282,31 +483,27 @@ async fn view(
         parse_address(text)
     };
     let types: Vec<&str> = request.type_arguments.iter().map(String::as_str).collect();
-    let ledger = lock(&ledger);
-    let value = match (request.function.as_str(), types.as_slice()) {
+    match (request.function.as_str(), types.as_slice()) {
         ("0x1::coin::balance", ["0x1::aptos_coin::AptosCoin"])
         | ("0x1::primary_fungible_store::balance", ["0x1::fungible_asset::Metadata"]) => {
-            ledger.balance(&address_arg(0)?).to_string()
+            Ok(ledger.balance(&address_arg(0)?).to_string())
         }
         ("0x1::account::get_sequence_number", []) => {
-            ledger.account(&address_arg(0)?).map_or(0, |a| a.sequence_number).to_string()
+            Ok(ledger.account(&address_arg(0)?).map_or(0, |a| a.sequence_number).to_string())
         }
-        _ => {
-            return Err(invalid_input(format!(
-                "the test node has no view function {}<{}>",
-                request.function,
-                request.type_arguments.join(", ")
-            )));
-        }
-    };
-    Ok(Json(json!([value])))
+        _ => Err(invalid_input(format!(
+            "the test node has no view function {}<{}>",
+            request.function,
+            request.type_arguments.join(", ")
+        ))),
+    }
 }
 
-fn payload_json(entry: &EntryFunction) -> Value {
+fn payload_json(ledger: &Ledger, entry: &EntryFunction) -> Value {
     json!({
         "function": execution::function_id(entry),
         "type_arguments": entry.type_args.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "arguments": execution::arguments_json(entry),
+        "arguments": execution::arguments_json(entry, ledger.realism.short_addresses),
         "type": "entry_function_payload",
     })
 }
@@ -366,15 +563,19 @@ fn signature_json(authenticator: &TransactionAuthenticator) -> Value {
 }
 
 /// The fields a user transaction has whether pending or committed.
-fn user_transaction_fields(txn: &SignedTransaction, hash: &HashValue) -> serde_json::Map<String, Value> {
+fn user_transaction_fields(
+    ledger: &Ledger,
+    txn: &SignedTransaction,
+    hash: &HashValue,
+) -> serde_json::Map<String, Value> {
     let raw = &txn.raw_txn;
     let payload = match &raw.payload {
-        TransactionPayload::EntryFunction(entry) => payload_json(entry),
+        TransactionPayload::EntryFunction(entry) => payload_json(ledger, entry),
         _ => json!({ "type": "unsupported_payload" }),
     };
     let value = json!({
         "hash": hash.to_hex(),
-        "sender": raw.sender.to_string(),
+        "sender": address_text(ledger, &raw.sender),
         "sequence_number": raw.sequence_number.to_string(),
         "max_gas_amount": raw.max_gas_amount.to_string(),
         "gas_unit_price": raw.gas_unit_price.to_string(),
@@ -389,8 +590,8 @@ fn user_transaction_fields(txn: &SignedTransaction, hash: &HashValue) -> serde_j
 }
 
 /// A pending transaction: the submission answer, or by hash with `"type": "pending_transaction"`.
-fn pending_json(txn: &SignedTransaction, hash: &HashValue, typed: bool) -> Value {
-    let mut fields = user_transaction_fields(txn, hash);
+fn pending_json(ledger: &Ledger, txn: &SignedTransaction, hash: &HashValue, typed: bool) -> Value {
+    let mut fields = user_transaction_fields(ledger, txn, hash);
     if typed {
         fields.insert("type".into(), json!("pending_transaction"));
     }
@@ -418,17 +619,17 @@ fn module_event(type_: &str, data: Value) -> Value {
 
 /// A committed `user_transaction` as `/transactions/by_hash` and `/by_version` show it, with
 /// the fungible-asset events of each transfer and the fee statement.
-fn committed_json(committed: &Committed) -> Value {
+fn committed_json(ledger: &Ledger, committed: &Committed) -> Value {
     let summary = &committed.summary;
     let mut events = Vec::new();
     for (to, amount) in &summary.transfers {
         events.push(module_event(
             "0x1::fungible_asset::Withdraw",
-            json!({ "store": primary_apt_store(&summary.sender).to_string(), "amount": amount.to_string() }),
+            json!({ "store": address_text(ledger, &primary_apt_store(&summary.sender)), "amount": amount.to_string() }),
         ));
         events.push(module_event(
             "0x1::fungible_asset::Deposit",
-            json!({ "store": primary_apt_store(to).to_string(), "amount": amount.to_string() }),
+            json!({ "store": address_text(ledger, &primary_apt_store(to)), "amount": amount.to_string() }),
         ));
     }
     events.push(module_event(
@@ -437,12 +638,12 @@ fn committed_json(committed: &Committed) -> Value {
             "total_charge_gas_units": summary.gas_used.to_string(),
             "execution_gas_units": (summary.gas_used / 2).to_string(),
             "io_gas_units": (summary.gas_used - summary.gas_used / 2).to_string(),
-            "storage_fee_octas": "0",
+            "storage_fee_octas": summary.storage_fee_octas.to_string(),
             "storage_fee_refund_octas": "0",
         }),
     ));
     let zero = HashValue::ZERO.to_hex();
-    let mut fields = user_transaction_fields(&committed.transaction, &committed.hash);
+    let mut fields = user_transaction_fields(ledger, &committed.transaction, &committed.hash);
     for (key, value) in [
         ("version", json!(summary.version.to_string())),
         ("state_change_hash", json!(zero)),
@@ -470,17 +671,17 @@ struct FundRequest {
 
 /// `POST /pictor-test/fund {"address": "0x…", "octas": 100000000}`: mints APT.
 async fn admin_fund(
-    State(ledger): State<SharedLedger>,
+    State(node): State<Arc<Node>>,
     Json(request): Json<FundRequest>,
 ) -> Result<Json<Value>, ApiError> {
     let address = parse_address(&request.address)?;
-    let balance = lock(&ledger).fund(address, request.octas);
+    let balance = node.primary().fund(address, request.octas);
     Ok(Json(json!({ "address": address.to_string(), "balance": balance.to_string() })))
 }
 
 /// `GET /pictor-test/transactions`: the committed transactions, oldest first.
-async fn admin_transactions(State(ledger): State<SharedLedger>) -> Json<Value> {
-    let ledger = lock(&ledger);
+async fn admin_transactions(State(node): State<Arc<Node>>) -> Json<Value> {
+    let ledger = node.primary();
     let list: Vec<_> = ledger.committed().map(|c| c.summary.clone()).collect();
     Json(serde_json::to_value(list).unwrap_or_default())
 }
@@ -492,10 +693,26 @@ struct AdvanceClock {
 
 /// `POST /pictor-test/advance_clock {"secs": 700}`: the chain clock runs that much ahead.
 async fn admin_advance_clock(
-    State(ledger): State<SharedLedger>,
+    State(node): State<Arc<Node>>,
     Json(request): Json<AdvanceClock>,
 ) -> Json<Value> {
-    let mut ledger = lock(&ledger);
+    let mut ledger = node.primary();
     ledger.advance_clock(Duration::from_secs(request.secs));
     Json(json!({ "ledger_timestamp": ledger.ledger_timestamp_usecs.to_string() }))
+}
+
+#[derive(Deserialize)]
+struct ResetChain {
+    chain_id: u8,
+}
+
+/// `POST /pictor-test/reset_chain {"chain_id": 37}`: a devnet reset, a new empty chain.
+async fn admin_reset_chain(State(node): State<Arc<Node>>, Json(request): Json<ResetChain>) -> Json<Value> {
+    {
+        let mut ledger = node.primary();
+        let realism = ledger.realism.clone();
+        *ledger = Ledger::with_realism(request.chain_id, &[], realism);
+    }
+    node.forget_replica();
+    Json(json!({ "chain_id": request.chain_id }))
 }

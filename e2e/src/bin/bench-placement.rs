@@ -141,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         let cluster: GpuCluster = serde_json::from_value(serde_json::json!({
             "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster", "metadata": {"name": name},
-            "spec": {"tier": "community", "payoutAddress": "0x1", "defaultPricePerGpuHour": 40_000_000 + i as i64 * 1_000_000}}))?;
+            "spec": {"tier": "community", "payoutAddress": "0xfeed", "defaultPricePerGpuHour": 40_000_000 + i as i64 * 1_000_000}}))?;
         clusters.create(&PostParams::default(), &cluster).await?;
         let status = serde_json::json!({"apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster",
             "status": {"inventory": {"nodes": 1, "totalGpus": gpus_each, "freeGpus": gpus_each, "pools": [
