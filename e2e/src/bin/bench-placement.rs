@@ -3,8 +3,9 @@
 //!
 //! A real hub API server; 50 GpuClusters kept Ready by fresh Leases (renewed here, standing in
 //! for agents) with inventories big enough for every chunk; the real `pictor-operator` process.
-//! Baseline, in the same run and on a fresh namespace: the same number of WorkUnits created by a
-//! plain client loop with no placement at all — the API server's own floor. Prints both and the
+//! Baseline, in the same run: the very WorkUnits the operator made (same names, namespaces and
+//! size), created again by a plain client loop with no placement at all once the operator is
+//! stopped and its units deleted — the API server's own floor for this work. Prints both and the
 //! ratio.
 //!
 //! Both runs are timed the same way: from the first request until a metadata watch (opened
@@ -24,6 +25,7 @@ use kube::runtime::watcher;
 use pictor_crds::contract::labels;
 use pictor_crds::v1alpha1::{GpuCluster, RenderJob, WorkUnit};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, network};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -168,40 +170,7 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    // Baseline: the same number of WorkUnits created by a plain loop, no placement.
-    let baseline_api: Api<WorkUnit> = Api::namespaced(hub.clone(), "pictor-member-m00");
-    let template: WorkUnit = serde_json::from_value(serde_json::json!({
-        "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit", "metadata": {"name": "x", "labels": {"bench": "baseline"}},
-        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "baseline", "uid": "0"},
-                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}], "agreedPricePerGpuHour": 1}}))?;
-    let arrivals = watch_arrivals(
-        Api::namespaced(hub.clone(), "pictor-member-m00"),
-        "bench=baseline".into(),
-        chunks as usize,
-    )
-    .await;
-    let cpu_before = cpu_of(&plane, None);
-    let baseline_started = Instant::now();
-    futures::stream::iter(0..chunks)
-        .map(|i| {
-            let api = baseline_api.clone();
-            let mut unit = template.clone();
-            unit.metadata.name = Some(format!("baseline-{i:06}"));
-            async move { api.create(&PostParams::default(), &unit).await.map(|_| ()) }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let baseline_arrivals = arrivals.await??;
-    let baseline = baseline_arrivals.all - baseline_started;
-    let baseline_cpu = cpu_spent(cpu_before, cpu_of(&plane, None));
-    // The baseline's units would claim GPUs on m00; remove them before the measured run.
-    baseline_api
-        .delete_collection(&Default::default(), &ListParams::default().labels("bench=baseline"))
-        .await?;
-
+    // The operator places the job.
     let operator = network::start_operator(&plane, 30, None, &[&format!("--max-units-in-flight={chunks}")])?;
     let units: Api<WorkUnit> = Api::all(hub.clone());
     let jobs = Api::<RenderJob>::namespaced(hub.clone(), "default");
@@ -209,8 +178,8 @@ async fn main() -> anyhow::Result<()> {
         "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob", "metadata": {"name": "feature-film", "namespace": "default"},
         "spec": {"scene": "s3://scenes/film.blend", "frames": {"start": 1, "end": args.frames}, "chunkSize": args.chunk_size,
                  "output": {"location": "s3://renders/film/"}, "verificationPercent": 0}}))?;
-    // The job's name fixes its units' names, not its UID: watch for the units of this job by
-    // the chunk label every render unit carries, in the namespaces placement uses.
+    // The job's UID is not known before it is created: watch for render units by the chunk
+    // label every one of them carries.
     let arrivals = watch_arrivals(Api::all(hub.clone()), labels::CHUNK.to_string(), chunks as usize).await;
     let cpu_before = cpu_of(&plane, Some(operator.pid()));
     let started = Instant::now();
@@ -231,17 +200,57 @@ async fn main() -> anyhow::Result<()> {
     let placed_arrivals =
         placed_arrivals.ok_or_else(|| anyhow::anyhow!("not every unit was placed in {limit:?}"))?;
     let took = placed_arrivals.all - started;
-    let placed = units.list_metadata(&ListParams::default().labels(&label)).await?.items.len();
     let peak = peak_rss_mib(operator.pid());
+    let placed_units = units.list(&ListParams::default().labels(&label)).await?.items;
+    let placed = placed_units.len();
+    let members_used =
+        placed_units.iter().filter_map(|u| u.metadata.namespace.clone()).collect::<BTreeSet<_>>().len();
+    drop(operator);
+
+    // Baseline: the very units the operator made, created again by a plain client loop with
+    // no placement, once the operator is stopped and its units are gone — the API server's
+    // floor for this work.
+    for namespace in placed_units.iter().filter_map(|u| u.metadata.namespace.clone()).collect::<BTreeSet<_>>()
+    {
+        Api::<WorkUnit>::namespaced(hub.clone(), &namespace)
+            .delete_collection(&Default::default(), &ListParams::default().labels(&label))
+            .await?;
+    }
+    while !units.list_metadata(&ListParams::default().labels(&label).limit(1)).await?.items.is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let replay: Vec<WorkUnit> = placed_units
+        .into_iter()
+        .map(|unit| {
+            let mut copy = WorkUnit::new(&unit.metadata.name.clone().unwrap_or_default(), unit.spec);
+            copy.metadata.namespace = unit.metadata.namespace;
+            copy.metadata.annotations = unit.metadata.annotations;
+            let mut labels = unit.metadata.labels.unwrap_or_default();
+            labels.insert("bench".into(), "baseline".into());
+            copy.metadata.labels = Some(labels);
+            copy
+        })
+        .collect();
+    let arrivals = watch_arrivals(Api::all(hub.clone()), "bench=baseline".into(), replay.len()).await;
+    let cpu_before = cpu_of(&plane, None);
+    let baseline_started = Instant::now();
+    futures::stream::iter(replay)
+        .map(|unit| {
+            let api = Api::<WorkUnit>::namespaced(
+                hub.clone(),
+                &unit.metadata.namespace.clone().unwrap_or_default(),
+            );
+            async move { api.create(&PostParams::default(), &unit).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let baseline_arrivals = arrivals.await??;
+    let baseline = baseline_arrivals.all - baseline_started;
+    let baseline_cpu = cpu_spent(cpu_before, cpu_of(&plane, None));
     renewer.abort();
-    let members_used = {
-        let all = units.list_metadata(&ListParams::default().labels(&label)).await?;
-        all.items
-            .iter()
-            .filter_map(|u| u.metadata.namespace.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
 
     println!(
         "placement of a {}-frame RenderJob ({chunks} chunks) on {} members (debug build of pictor-operator)",
@@ -259,7 +268,7 @@ async fn main() -> anyhow::Result<()> {
         (placed_arrivals.all - placed_arrivals.first).as_secs_f64(),
     );
     println!(
-        "  baseline (plain create loop, no placement): {chunks} units in {:.1} s ({:.0} units/s)",
+        "  baseline (the same units, created again by a plain loop): {chunks} units in {:.1} s ({:.0} units/s)",
         baseline.as_secs_f64(),
         chunks as f64 / baseline.as_secs_f64()
     );
@@ -270,7 +279,6 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  ratio operator / baseline time: {:.2}", took.as_secs_f64() / baseline.as_secs_f64());
     anyhow::ensure!(placed as i64 >= chunks, "only {placed} of {chunks} units placed in {limit:?}");
-    drop(operator);
     Ok(())
 }
 
