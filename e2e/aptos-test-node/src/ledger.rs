@@ -520,19 +520,7 @@ mod tests {
     use aptos_sdk::transaction::{EntryFunction, TransactionBuilder};
 
     fn signed_transfer(ledger: &Ledger, from: &Ed25519Account, sequence_number: u64) -> SignedTransaction {
-        let raw = TransactionBuilder::new()
-            .sender(from.address())
-            .sequence_number(sequence_number)
-            .payload(
-                EntryFunction::apt_transfer(AccountAddress::from_hex("0xb0b").unwrap(), 7).unwrap().into(),
-            )
-            .max_gas_amount(1_000)
-            .gas_unit_price(GAS_UNIT_PRICE)
-            .expiration_timestamp_secs(ledger.ledger_timestamp_usecs / 1_000_000 + 30)
-            .chain_id(ChainId::new(ledger.chain_id))
-            .build()
-            .unwrap();
-        sign_transaction(&raw, from).unwrap()
+        transfer(ledger, from, sequence_number, AccountAddress::from_hex("0xb0b").unwrap(), 7)
     }
 
     #[test]
