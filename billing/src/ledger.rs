@@ -108,9 +108,7 @@ pub fn ledger(units: &[&WorkUnit], settlements: &[&Settlement]) -> Ledger {
         covered.extend(s.spec.units.iter().map(|u| u.uid.as_str()));
     }
     for unit in units {
-        let Some(provider) =
-            unit.metadata.namespace.as_deref().and_then(pictor_crds::contract::member_of_namespace)
-        else {
+        let Some(provider) = unit.member() else {
             continue;
         };
         let uid = unit.metadata.uid.as_deref().unwrap_or_default();

@@ -60,12 +60,7 @@ pub fn job_reference(job: &JobReference) -> ObjectReference {
 }
 
 fn member_of(unit: &WorkUnit) -> String {
-    unit.metadata
-        .namespace
-        .as_deref()
-        .and_then(pictor_crds::contract::member_of_namespace)
-        .unwrap_or_default()
-        .to_string()
+    unit.member().unwrap_or_default().to_string()
 }
 
 fn is_verification(unit: &WorkUnit) -> bool {

@@ -25,7 +25,6 @@ use kube::runtime::events::Event;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use pictor_crds::contract::finalizers::WORK_UNITS;
-use pictor_crds::contract::member_of_namespace;
 use pictor_crds::v1alpha1::{GpuCluster, JobKind as JobKindName, JobReference, WorkUnit};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -157,7 +156,7 @@ impl<K: JobKind> Reconciler for JobController<K> {
             let (attempt, since) =
                 metrics::waiting_since(unit, &units, job.meta().creation_timestamp.as_ref());
             hub.metrics.placement.placed(kind, attempt, since.as_ref());
-            let member = unit.namespace().as_deref().and_then(member_of_namespace).map(str::to_string);
+            let member = unit.member();
             tracing::debug!(unit = %unit.name_any(), ?member, attempt, "unit placed");
         }
         unit_writes::mark(&hub.client, K::FIELD_MANAGER, changes.marks).await?;

@@ -7,7 +7,6 @@
 use crate::placement::Claims;
 use pictor_crds::contract::annotations::GPU_MODEL;
 use pictor_crds::contract::labels::JOB_UID;
-use pictor_crds::contract::member_of_namespace;
 use pictor_crds::v1alpha1::{WorkUnit, WorkUnitPhase};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -33,7 +32,7 @@ fn job_of(unit: &WorkUnit) -> Option<&str> {
 }
 
 fn member_of(unit: &WorkUnit) -> Option<&str> {
-    unit.metadata.namespace.as_deref().and_then(member_of_namespace)
+    unit.member()
 }
 
 /// The GPUs a unit holds promised on its member: what it asks for, until its member starts it.

@@ -92,6 +92,13 @@ pub enum JobKind {
     TrainingJob,
 }
 
+impl WorkUnit {
+    /// The member whose hub namespace holds the unit, i.e. the member that runs it.
+    pub fn member(&self) -> Option<&str> {
+        self.metadata.namespace.as_deref().and_then(crate::contract::member_of_namespace)
+    }
+}
+
 impl JobKind {
     /// The kind's name, as `kind` and the unit reference spell it.
     pub fn as_str(self) -> &'static str {

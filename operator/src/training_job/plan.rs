@@ -226,13 +226,7 @@ pub fn plan(
         observed_generation: job.metadata.generation,
         phase: Some(phase_now),
         restarts: if out.create.is_empty() { restarts } else { attempt },
-        member: shown.and_then(|u| {
-            u.metadata
-                .namespace
-                .as_deref()
-                .and_then(pictor_crds::contract::member_of_namespace)
-                .map(str::to_string)
-        }),
+        member: shown.and_then(|u| u.member().map(str::to_string)),
         work_unit: shown.and_then(|u| u.metadata.name.clone()),
         cost_octas: cost,
         cost: Some(format_apt(cost.max(0) as u64)),

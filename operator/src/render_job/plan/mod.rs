@@ -149,12 +149,7 @@ fn phase(unit: &WorkUnit) -> Option<WorkUnitPhase> {
 }
 
 fn member_of(unit: &WorkUnit) -> String {
-    unit.metadata
-        .namespace
-        .as_deref()
-        .and_then(pictor_crds::contract::member_of_namespace)
-        .unwrap_or_default()
-        .to_string()
+    unit.member().unwrap_or_default().to_string()
 }
 
 /// Plans the next step of a render job.
