@@ -1,4 +1,5 @@
-//! A real local control plane for Pictor's tests, benchmarks and demo.
+//! A real local control plane for Pictor's tests, benchmarks and demo (DESIGN.md, "Local control
+//! plane").
 //!
 //! One etcd backs a hub API server and N member API servers (each under its own
 //! `--etcd-prefix`); every cluster gets a kube-controller-manager and a kwok that plays fake GPU

@@ -1,4 +1,5 @@
-//! What every long-running Pictor process serves to the people who run it: `/metrics` (the
+//! What every long-running Pictor process serves to the people who run it (DESIGN.md, "Crates":
+//! telemetry — metrics, probes, logging): `/metrics` (the
 //! OpenMetrics text of one prometheus-client [`Registry`]), `/healthz`, `/readyz`, and the
 //! `--metrics-addr` flag that says where. The operator, the agent, the scheduler and the device
 //! plugins all serve them through [`serve`]; each keeps its own metric families next to its code.
