@@ -250,6 +250,46 @@ async fn main() -> anyhow::Result<()> {
     let baseline_arrivals = arrivals.await??;
     let baseline = baseline_arrivals.all - baseline_started;
     let baseline_cpu = cpu_spent(cpu_before, cpu_of(&plane, None));
+
+    // The floor this benchmark used before, for comparison: as many minimal units (one pod, no
+    // command, env or annotations), created by the same loop into one namespace.
+    for namespace in Api::<WorkUnit>::all(hub.clone())
+        .list_metadata(&ListParams::default().labels("bench=baseline"))
+        .await?
+        .items
+        .iter()
+        .filter_map(|u| u.metadata.namespace.clone())
+        .collect::<BTreeSet<_>>()
+    {
+        Api::<WorkUnit>::namespaced(hub.clone(), &namespace)
+            .delete_collection(&Default::default(), &ListParams::default().labels("bench=baseline"))
+            .await?;
+    }
+    let minimal_api: Api<WorkUnit> = Api::namespaced(hub.clone(), "pictor-member-m00");
+    let template: WorkUnit = serde_json::from_value(serde_json::json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit", "metadata": {"name": "x", "labels": {"bench": "minimal"}},
+        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "baseline", "uid": "0"},
+                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}], "agreedPricePerGpuHour": 1}}))?;
+    let arrivals = watch_arrivals(
+        Api::namespaced(hub.clone(), "pictor-member-m00"),
+        "bench=minimal".into(),
+        chunks as usize,
+    )
+    .await;
+    let minimal_started = Instant::now();
+    futures::stream::iter(0..chunks)
+        .map(|i| {
+            let api = minimal_api.clone();
+            let mut unit = template.clone();
+            unit.metadata.name = Some(format!("minimal-{i:06}"));
+            async move { api.create(&PostParams::default(), &unit).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let minimal = arrivals.await??.all - minimal_started;
     renewer.abort();
 
     println!(
@@ -278,6 +318,11 @@ async fn main() -> anyhow::Result<()> {
         (baseline_arrivals.all - baseline_arrivals.first).as_secs_f64(),
     );
     println!("  ratio operator / baseline time: {:.2}", took.as_secs_f64() / baseline.as_secs_f64());
+    println!(
+        "  for comparison, {chunks} minimal units (one pod, no command or env) by the same loop: {:.1} s; ratio operator / that: {:.2}",
+        minimal.as_secs_f64(),
+        took.as_secs_f64() / minimal.as_secs_f64()
+    );
     anyhow::ensure!(placed as i64 >= chunks, "only {placed} of {chunks} units placed in {limit:?}");
     Ok(())
 }
