@@ -46,7 +46,8 @@ bench-scheduler: deps
 	./target/release/scheduler-bench $(BENCH_ARGS)
 
 # How long the hub takes to place the 10,000 units of a 100,000-frame RenderJob on 50 members,
-# against a plain create loop, and the operator's peak memory (not part of `make test`).
+# against a plain create loop, and the operator's peak memory (not part of `make test`). The
+# operator runs as the release build it is deployed as; BENCH_ARGS=--debug-operator for a debug one.
 .PHONY: bench-placement
 bench-placement: deps
 	$(CARGO) run -p pictor-e2e --bin bench-placement -- $(BENCH_ARGS)

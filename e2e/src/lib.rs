@@ -24,4 +24,4 @@ pub use control_plane::{
 };
 pub use fake_nodes::{CATALOGUE, GpuModel};
 pub use process::ManagedProcess;
-pub use workspace_binaries::workspace_binary;
+pub use workspace_binaries::{Profile, workspace_binary, workspace_binary_built};

@@ -4,7 +4,7 @@
 
 use crate::control_plane::{Cluster, ControlPlane};
 use crate::process::ManagedProcess;
-use crate::workspace_binaries::workspace_binary;
+use crate::workspace_binaries::{Profile, workspace_binary, workspace_binary_built};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -115,7 +115,18 @@ pub fn start_operator(
     fake_run_seconds: Option<u32>,
     extra: &[&str],
 ) -> std::io::Result<ManagedProcess> {
-    let operator = workspace_binary("pictor-operator", "pictor-operator");
+    start_operator_built(plane, Profile::Debug, grace_seconds, fake_run_seconds, extra)
+}
+
+/// [`start_operator`] with the operator built in `profile`.
+pub fn start_operator_built(
+    plane: &ControlPlane,
+    profile: Profile,
+    grace_seconds: u64,
+    fake_run_seconds: Option<u32>,
+    extra: &[&str],
+) -> std::io::Result<ManagedProcess> {
+    let operator = workspace_binary_built("pictor-operator", "pictor-operator", profile);
     let mut args = vec![
         format!("--kubeconfig={}", plane.hub.kubeconfig.display()),
         format!("--member-grace-seconds={grace_seconds}"),

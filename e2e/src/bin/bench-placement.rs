@@ -24,7 +24,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 use pictor_crds::contract::labels;
 use pictor_crds::v1alpha1::{GpuCluster, RenderJob, WorkUnit};
-use pictor_e2e::{ControlPlane, ControlPlaneOptions, network};
+use pictor_e2e::{ControlPlane, ControlPlaneOptions, Profile, network};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,9 @@ struct Args {
     /// Members.
     #[arg(long, default_value_t = 50)]
     members: usize,
+    /// Run a debug build of pictor-operator instead of the release build that is deployed.
+    #[arg(long)]
+    debug_operator: bool,
 }
 
 fn peak_rss_mib(pid: u32) -> Option<f64> {
@@ -171,7 +174,9 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // The operator places the job.
-    let operator = network::start_operator(&plane, 30, None, &[&format!("--max-units-in-flight={chunks}")])?;
+    let profile = if args.debug_operator { Profile::Debug } else { Profile::Release };
+    let in_flight = format!("--max-units-in-flight={chunks}");
+    let operator = network::start_operator_built(&plane, profile, 30, None, &[&in_flight])?;
     let units: Api<WorkUnit> = Api::all(hub.clone());
     let jobs = Api::<RenderJob>::namespaced(hub.clone(), "default");
     let job: RenderJob = serde_json::from_value(serde_json::json!({
@@ -293,8 +298,10 @@ async fn main() -> anyhow::Result<()> {
     renewer.abort();
 
     println!(
-        "placement of a {}-frame RenderJob ({chunks} chunks) on {} members (debug build of pictor-operator)",
-        args.frames, args.members
+        "placement of a {}-frame RenderJob ({chunks} chunks) on {} members ({} build of pictor-operator)",
+        args.frames,
+        args.members,
+        profile.name()
     );
     println!(
         "  pictor-operator: {placed} units placed in {:.1} s ({:.0} units/s) on {members_used} members; peak RSS {}",
