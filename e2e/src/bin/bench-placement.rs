@@ -123,6 +123,40 @@ fn cpu_spent(before: [f64; 3], after: [f64; 3]) -> String {
     format!("CPU: {operator}kube-apiserver {api_server:.1} s, etcd {etcd:.1} s")
 }
 
+/// Creates `units` in their namespaces, 16 requests at a time: the plain client loop both
+/// baselines use.
+async fn create_all(hub: &kube::Client, units: Vec<WorkUnit>) -> anyhow::Result<()> {
+    futures::stream::iter(units)
+        .map(|unit| {
+            let namespace = unit.metadata.namespace.clone().unwrap_or_default();
+            let api = Api::<WorkUnit>::namespaced(hub.clone(), &namespace);
+            async move { api.create(&PostParams::default(), &unit).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(())
+}
+
+/// Deletes every unit matching `label`, in every namespace, and waits until they are gone.
+async fn delete_all(hub: &kube::Client, label: &str) -> anyhow::Result<()> {
+    let units: Api<WorkUnit> = Api::all(hub.clone());
+    let listed = units.list_metadata(&ListParams::default().labels(label)).await?;
+    let namespaces: BTreeSet<String> =
+        listed.items.iter().filter_map(|u| u.metadata.namespace.clone()).collect();
+    for namespace in namespaces {
+        Api::<WorkUnit>::namespaced(hub.clone(), &namespace)
+            .delete_collection(&Default::default(), &ListParams::default().labels(label))
+            .await?;
+    }
+    while !units.list_metadata(&ListParams::default().labels(label).limit(1)).await?.items.is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -215,15 +249,7 @@ async fn main() -> anyhow::Result<()> {
     // Baseline: the very units the operator made, created again by a plain client loop with
     // no placement, once the operator is stopped and its units are gone — the API server's
     // floor for this work.
-    for namespace in placed_units.iter().filter_map(|u| u.metadata.namespace.clone()).collect::<BTreeSet<_>>()
-    {
-        Api::<WorkUnit>::namespaced(hub.clone(), &namespace)
-            .delete_collection(&Default::default(), &ListParams::default().labels(&label))
-            .await?;
-    }
-    while !units.list_metadata(&ListParams::default().labels(&label).limit(1)).await?.items.is_empty() {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    delete_all(&hub, &label).await?;
     let replay: Vec<WorkUnit> = placed_units
         .into_iter()
         .map(|unit| {
@@ -239,40 +265,17 @@ async fn main() -> anyhow::Result<()> {
     let arrivals = watch_arrivals(Api::all(hub.clone()), "bench=baseline".into(), replay.len()).await;
     let cpu_before = cpu_of(&plane, None);
     let baseline_started = Instant::now();
-    futures::stream::iter(replay)
-        .map(|unit| {
-            let api = Api::<WorkUnit>::namespaced(
-                hub.clone(),
-                &unit.metadata.namespace.clone().unwrap_or_default(),
-            );
-            async move { api.create(&PostParams::default(), &unit).await.map(|_| ()) }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    create_all(&hub, replay).await?;
     let baseline_arrivals = arrivals.await??;
     let baseline = baseline_arrivals.all - baseline_started;
     let baseline_cpu = cpu_spent(cpu_before, cpu_of(&plane, None));
 
     // The floor this benchmark used before, for comparison: as many minimal units (one pod, no
     // command, env or annotations), created by the same loop into one namespace.
-    for namespace in Api::<WorkUnit>::all(hub.clone())
-        .list_metadata(&ListParams::default().labels("bench=baseline"))
-        .await?
-        .items
-        .iter()
-        .filter_map(|u| u.metadata.namespace.clone())
-        .collect::<BTreeSet<_>>()
-    {
-        Api::<WorkUnit>::namespaced(hub.clone(), &namespace)
-            .delete_collection(&Default::default(), &ListParams::default().labels("bench=baseline"))
-            .await?;
-    }
-    let minimal_api: Api<WorkUnit> = Api::namespaced(hub.clone(), "pictor-member-m00");
+    delete_all(&hub, "bench=baseline").await?;
     let template: WorkUnit = serde_json::from_value(serde_json::json!({
-        "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit", "metadata": {"name": "x", "labels": {"bench": "minimal"}},
+        "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
+        "metadata": {"name": "x", "namespace": "pictor-member-m00", "labels": {"bench": "minimal"}},
         "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "baseline", "uid": "0"},
                  "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}], "agreedPricePerGpuHour": 1}}))?;
     let arrivals = watch_arrivals(
@@ -282,18 +285,12 @@ async fn main() -> anyhow::Result<()> {
     )
     .await;
     let minimal_started = Instant::now();
-    futures::stream::iter(0..chunks)
-        .map(|i| {
-            let api = minimal_api.clone();
-            let mut unit = template.clone();
-            unit.metadata.name = Some(format!("minimal-{i:06}"));
-            async move { api.create(&PostParams::default(), &unit).await.map(|_| ()) }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let minimal_units = (0..chunks).map(|i| {
+        let mut unit = template.clone();
+        unit.metadata.name = Some(format!("minimal-{i:06}"));
+        unit
+    });
+    create_all(&hub, minimal_units.collect()).await?;
     let minimal = arrivals.await??.all - minimal_started;
     renewer.abort();
 
