@@ -11,7 +11,7 @@
 //! - [`hub_index`] and [`unit_index`]: the in-memory view every controller decides over, fed by
 //!   one watch per kind.
 //! - [`accrual`]: the marks that hand verified work to billing.
-//! - [`conditions`], [`job_status`], [`unit_writes`], [`work_units`]: what the controllers write.
+//! - [`conditions`], [`job_status`], [`unit_writes`], [`unit_drafts`]: what the controllers write.
 //! - [`metrics`] and [`events`]: what the operator tells the people who run it and use it.
 #![forbid(unsafe_code)]
 
@@ -27,6 +27,6 @@ pub mod placement;
 pub mod render_job;
 pub mod runner;
 pub mod training_job;
+pub mod unit_drafts;
 pub mod unit_index;
 pub mod unit_writes;
-pub mod work_units;

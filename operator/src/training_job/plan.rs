@@ -4,7 +4,7 @@
 
 use crate::accrual::{self, UnitMark};
 use crate::placement::{self, Claims, Need};
-use crate::work_units::{self, UnitDraft};
+use crate::unit_drafts::{self, UnitDraft};
 use k8s_openapi::jiff::Timestamp;
 use pictor_crds::contract::{billing_marks, format_apt};
 use pictor_crds::v1alpha1::{
@@ -41,7 +41,7 @@ pub struct TrainingSettings {
 
 /// Name of the unit of one attempt.
 pub fn attempt_name(job: &str, attempt: i64) -> String {
-    work_units::unit_name(job, &format!("a{attempt}"))
+    unit_drafts::unit_name(job, &format!("a{attempt}"))
 }
 
 /// The environment of worker `rank`, as Kubeflow's PyTorchJob sets it for torchrun.
@@ -143,9 +143,9 @@ pub fn plan(
             .collect();
         *claims.entry((placement.member.clone(), placement.model.clone())).or_default() +=
             spec.workers * spec.gpu.count;
-        out.create = vec![work_units::work_unit(UnitDraft {
+        out.create = vec![unit_drafts::work_unit(UnitDraft {
             name,
-            job: work_units::job_reference(
+            job: unit_drafts::job_reference(
                 JobKind::TrainingJob,
                 job.metadata.namespace.as_deref().unwrap_or_default(),
                 job.metadata.name.as_deref().unwrap_or_default(),

@@ -5,7 +5,7 @@
 use super::tally::Tally;
 use super::{Chunk, FIRST_CHUNK_ESTIMATE_SECONDS, UnitPlacer, member_of, pods};
 use crate::placement::{Claims, NoMemberFits};
-use crate::work_units::{self, UnitDraft};
+use crate::unit_drafts::{self, UnitDraft};
 use pictor_crds::contract::cost_octas;
 use pictor_crds::contract::labels::CHUNK;
 use pictor_crds::v1alpha1::{JobKind, WorkUnit};
@@ -77,7 +77,7 @@ pub(super) fn place_chunks(
 ) -> Placed {
     let job = placer.job;
     let job_name = job.metadata.name.clone().unwrap_or_default();
-    let job_ref = work_units::job_reference(
+    let job_ref = unit_drafts::job_reference(
         JobKind::RenderJob,
         job.metadata.namespace.as_deref().unwrap_or_default(),
         &job_name,
@@ -108,8 +108,8 @@ pub(super) fn place_chunks(
         }
         placer.claim(&placement, claims);
         let attempt = units.map_or(0, |u| u.attempts) + 1;
-        placed.create.push(work_units::work_unit(UnitDraft {
-            name: work_units::unit_name(&job_name, &format!("{:05}-{attempt}", chunk.index)),
+        placed.create.push(unit_drafts::work_unit(UnitDraft {
+            name: unit_drafts::unit_name(&job_name, &format!("{:05}-{attempt}", chunk.index)),
             job: job_ref.clone(),
             pods: vec![pods::render_pod(job, chunk, placement.vendor, placer.settings)],
             frames: chunk.frames_label(),

@@ -6,7 +6,7 @@
 use super::{Chunk, UnitPlacer, member_of, phase, pods};
 use crate::accrual::{self, UnitMark};
 use crate::placement::{Claims, NoMemberFits};
-use crate::work_units::{self, UnitDraft};
+use crate::unit_drafts::{self, UnitDraft};
 use k8s_openapi::jiff::Timestamp;
 use pictor_crds::contract::labels::{DISPUTE_CHECK, VERDICT, VERIFIES};
 use pictor_crds::contract::render_output::frame_file_name;
@@ -182,9 +182,9 @@ pub(super) fn check_unit(
         CheckKind::Sample => "v",
         CheckKind::Dispute => "d",
     };
-    Ok(work_units::work_unit(UnitDraft {
-        name: work_units::unit_name(&accepted_name, &format!("{prefix}{attempt}")),
-        job: work_units::job_reference(
+    Ok(unit_drafts::work_unit(UnitDraft {
+        name: unit_drafts::unit_name(&accepted_name, &format!("{prefix}{attempt}")),
+        job: unit_drafts::job_reference(
             JobKind::RenderJob,
             job.metadata.namespace.as_deref().unwrap_or_default(),
             job.metadata.name.as_deref().unwrap_or_default(),
