@@ -8,10 +8,11 @@
 //! running `add` again changes nothing but the printed token.
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, ResourceQuotaSpec, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -120,7 +121,13 @@ pub struct MemberObjects {
     pub cluster_role: ClusterRole,
     /// Binds `cluster_role` to the agent.
     pub cluster_role_binding: ClusterRoleBinding,
+    /// Bounds what the agent can store in its namespace: ConfigMaps by count (their size is
+    /// bounded by the `pictor-member-log-configmaps` admission policy).
+    pub quota: ResourceQuota,
 }
+
+/// ConfigMaps a member namespace may hold: a log tail per live unit, and room to spare.
+pub const MAX_MEMBER_CONFIG_MAPS: u32 = 2000;
 
 fn meta(name: &str, namespace: Option<&str>, member: &str) -> ObjectMeta {
     ObjectMeta {
@@ -164,7 +171,19 @@ pub fn member_objects(request: &JoinRequest) -> MemberObjects {
         },
     );
     gpu_cluster.meta_mut().labels = meta(member, None, member).labels;
+    let quota = ResourceQuota {
+        metadata: meta(AGENT, Some(&ns), member),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([(
+                "count/configmaps".to_string(),
+                Quantity(MAX_MEMBER_CONFIG_MAPS.to_string()),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
     MemberObjects {
+        quota,
         gpu_cluster,
         namespace: Namespace { metadata: meta(&ns, None, member), ..Default::default() },
         service_account: ServiceAccount { metadata: meta(AGENT, Some(&ns), member), ..Default::default() },
@@ -241,6 +260,7 @@ pub async fn add(
     apply(Api::<GpuCluster>::all(client.clone()), &objects.gpu_cluster).await?;
     apply(Api::<Namespace>::all(client.clone()), &objects.namespace).await?;
     apply(Api::<ServiceAccount>::namespaced(client.clone(), &ns), &objects.service_account).await?;
+    apply(Api::<ResourceQuota>::namespaced(client.clone(), &ns), &objects.quota).await?;
     apply(Api::<Role>::namespaced(client.clone(), &ns), &objects.role).await?;
     apply(Api::<RoleBinding>::namespaced(client.clone(), &ns), &objects.role_binding).await?;
     apply(Api::<ClusterRole>::all(client.clone()), &objects.cluster_role).await?;

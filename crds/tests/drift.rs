@@ -1,4 +1,4 @@
-//! The CRD YAML committed under charts/pictor-crds must be what the Rust types generate.
+//! The CRD and admission policy YAML committed under charts/pictor-crds must be what the Rust types generate.
 
 use std::path::Path;
 
@@ -6,16 +6,16 @@ use std::path::Path;
 fn committed_crds_match_the_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/pictor-crds/templates");
     let mut stale = Vec::new();
-    for crd in pictor_crds::crds() {
-        let path = dir.join(pictor_crds::crd_file_name(&crd));
+    for (file, yaml) in pictor_crds::chart_files() {
+        let path = dir.join(file);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != pictor_crds::crd_yaml(&crd) {
+        if committed != yaml {
             stale.push(path.display().to_string());
         }
     }
     assert!(
         stale.is_empty(),
-        "CRDs differ from the types; run `cargo run -p pictor-crds --bin crdgen` and commit: {stale:?}"
+        "CRDs or admission policies differ from the types; run `cargo run -p pictor-crds --bin crdgen` and commit: {stale:?}"
     );
 }
 

@@ -513,10 +513,11 @@ impl ControlPlane {
         )
     }
 
-    /// Applies the Pictor CRDs to the hub and waits until each is Established.
+    /// Applies the Pictor CRDs to the hub and waits until each is Established, then the admission
+    /// policies that bound what member agents write.
     pub async fn install_crds(&self) -> Result<(), ControlPlaneError> {
         let client = self.hub.client().await?;
-        let api: Api<CustomResourceDefinition> = Api::all(client);
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         let params = PatchParams::apply(FIELD_MANAGER).force();
         for crd in pictor_crds::crds() {
             let name = crd.metadata.name.clone().unwrap_or_default();
@@ -543,6 +544,55 @@ impl ControlPlane {
                 what: format!("wait for CRD {name}"),
                 source: std::io::Error::other(e),
             })?;
+        }
+        self.install_admission_policies(client.clone()).await
+    }
+
+    /// Applies the admission policies that bound what member agents write, and waits until the
+    /// API server has type-checked each (then it enforces them).
+    async fn install_admission_policies(&self, client: kube::Client) -> Result<(), ControlPlaneError> {
+        use k8s_openapi::api::admissionregistration::v1::{
+            ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+        };
+        let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+        let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        for (policy, binding) in pictor_crds::admission::policies() {
+            let name = policy.metadata.name.clone().unwrap_or_default();
+            policies
+                .patch(&name, &params, &Patch::Apply(&policy))
+                .await
+                .map_err(kube_err(format!("apply ValidatingAdmissionPolicy {name}")))?;
+            bindings
+                .patch(&name, &params, &Patch::Apply(&binding))
+                .await
+                .map_err(kube_err(format!("apply ValidatingAdmissionPolicyBinding {name}")))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let current = policies.get(&name).await.map_err(kube_err(format!("read policy {name}")))?;
+                let status = current.status.as_ref();
+                if let Some(warnings) = status
+                    .and_then(|s| s.type_checking.as_ref())
+                    .and_then(|t| t.expression_warnings.as_ref())
+                    .filter(|w| !w.is_empty())
+                {
+                    return Err(ControlPlaneError::Io {
+                        what: format!("type-check policy {name}"),
+                        source: std::io::Error::other(format!("{warnings:?}")),
+                    });
+                }
+                if status.and_then(|s| s.observed_generation) == current.metadata.generation {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(ControlPlaneError::NotReady(
+                        format!("ValidatingAdmissionPolicy {name}"),
+                        Duration::from_secs(30),
+                        self.run_dir.display().to_string(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         Ok(())
     }

@@ -46,6 +46,36 @@ impl UnitMark {
         self.labels.insert(key.into(), value.into());
         self
     }
+
+    /// Sets an annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// One mark per unit: the marks a reconcile decided for the same unit, merged in order (a later
+/// value wins), so each unit is written once.
+pub fn merge(marks: Vec<UnitMark>) -> Vec<UnitMark> {
+    let mut merged: Vec<UnitMark> = Vec::with_capacity(marks.len());
+    let mut at: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    for mark in marks {
+        match at.get(&(mark.namespace.clone(), mark.name.clone())) {
+            Some(&i) => {
+                let into = &mut merged[i];
+                into.labels.extend(mark.labels);
+                into.annotations.extend(mark.annotations);
+                if mark.finalizers.is_some() {
+                    into.finalizers = mark.finalizers;
+                }
+            }
+            None => {
+                at.insert((mark.namespace.clone(), mark.name.clone()), merged.len());
+                merged.push(mark);
+            }
+        }
+    }
+    merged
 }
 
 fn with_finalizer(unit: &WorkUnit) -> Option<Vec<String>> {
@@ -120,10 +150,23 @@ mod tests {
         assert_eq!(mark.labels[BILLING], "accrued");
         assert_eq!(mark.annotations[PAYABLE_AFTER], "2026-11-25T12:10:00Z");
         assert_eq!(mark.finalizers, Some(vec![FINALIZER.to_string()]));
-        assert_eq!(pictor_crds::contract::billing_marks::amount_octas(&u), 10);
         let accrued = unit(json!({BILLING: "accrued"}), json!({PAYABLE_AFTER: "2026-11-25T12:10:00Z"}));
         assert_eq!(accrue(&accrued, now, Duration::from_secs(600)), None, "accrued once");
         assert!(disputable(&accrued, now));
         assert!(!disputable(&accrued, "2026-11-25T12:10:00Z".parse().unwrap()), "the window has closed");
+    }
+
+    #[test]
+    fn marks_of_one_unit_merge_into_one_write() {
+        let u = unit(json!({}), json!({}));
+        let merged = merge(vec![
+            UnitMark::of(&u).annotation("a", "1"),
+            UnitMark::of(&u).label(BILLING, "accrued").annotation("a", "2"),
+        ]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(
+            (merged[0].annotations["a"].as_str(), merged[0].labels[BILLING].as_str()),
+            ("2", "accrued")
+        );
     }
 }

@@ -8,13 +8,15 @@
 //! a third kind takes its CRD type (crds/src/v1alpha1), a module with its plan and its `JobKind`
 //! (like operator/src/training_job/), and one line in the operator binary that runs it.
 
-use crate::accrual::UnitMark;
+use crate::accrual::{self, UnitMark};
 use crate::conditions::record_job_outcome;
 use crate::events;
 use crate::job_status;
+use crate::metering;
 use crate::metrics;
 use crate::placement::Claims;
 use crate::runner::{Hub, HubObject, Reconciler};
+use crate::unit_timeouts;
 use crate::unit_writes::{self, UnitWriteError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -47,8 +49,9 @@ pub struct JobView<'a> {
 pub struct UnitChanges<'a> {
     /// Units to create; the runner keeps only those it created (not those that existed).
     pub create: &'a mut Vec<WorkUnit>,
-    /// Labels, annotations and finalizers to set on units.
-    pub marks: &'a [UnitMark],
+    /// Labels, annotations and finalizers to set on units; the runner adds what the hub
+    /// observed and meters what becomes payable.
+    pub marks: &'a mut Vec<UnitMark>,
     /// Units to delete, by (namespace, name).
     pub delete: &'a [(String, String)],
 }
@@ -96,6 +99,12 @@ pub trait JobKind: Send + Sync + 'static {
         plan: Self::Plan,
         now: Timestamp,
     ) -> Conclusion<Self::Status>;
+
+    /// The most the job may spend in all, in octas (`None`: no cap): metering never pays past it.
+    fn budget_octas(job: &Self::Job) -> Option<i64>;
+
+    /// How long `unit` of `job` may stay Pending or Running before the hub calls it Lost.
+    fn unit_timeout(job: &Self::Job, unit: &WorkUnit) -> Duration;
 
     /// The status fields the runner records the outcome in.
     fn outcome_fields(status: &mut Self::Status) -> (&mut Vec<Condition>, &mut Option<Time>);
@@ -147,6 +156,12 @@ impl<K: JobKind> Reconciler for JobController<K> {
         let mut plan = self.0.plan(&job, view);
 
         let changes = K::unit_changes(&mut plan);
+        // What the hub saw of the units first, then the plan's marks with every newly payable
+        // unit metered: one write per unit.
+        let mut marks = metering::observations(&units, now);
+        marks.append(changes.marks);
+        metering::meter(&mut marks, &units, K::budget_octas(&job), now);
+        *changes.marks = accrual::merge(marks);
         let created: HashSet<String> =
             unit_writes::create(&hub.client, changes.create).await?.into_iter().collect();
         // A unit the index had not seen yet exists already: it was placed and told about before.
@@ -161,6 +176,17 @@ impl<K: JobKind> Reconciler for JobController<K> {
         }
         unit_writes::mark(&hub.client, K::FIELD_MANAGER, changes.marks).await?;
         unit_writes::delete(&hub.client, changes.delete).await?;
+        for (unit, out) in unit_timeouts::stalled(&units, now, |u| K::unit_timeout(&job, u)) {
+            let bound = K::unit_timeout(&job, unit).as_secs();
+            let message = format!(
+                "no result after {}s on member {}; the bound is {bound}s (spec.unitTimeoutSeconds): placed again elsewhere",
+                out.as_secs(),
+                unit.member().unwrap_or_default()
+            );
+            tracing::warn!(unit = %unit.name_any(), member = ?unit.member(), bound, "unit timed out: Lost");
+            unit_writes::mark_lost(&hub.client, K::FIELD_MANAGER, unit, "TimedOut", message, Time(now))
+                .await?;
+        }
 
         let Conclusion { mut status, ready, terminal, awaiting_placement, events } =
             self.0.conclude(&job, &units, plan, now);

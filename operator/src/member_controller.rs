@@ -4,6 +4,7 @@
 
 use crate::events;
 use crate::runner::{Hub, Reconciler, SharedWatch};
+use crate::unit_writes;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -140,6 +141,9 @@ pub enum MemberError {
     /// A write to the hub failed.
     #[error("{what}: {source}")]
     Hub { what: String, source: kube::Error },
+    /// Marking a unit of the member Lost failed.
+    #[error(transparent)]
+    Units(Box<unit_writes::UnitWriteError>),
 }
 
 /// The controller's link to the hub, shared with the watches that prove it answers.
@@ -188,6 +192,7 @@ impl Reconciler for MemberController {
     fn metric_label(error: &MemberError) -> &'static str {
         match error {
             MemberError::Hub { .. } => "hub_write_failed",
+            MemberError::Units(_) => "unit_write_failed",
         }
     }
 
@@ -244,26 +249,12 @@ impl Reconciler for MemberController {
         }
 
         if !verdict.ready && verdict.last_heartbeat.is_some() {
-            let api = Api::<WorkUnit>::namespaced(hub.client.clone(), &namespace);
             for unit in units_to_lose(units_here.iter().map(|u| u.as_ref())) {
                 let name = unit.name_any();
-                let mut unit_conditions =
-                    unit.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-                let observation = Observation {
-                    type_: CONDITION_READY,
-                    status: false,
-                    reason: "MemberLost",
-                    message: format!("member {member} went silent: {}", verdict.message),
-                };
-                set_condition(&mut unit_conditions, observation, unit.meta().generation, now.clone());
-                let body = serde_json::json!({
-                    "apiVersion": WorkUnit::api_version(&()),
-                    "kind": WorkUnit::kind(&()),
-                    "status": {"phase": "Lost", "message": format!("member {member} went silent"), "conditions": unit_conditions},
-                });
-                api.patch_status(&name, &params, &Patch::Apply(&body)).await.map_err(|source| {
-                    MemberError::Hub { what: format!("mark {namespace}/{name} Lost"), source }
-                })?;
+                let message = format!("member {member} went silent: {}", verdict.message);
+                unit_writes::mark_lost(&hub.client, FIELD_MANAGER, unit, "MemberLost", message, now.clone())
+                    .await
+                    .map_err(|source| MemberError::Units(Box::new(source)))?;
                 tracing::warn!(member = %member, unit = %name, job = %unit.spec.job_ref.name, "unit Lost: its member is silent");
                 let lost = || events::unit_lost(&name, &member, &verdict.message);
                 events::publish(&hub.recorder, &unit.object_ref(&()), vec![lost()]).await;

@@ -3,9 +3,11 @@
 
 use crate::accrual::UnitMark;
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use pictor_crds::v1alpha1::WorkUnit;
+use pictor_crds::v1alpha1::{CONDITION_READY, Observation, WorkUnit, set_condition};
 use pictor_telemetry::cluster::{is_code, tolerate};
 
 /// Unit writes in flight at once: a 100,000-frame job places thousands of units, and one at a
@@ -103,4 +105,36 @@ pub async fn mark(
         .await
         .into_iter()
         .collect()
+}
+
+/// Marks a unit Lost, the hub's verdict (a member's agent may not write it): its member went
+/// silent, or it stayed unfinished past its bound. `reason` is the Ready condition's reason.
+pub async fn mark_lost(
+    client: &kube::Client,
+    field_manager: &str,
+    unit: &WorkUnit,
+    reason: &'static str,
+    message: String,
+    now: Time,
+) -> Result<(), UnitWriteError> {
+    let namespace = unit.namespace().unwrap_or_default();
+    let mut conditions = unit.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let observation = Observation { type_: CONDITION_READY, status: false, reason, message: message.clone() };
+    set_condition(&mut conditions, observation, unit.meta().generation, now);
+    let body = serde_json::json!({
+        "apiVersion": WorkUnit::api_version(&()),
+        "kind": WorkUnit::kind(&()),
+        "status": {"phase": "Lost", "message": message, "conditions": conditions},
+    });
+    let params = PatchParams::apply(field_manager).force();
+    let patched = Api::<WorkUnit>::namespaced(client.clone(), &namespace)
+        .patch_status(&unit.name_any(), &params, &Patch::Apply(&body))
+        .await;
+    tolerate(patched, &[404]).map_err(|source| UnitWriteError {
+        what: "mark unit Lost",
+        namespace,
+        name: unit.name_any(),
+        source,
+    })?;
+    Ok(())
 }

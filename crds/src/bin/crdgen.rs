@@ -1,4 +1,4 @@
-//! Writes the Pictor CRDs as YAML into the `pictor-crds` chart, or checks that the committed
+//! Writes the Pictor CRDs and admission policies as YAML into the `pictor-crds` chart, or checks that the committed
 //! files match the types (`--check`).
 
 use std::path::PathBuf;
@@ -11,22 +11,24 @@ fn main() -> ExitCode {
         std::fs::create_dir_all(&dir).expect("create the chart's templates folder");
     }
     let mut stale = Vec::new();
-    for crd in pictor_crds::crds() {
-        let path = dir.join(pictor_crds::crd_file_name(&crd));
-        let yaml = pictor_crds::crd_yaml(&crd);
+    for (file, yaml) in pictor_crds::chart_files() {
+        let path = dir.join(file);
         if check {
             if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
                 stale.push(path.display().to_string());
             }
         } else {
-            std::fs::write(&path, yaml).expect("write the CRD file");
+            std::fs::write(&path, yaml).expect("write the chart file");
             println!("wrote {}", path.display());
         }
     }
     if stale.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("CRDs out of date (run `cargo run -p pictor-crds --bin crdgen`): {}", stale.join(", "));
+        eprintln!(
+            "CRDs or admission policies out of date (run `cargo run -p pictor-crds --bin crdgen`): {}",
+            stale.join(", ")
+        );
         ExitCode::FAILURE
     }
 }

@@ -4,7 +4,7 @@
 //! hub writes these marks (in pictor-operator's `accrual`); billing, the CLI and the tests read
 //! them through this module.
 
-use super::annotations::{DISPUTE, DISPUTE_CLEARED, PAYABLE_AFTER};
+use super::annotations::{DISPUTE, DISPUTE_CLEARED, METERED_GPU_SECONDS, PAYABLE_AFTER};
 use super::labels::BILLING;
 use super::money::cost_octas;
 use crate::v1alpha1::WorkUnit;
@@ -49,9 +49,16 @@ pub fn payable_after(unit: &WorkUnit) -> Option<Timestamp> {
     unit.metadata.annotations.as_ref()?.get(PAYABLE_AFTER)?.parse().ok()
 }
 
-/// What a unit is owed: its GPU-seconds at the agreed price (rounded down to whole octas).
+/// The GPU-seconds the hub froze for payment (its [`METERED_GPU_SECONDS`]), if it metered the
+/// unit yet. What the member reports in `status.gpuSeconds` is never paid as such.
+pub fn metered_gpu_seconds(unit: &WorkUnit) -> Option<i64> {
+    unit.metadata.annotations.as_ref()?.get(METERED_GPU_SECONDS)?.parse().ok().filter(|s: &i64| *s >= 0)
+}
+
+/// What a unit is owed: the GPU-seconds the hub metered at the agreed price (rounded down to
+/// whole octas); nothing while the hub has not metered it.
 pub fn amount_octas(unit: &WorkUnit) -> i64 {
-    cost_octas(unit.status.as_ref().map_or(0, |s| s.gpu_seconds), unit.spec.agreed_price_per_gpu_hour)
+    cost_octas(metered_gpu_seconds(unit).unwrap_or(0), unit.spec.agreed_price_per_gpu_hour)
 }
 
 /// Whether a unit's dispute was decided in its provider's favour.
@@ -84,7 +91,8 @@ mod tests {
     fn unit(labels: serde_json::Value) -> WorkUnit {
         serde_json::from_value(json!({
             "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
-            "metadata": {"name": "u", "namespace": "pictor-member-a", "labels": labels},
+            "metadata": {"name": "u", "namespace": "pictor-member-a", "labels": labels,
+                         "annotations": {METERED_GPU_SECONDS: "10"}},
             "spec": {"jobRef": {"kind": "RenderJob", "namespace": "d", "name": "j", "uid": "x"},
                      "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
                      "agreedPricePerGpuHour": 3600},
@@ -104,6 +112,17 @@ mod tests {
         let uids = HashSet::from(["paid".to_string()]);
         assert_eq!(unpaid(&[&paid, &owed, &forfeited, &never], &uids), (1, 10));
         assert_eq!(amount_octas(&paid), 10);
+    }
+
+    #[test]
+    fn only_what_the_hub_metered_is_owed_never_the_members_report() {
+        let mut u = unit(json!({BILLING: "accrued"}));
+        u.status.as_mut().unwrap().gpu_seconds = 3_600_000_000;
+        assert_eq!(amount_octas(&u), 10, "the member's gpuSeconds is not what is paid");
+        u.metadata.annotations = None;
+        assert_eq!((metered_gpu_seconds(&u), amount_octas(&u)), (None, 0));
+        u.metadata.annotations = Some(BTreeMap::from([(METERED_GPU_SECONDS.to_string(), "-5".to_string())]));
+        assert_eq!(metered_gpu_seconds(&u), None, "a negative figure is no figure");
     }
 
     #[test]

@@ -48,6 +48,17 @@ pub mod annotations {
     pub const PAYABLE_AFTER: &str = "pictor.network/payable-after";
     /// On a job: the chunks its submitter disputes, by their frames (`11-20,31-40`).
     pub const DISPUTE: &str = "pictor.network/dispute";
+    /// On a unit, written by the hub when it first sees the unit Running (RFC 3339, hub clock):
+    /// where the time it pays for starts.
+    pub const RUNNING_OBSERVED_AT: &str = "pictor.network/running-observed-at";
+    /// On a unit, written by the hub when it first sees the unit finished (RFC 3339, hub
+    /// clock): where the time it pays for ends.
+    pub const FINISHED_OBSERVED_AT: &str = "pictor.network/finished-observed-at";
+    /// On a succeeded unit, written once by the hub when it first sees it finished: the
+    /// GPU-seconds it will pay, never more than the member reported nor than the unit's GPUs
+    /// held over the time the hub itself observed (plus a stated tolerance), and within the
+    /// job's budget. Billing pays this and nothing else; a member cannot write metadata.
+    pub const METERED_GPU_SECONDS: &str = "pictor.network/metered-gpu-seconds";
     /// On a unit whose dispute was decided in its provider's favour: when.
     pub const DISPUTE_CLEARED: &str = "pictor.network/dispute-cleared";
     /// On a log ConfigMap: when the logs were read.

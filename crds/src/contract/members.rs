@@ -4,7 +4,8 @@
 /// Name of the agent's ServiceAccount and of its Lease in the member namespace.
 pub const AGENT: &str = "pictor-agent";
 
-const MEMBER_NAMESPACE_PREFIX: &str = "pictor-member-";
+/// What every member's hub namespace starts with.
+pub const MEMBER_NAMESPACE_PREFIX: &str = "pictor-member-";
 
 /// Longest member name: the namespace `pictor-member-<name>` must stay a 63-character label.
 pub const MAX_MEMBER_NAME: usize = 63 - MEMBER_NAMESPACE_PREFIX.len();

@@ -15,6 +15,15 @@ pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     schema.insert("x-kubernetes-list-type".into(), "map".into());
     schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
     schema.insert("maxItems".into(), 16.into());
+    // Members write conditions too: every string is bounded, as upstream's metav1.Condition is.
+    let bounds = [("type", 316), ("status", 16), ("reason", 1024), ("message", 4096)];
+    if let Some(properties) = schema.get_mut("items").and_then(|i| i.get_mut("properties")) {
+        for (field, max) in bounds {
+            if let Some(property) = properties.get_mut(field).and_then(|p| p.as_object_mut()) {
+                property.insert("maxLength".into(), max.into());
+            }
+        }
+    }
     schema
 }
 

@@ -73,6 +73,7 @@ pub struct GpuPool {
     /// `nvidia` or `amd`.
     pub vendor: GpuVendor,
     /// Product name, as `pictor.network/gpu.product`.
+    #[schemars(length(max = 128))]
     pub model: String,
     /// Memory of one GPU, in MiB.
     pub memory_mib: i64,
@@ -99,6 +100,7 @@ pub struct GpuInventory {
     pub free_gpus: i64,
     /// GPUs by vendor and model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub pools: Vec<GpuPool>,
 }
 

@@ -84,6 +84,13 @@ pub struct RenderJobSpec {
     #[x_kube(validation = Rule::new("self >= 0 && self <= 20").message("spec.retriesPerChunk must be between 0 and 20"))]
     pub retries_per_chunk: i64,
 
+    /// The longest a unit may stay Pending or Running, in seconds, before the hub calls it Lost
+    /// and renders its frames elsewhere. Unset: 10 minutes to start plus 10 minutes per frame
+    /// of the unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 60 && self <= 604800").message("spec.unitTimeoutSeconds must be between 60 (a minute) and 604800 (a week)"))]
+    pub unit_timeout_seconds: Option<i64>,
+
     /// Name of a Secret in the job's namespace with the object-storage credentials for the
     /// scene and the output.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -96,6 +96,12 @@ pub struct TrainingJobSpec {
     #[serde(default)]
     pub tier: Tier,
 
+    /// The longest a gang may stay Pending or Running, in seconds, before the hub calls it Lost
+    /// and starts it again elsewhere (a restart). Unset: a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 60 && self <= 2592000").message("spec.unitTimeoutSeconds must be between 60 (a minute) and 2592000 (30 days)"))]
+    pub unit_timeout_seconds: Option<i64>,
+
     /// Name of a Secret in the job's namespace with object-storage credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]

@@ -172,8 +172,10 @@ pub enum WorkUnitPhase {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OutputObject {
     /// URL of the object.
+    #[schemars(length(max = 2048))]
     pub url: String,
     /// SHA-256 of its bytes, lowercase hex.
+    #[schemars(length(max = 64))]
     pub sha256: String,
 }
 
@@ -193,17 +195,23 @@ pub struct WorkUnitStatus {
     /// When the last pod ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
-    /// GPUs × seconds the unit's pods held their GPUs.
+    /// GPUs × seconds the unit's pods held their GPUs, as the member reports them. The hub pays
+    /// at most this, and never more than it observed itself (the unit's
+    /// `pictor.network/metered-gpu-seconds`).
     #[serde(default)]
+    #[schemars(range(min = 0, max = 1_000_000_000_000i64))]
     pub gpu_seconds: i64,
     /// Exit code of each pod, in `spec.pods` order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub exit_codes: Vec<i32>,
     /// Objects the unit wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1024))]
     pub outputs: Vec<OutputObject>,
     /// Human-readable detail of the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     pub message: Option<String>,
     /// `Ready` is True while the unit runs or has succeeded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -38,7 +38,15 @@ impl JobKind for RenderJobs {
     }
 
     fn unit_changes(plan: &mut RenderPlan) -> UnitChanges<'_> {
-        UnitChanges { create: &mut plan.create, marks: &plan.marks, delete: &plan.delete }
+        UnitChanges { create: &mut plan.create, marks: &mut plan.marks, delete: &plan.delete }
+    }
+
+    fn budget_octas(job: &RenderJob) -> Option<i64> {
+        job.spec.budget.max_total
+    }
+
+    fn unit_timeout(job: &RenderJob, unit: &WorkUnit) -> std::time::Duration {
+        crate::unit_timeouts::render_bound(job.spec.unit_timeout_seconds, unit)
     }
 
     fn conclude(

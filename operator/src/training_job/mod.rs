@@ -35,7 +35,17 @@ impl JobKind for TrainingJobs {
     }
 
     fn unit_changes(plan: &mut TrainingPlan) -> UnitChanges<'_> {
-        UnitChanges { create: &mut plan.create, marks: &plan.marks, delete: &plan.delete }
+        UnitChanges { create: &mut plan.create, marks: &mut plan.marks, delete: &plan.delete }
+    }
+
+    fn budget_octas(job: &TrainingJob) -> Option<i64> {
+        job.spec.budget.max_total
+    }
+
+    fn unit_timeout(job: &TrainingJob, _unit: &WorkUnit) -> std::time::Duration {
+        job.spec.unit_timeout_seconds.map_or(crate::unit_timeouts::TRAINING_DEFAULT, |s| {
+            std::time::Duration::from_secs(s.max(1) as u64)
+        })
     }
 
     fn conclude(

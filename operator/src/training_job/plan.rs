@@ -6,7 +6,7 @@ use crate::accrual::{self, UnitMark};
 use crate::placement::{self, Claims, Need};
 use crate::unit_drafts::{self, UnitDraft};
 use k8s_openapi::jiff::Timestamp;
-use pictor_crds::contract::{billing_marks, format_apt};
+use pictor_crds::contract::format_apt;
 use pictor_crds::v1alpha1::{
     EnvVar, GpuCluster, JobKind, PodTemplate, RestartPolicy, TrainingJob, TrainingJobPhase,
     TrainingJobStatus, WorkUnit, WorkUnitPhase,
@@ -110,7 +110,7 @@ pub fn plan(
         .copied()
         .filter(|u| matches!(phase(u), Some(WorkUnitPhase::Succeeded | WorkUnitPhase::Failed)))
         .collect();
-    let cost: i64 = finished.iter().map(|u| billing_marks::amount_octas(u)).sum();
+    let cost = crate::metering::cost_octas_of(&finished, now);
     out.marks = finished.iter().filter_map(|u| accrual::accrue(u, now, settings.dispute_window)).collect();
     let active =
         current.filter(|u| matches!(phase(u), None | Some(WorkUnitPhase::Pending | WorkUnitPhase::Running)));

@@ -222,7 +222,7 @@ pub fn plan(
     out.marks
         .extend(succeeded_checks.iter().filter_map(|u| accrual::accrue(u, now, settings.dispute_window)));
     let accepted = tally.accepted();
-    let cost = status::cost(&accepted, &succeeded_checks);
+    let cost = status::cost(&accepted, &succeeded_checks, now);
     let failed_for_good = tally.failed_for_good(&all_chunks, spec.retries_per_chunk);
     let active = tally.active();
 

@@ -4,7 +4,7 @@
 use super::place::Placed;
 use super::tally::Tally;
 use super::{Chunk, member_of, phase};
-use pictor_crds::contract::{billing_marks, format_apt};
+use pictor_crds::contract::format_apt;
 use pictor_crds::v1alpha1::{
     FailedChunk, FrameCounts, RenderJob, RenderJobPhase, RenderJobStatus, WorkUnit, WorkUnitPhase,
 };
@@ -38,9 +38,15 @@ pub(super) struct Summary {
     pub awaiting_placement: i64,
 }
 
-/// What the job cost so far: its accepted outputs and every verification that succeeded.
-pub(super) fn cost(accepted: &[&WorkUnit], succeeded_checks: &[&WorkUnit]) -> i64 {
-    accepted.iter().chain(succeeded_checks).map(|u| billing_marks::amount_octas(u)).sum()
+/// What the job cost so far: its accepted outputs and every verification that succeeded, as the
+/// hub meters them.
+pub(super) fn cost(
+    accepted: &[&WorkUnit],
+    succeeded_checks: &[&WorkUnit],
+    now: k8s_openapi::jiff::Timestamp,
+) -> i64 {
+    let units: Vec<&WorkUnit> = accepted.iter().chain(succeeded_checks).copied().collect();
+    crate::metering::cost_octas_of(&units, now)
 }
 
 /// Frames done, running (or placed now) and failed for good.
@@ -271,6 +277,10 @@ mod tests {
     #[test]
     fn cost_counts_accepted_outputs_and_verifications() {
         let (done, check) = (unit(0, 1, "a", Some("Succeeded"), 10), unit(1, 1, "b", Some("Succeeded"), 2));
-        assert_eq!(cost(&[&done], &[&check]), 12, "GPU-seconds × 3600 octas/GPU-hour");
+        assert_eq!(
+            cost(&[&done], &[&check], super::super::fixtures::now()),
+            12,
+            "GPU-seconds × 3600 octas/GPU-hour"
+        );
     }
 }
