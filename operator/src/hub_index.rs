@@ -5,6 +5,7 @@
 //! member ([`UnitIndex`]) and tells the job controllers which jobs a change concerns
 //! ([`HubIndex::job_changes`]), instead of each controller opening a watch of its own.
 
+use crate::heartbeats::Heartbeats;
 use crate::metrics::OperatorMetrics;
 use crate::placement::Claims;
 use crate::runner::SharedWatch;
@@ -30,6 +31,8 @@ pub struct HubIndex {
     pub clusters: reflector::Store<GpuCluster>,
     /// The agents' Leases.
     pub leases: reflector::Store<Lease>,
+    /// When the hub saw each agent renew its Lease, on its own clock.
+    heartbeats: Arc<Mutex<Heartbeats>>,
     units: Arc<RwLock<UnitIndex>>,
     job_listeners: Arc<Mutex<Vec<mpsc::UnboundedSender<JobReference>>>>,
     /// The GpuCluster watch's events, for the one controller that reconciles members (taken
@@ -58,12 +61,18 @@ impl HubIndex {
         );
         let lease_config = watcher::Config::default().fields(&format!("metadata.name={AGENT}"));
         metrics.watches.opened("Lease");
+        let heartbeats = Arc::new(Mutex::new(Heartbeats::default()));
+        let heard = heartbeats.clone();
         tokio::spawn(
             reflector(lease_writer, watcher(Api::<Lease>::all(client.clone()), lease_config))
                 .default_backoff()
                 .touched_objects()
                 .for_each(move |event| {
-                    if event.is_ok() {
+                    if let Ok(lease) = event {
+                        heard
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .observe(&lease, k8s_openapi::jiff::Timestamp::now());
                         on_lease();
                     }
                     futures::future::ready(())
@@ -72,6 +81,7 @@ impl HubIndex {
         let index = Self {
             clusters,
             leases,
+            heartbeats,
             units: Arc::default(),
             job_listeners: Arc::default(),
             cluster_events: Arc::new(Mutex::new(cluster_events)),
@@ -146,6 +156,12 @@ impl HubIndex {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, UnitIndex> {
         self.units.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// When the hub last saw the agent of a member namespace renew its Lease, on the hub's clock
+    /// ([`Heartbeats`]).
+    pub fn heard_at(&self, namespace: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.heartbeats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).heard_at(namespace)
     }
 
     /// The units of one job, by the job's UID label.

@@ -18,6 +18,7 @@
 pub mod accrual;
 pub mod conditions;
 pub mod events;
+pub mod heartbeats;
 pub mod hub_index;
 pub mod job_controller;
 pub mod job_status;
@@ -32,3 +33,4 @@ pub mod unit_drafts;
 pub mod unit_index;
 pub mod unit_timeouts;
 pub mod unit_writes;
+pub mod verification_key;

@@ -5,14 +5,11 @@
 use crate::events;
 use crate::runner::{Hub, Reconciler, SharedWatch};
 use crate::unit_writes;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector;
 use kube::{Resource, ResourceExt};
 use pictor_crds::contract::member_namespace;
-use pictor_crds::contract::members::AGENT;
 use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, Reputation, WorkUnit, WorkUnitPhase};
 use pictor_crds::v1alpha1::{Observation, set_condition};
 use std::sync::Arc;
@@ -63,22 +60,22 @@ impl HubLink {
     }
 }
 
-/// Judges a member by its agent's Lease; `None` while a stale Lease cannot be blamed on the
-/// member because the hub itself has not been reachable for `grace` yet.
+/// Judges a member by when the hub last saw its agent renew its Lease (`heard`, on the hub's
+/// clock: [`crate::heartbeats`]); `None` while a stale Lease cannot be blamed on the member
+/// because the hub itself has not been reachable for `grace` yet.
 pub fn judge(
-    lease: Option<&Lease>,
+    heard: Option<Time>,
     now: Time,
     grace: Duration,
     hub_reachable_for: Duration,
 ) -> Option<Verdict> {
-    let verdict = judge_lease(lease, now, grace);
+    let verdict = judge_lease(heard, now, grace);
     let blames_member = !verdict.ready && verdict.last_heartbeat.is_some();
     (!blames_member || hub_reachable_for >= grace).then_some(verdict)
 }
 
-fn judge_lease(lease: Option<&Lease>, now: Time, grace: Duration) -> Verdict {
-    let renewed = lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref()).map(|t| Time(t.0));
-    match renewed {
+fn judge_lease(heard: Option<Time>, now: Time, grace: Duration) -> Verdict {
+    match heard {
         None => Verdict {
             ready: false,
             reason: "AgentNeverConnected",
@@ -207,10 +204,9 @@ impl Reconciler for MemberController {
     async fn apply(&self, cluster: Arc<GpuCluster>, hub: &Hub) -> Result<Action, MemberError> {
         let member = cluster.name_any();
         let namespace = member_namespace(&member);
-        let lease_key = reflector::ObjectRef::<Lease>::new(AGENT).within(&namespace);
-        let lease = hub.index.leases.get(&lease_key);
+        let heard = hub.index.heard_at(&namespace).map(Time);
         let now = now();
-        let Some(verdict) = judge(lease.as_deref(), now.clone(), self.grace, self.hub_reachable_for()) else {
+        let Some(verdict) = judge(heard.clone(), now.clone(), self.grace, self.hub_reachable_for()) else {
             tracing::info!(member = %member, "heartbeat stale right after a hub outage; waiting a grace period before judging");
             return Ok(Action::requeue(self.grace / 3));
         };
@@ -262,26 +258,20 @@ impl Reconciler for MemberController {
                     .await;
             }
         }
-        // Staleness is a matter of time, not of events: look again well within the grace period.
-        Ok(Action::requeue(self.grace / 3))
+        // Staleness is a matter of time, not of events: look again well within the grace period,
+        // and just after it would run out, so a silent member is judged on time.
+        let left = heard
+            .and_then(|h| Duration::try_from(now.0.duration_since(h.0)).ok())
+            .map_or(self.grace, |silent| self.grace.saturating_sub(silent));
+        let next = if verdict.ready { left + Duration::from_millis(250) } else { self.grace / 3 };
+        Ok(Action::requeue(next.min(self.grace / 3).max(Duration::from_millis(250))))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     use k8s_openapi::jiff::Timestamp;
-
-    fn lease(renewed: i64) -> Lease {
-        Lease {
-            spec: Some(k8s_openapi::api::coordination::v1::LeaseSpec {
-                renew_time: Some(MicroTime(Timestamp::from_second(renewed).unwrap())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
 
     fn at(s: i64) -> Time {
         Time(Timestamp::from_second(s).unwrap())
@@ -291,8 +281,8 @@ mod tests {
     fn fresh_lease_is_ready_and_stale_one_is_not() {
         let grace = Duration::from_secs(30);
         let up = grace;
-        assert!(judge(Some(&lease(100)), at(120), grace, up).unwrap().ready);
-        let stale = judge(Some(&lease(100)), at(131), grace, up).unwrap();
+        assert!(judge(Some(at(100)), at(120), grace, up).unwrap().ready);
+        let stale = judge(Some(at(100)), at(131), grace, up).unwrap();
         assert_eq!((stale.ready, stale.reason), (false, "HeartbeatMissed"));
         assert_eq!(stale.last_heartbeat, Some(at(100)));
         let never = judge(None, at(0), grace, Duration::ZERO).unwrap();
@@ -302,9 +292,9 @@ mod tests {
     #[test]
     fn a_stale_lease_right_after_a_hub_outage_is_not_blamed_on_the_member() {
         let grace = Duration::from_secs(30);
-        assert_eq!(judge(Some(&lease(100)), at(200), grace, Duration::from_secs(5)), None);
+        assert_eq!(judge(Some(at(100)), at(200), grace, Duration::from_secs(5)), None);
         assert!(
-            judge(Some(&lease(195)), at(200), grace, Duration::from_secs(5)).unwrap().ready,
+            judge(Some(at(195)), at(200), grace, Duration::from_secs(5)).unwrap().ready,
             "fresh is fresh"
         );
 

@@ -203,7 +203,7 @@ pub struct WorkUnitStatus {
     pub gpu_seconds: i64,
     /// Exit code of each pod, in `spec.pods` order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(range(min = -2147483648, max = 2147483647)))]
     pub exit_codes: Vec<i32>,
     /// Objects the unit wrote.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -8,6 +8,7 @@ use pictor_operator::metrics::{self, OperatorMetrics};
 use pictor_operator::render_job::{RenderJobs, plan::RenderSettings};
 use pictor_operator::runner::{self, Hub};
 use pictor_operator::training_job::{TrainingJobs, plan::TrainingSettings};
+use pictor_operator::verification_key::VerificationKey;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +38,11 @@ struct Args {
     /// `pictor.network/dispute` on the job); billing pays it only afterwards.
     #[arg(long, default_value_t = 3600)]
     dispute_window_seconds: u64,
+    /// File holding the hub's secret that draws which chunks are verified and which frame of
+    /// each (at least 16 random bytes; the chart keeps one in a Secret). Without one, a random
+    /// secret is drawn at start and the sample of unfinished jobs moves on a restart.
+    #[arg(long, env = "PICTOR_VERIFICATION_SECRET_FILE")]
+    verification_secret_file: Option<PathBuf>,
     #[command(flatten)]
     metrics: pictor_telemetry::MetricsArgs,
 }
@@ -57,6 +63,15 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(metrics::refresh_hub(index.clone(), metrics.clone()));
     tracing::info!(grace_seconds = args.member_grace_seconds, "hub index ready; controllers starting");
     let dispute_window = Duration::from_secs(args.dispute_window_seconds);
+    let verification_key = match &args.verification_secret_file {
+        Some(path) => VerificationKey::from_file(path)?,
+        None => {
+            tracing::warn!(
+                "no --verification-secret-file: drew a random verification secret; the sample of unfinished jobs moves if the operator restarts"
+            );
+            VerificationKey::generate()?
+        }
+    };
     let render = RenderJobs {
         settings: RenderSettings {
             default_image: args.render_image,
@@ -64,6 +79,7 @@ async fn main() -> anyhow::Result<()> {
             fake_run_seconds: args.fake_run_seconds,
             fake_mismatch_member: args.fake_mismatch_member,
             dispute_window,
+            verification_key,
         },
     };
     let training = TrainingJobs {

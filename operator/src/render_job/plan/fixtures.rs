@@ -54,6 +54,7 @@ pub(super) fn settings() -> RenderSettings {
         fake_run_seconds: Some(3),
         fake_mismatch_member: None,
         dispute_window: std::time::Duration::from_secs(600),
+        verification_key: crate::verification_key::VerificationKey::new(b"the fixtures' verification key"),
     }
 }
 

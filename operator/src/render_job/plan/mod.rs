@@ -26,6 +26,7 @@ pub use verify::{VERIFY_ATTEMPTS, sampled};
 
 use crate::accrual::{self, UnitMark};
 use crate::placement::{self, Claims, Need, NoMemberFits, Placement};
+use crate::verification_key::VerificationKey;
 use dispute::{DisputeTally, Standing};
 use k8s_openapi::jiff::Timestamp;
 use pictor_crds::contract::labels::VERDICT;
@@ -91,6 +92,8 @@ pub struct RenderSettings {
     /// How long after a unit is accepted its submitter may still dispute it; billing pays it
     /// only afterwards.
     pub dispute_window: Duration,
+    /// The hub's secret that draws the verification sample and the frame each check renders.
+    pub verification_key: VerificationKey,
 }
 
 /// What the controller does for one job.
@@ -170,6 +173,7 @@ pub fn plan(
     // Judge every accepted output, in chunk order: disputed ones again, sampled ones once.
     let job_uid = job.metadata.uid.as_deref().unwrap_or_default();
     let disputed = billing_marks::disputed_frames(job.metadata.annotations.as_ref());
+    let caught = tally.caught();
     let mut disputes = DisputeTally::default();
     let mut rejected = Vec::new();
     let mut awaiting_verification = 0;
@@ -200,7 +204,9 @@ pub fn plan(
             Standing::Undisputed => {}
         }
         let checks = tally.checks_of(name, false);
-        let in_sample = sampled(job_uid, chunk.index, spec.verification_percent);
+        // A member caught once in this job has every other chunk of it checked.
+        let in_sample = sampled(&settings.verification_key, job_uid, chunk.index, spec.verification_percent)
+            || caught.contains(&member_of(accepted));
         let place_check = || verify::check_unit(&placer, chunk, accepted, &checks, CheckKind::Sample, claims);
         let review =
             verify::review_sample(accepted, in_sample, &checks, place_check, now, settings.dispute_window);

@@ -109,6 +109,18 @@ impl<'a> Tally<'a> {
         self.checks.iter().copied().filter(|u| phase(u) == Some(WorkUnitPhase::Succeeded)).collect()
     }
 
+    /// Members whose output of this job another provider could not reproduce.
+    pub fn caught(&self) -> std::collections::BTreeSet<String> {
+        self.chunks
+            .values()
+            .flat_map(|c| &c.failures)
+            .filter(|u| {
+                u.metadata.labels.as_ref().and_then(|l| l.get(VERDICT)).is_some_and(|v| v == MISMATCH)
+            })
+            .map(|u| member_of(u))
+            .collect()
+    }
+
     /// Members that failed [`JOB_BLOCKLIST_FAILURES`] units of this job or more: they take no more
     /// of it.
     pub fn blocklisted(&self) -> Vec<String> {

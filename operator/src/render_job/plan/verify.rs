@@ -7,10 +7,11 @@ use super::{Chunk, UnitPlacer, member_of, phase, pods};
 use crate::accrual::{self, UnitMark};
 use crate::placement::{Claims, NoMemberFits};
 use crate::unit_drafts::{self, UnitDraft};
+use crate::verification_key::VerificationKey;
 use k8s_openapi::jiff::Timestamp;
-use pictor_crds::contract::labels::{DISPUTE_CHECK, VERDICT, VERIFIES};
+use pictor_crds::contract::labels::{BILLING, DISPUTE_CHECK, VERDICT, VERIFIES};
 use pictor_crds::contract::render_output::frame_file_name;
-use pictor_crds::contract::{MISMATCH, VerificationReport};
+use pictor_crds::contract::{BillingState, MISMATCH, VerificationReport, billing_marks};
 use pictor_crds::v1alpha1::{JobKind, OutputObject, RenderJobSpec, WorkUnit, WorkUnitPhase};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,14 +19,20 @@ use std::time::Duration;
 /// Verification renders tried on other members before a chunk is accepted unverified.
 pub const VERIFY_ATTEMPTS: usize = 3;
 
-/// Whether a chunk is in the job's verification sample: a stable hash of the job and the chunk,
-/// so the sample does not move between reconciles.
-pub fn sampled(job_uid: &str, index: i64, percent: i64) -> bool {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in job_uid.bytes().chain(index.to_le_bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % 100) < percent.clamp(0, 100) as u64
+/// Whether a chunk is in the job's verification sample: drawn from the hub's secret key, the job
+/// and the chunk, so it does not move between reconciles and no member can compute it.
+pub fn sampled(key: &VerificationKey, job_uid: &str, index: i64, percent: i64) -> bool {
+    let draw = key.draw(&[b"sample", job_uid.as_bytes(), &index.to_le_bytes()], 10_000);
+    draw < percent.clamp(0, 100) as u64 * 100
+}
+
+/// The frame of a chunk a check renders again: drawn from the hub's key and the accepted unit,
+/// so its renderer cannot know which of its frames will be compared.
+pub(super) fn checked_frame(key: &VerificationKey, chunk: &Chunk, accepted: &WorkUnit) -> i64 {
+    let step = if chunk.frames > 1 { (chunk.last - chunk.first) / (chunk.frames - 1) } else { 1 };
+    let id = accepted.metadata.uid.as_deref().or(accepted.metadata.name.as_deref()).unwrap_or_default();
+    let position = key.draw(&[b"frame", id.as_bytes()], chunk.frames.max(1) as u64) as i64;
+    chunk.first + step * position
 }
 
 /// Where the verification of one chunk's output stands.
@@ -112,7 +119,12 @@ pub(super) fn review_sample(
     match outcome(checks) {
         Verification::Passed | Verification::GaveUp => review(SampleVerdict::Accepted, accrue(), None),
         Verification::Mismatch => {
-            review(SampleVerdict::Rejected, vec![UnitMark::of(accepted).label(VERDICT, MISMATCH)], None)
+            let mut mark = UnitMark::of(accepted).label(VERDICT, MISMATCH);
+            // Checked after it was accrued (its member was caught on another chunk): not paid.
+            if billing_marks::billing_state(accepted).is_some() {
+                mark = mark.label(BILLING, BillingState::Forfeited.as_str());
+            }
+            review(SampleVerdict::Rejected, vec![mark], None)
         }
         Verification::Running => review(SampleVerdict::Awaiting, vec![], None),
         Verification::Needed => match place_check() {
@@ -126,12 +138,11 @@ pub(super) fn review_sample(
     }
 }
 
-/// The frame a verification renders again and the object it is compared with: the chunk's
-/// first frame, as the accepted unit reported it. A chunk whose report was too long for a
-/// termination message lists only its manifest; its frame is then where the worker stores
-/// every frame, by the contract's file name.
-pub(super) fn original_frame(spec: &RenderJobSpec, chunk: &Chunk, accepted: &WorkUnit) -> OutputObject {
-    let name = frame_file_name(chunk.first, spec.output.format);
+/// The object a verification of `frame` is compared with, as the accepted unit reported it. A
+/// chunk whose report was too long for a termination message lists only its manifest; its frame
+/// is then where the worker stores every frame, by the contract's file name.
+pub(super) fn original_frame(spec: &RenderJobSpec, frame: i64, accepted: &WorkUnit) -> OutputObject {
+    let name = frame_file_name(frame, spec.output.format);
     let reported = accepted.status.as_ref().and_then(|s| {
         s.outputs.iter().find(|o| o.url.rsplit_once('/').is_some_and(|(_, file)| file == name))
     });
@@ -150,7 +161,7 @@ pub(super) enum CheckKind {
     Dispute,
 }
 
-/// A unit that renders the chunk's first frame again on a member that has not judged this
+/// A unit that renders a frame of the chunk ([`checked_frame`]) again on a member that has not judged this
 /// output yet (neither its renderer nor an `earlier` check's) and compares it with the original.
 pub(super) fn check_unit(
     placer: &UnitPlacer<'_>,
@@ -166,12 +177,13 @@ pub(super) fn check_unit(
     excluded.push(renderer.clone());
     let placement = placer.place(&excluded, claims)?;
     placer.claim(&placement, claims);
-    let original = original_frame(&job.spec, chunk, accepted);
+    let frame = checked_frame(&placer.settings.verification_key, chunk, accepted);
+    let original = original_frame(&job.spec, frame, accepted);
     let settings = placer.settings;
     let fake_verdict = settings
         .fake_run_seconds
         .map(|_| settings.fake_mismatch_member.as_deref() != Some(renderer.as_str()));
-    let pod = pods::verify_pod(job, chunk.first, &original, placement.vendor, settings, fake_verdict);
+    let pod = pods::verify_pod(job, frame, &original, placement.vendor, settings, fake_verdict);
     let accepted_name = accepted.metadata.name.clone().unwrap_or_default();
     let attempt = earlier.len() as i64 + 1;
     let mut labels = BTreeMap::from([(VERIFIES.to_string(), accepted_name.clone())]);
@@ -192,7 +204,7 @@ pub(super) fn check_unit(
         ),
         placement,
         pods: vec![pod],
-        frames: chunk.first.to_string(),
+        frames: frame.to_string(),
         attempt,
         labels,
         rendezvous_port: None,
@@ -212,11 +224,31 @@ mod tests {
     }
 
     #[test]
-    fn the_sample_is_stable_and_near_its_share() {
-        let picked = (0..1000).filter(|i| sampled("job-uid", *i, 10)).count();
+    fn the_sample_is_stable_near_its_share_and_secret() {
+        let key = VerificationKey::new(b"a hub secret of some length");
+        let picked = (0..1000).filter(|i| sampled(&key, "job-uid", *i, 10)).count();
         assert!((60..=140).contains(&picked), "{picked} of 1000 at 10%");
-        assert_eq!(sampled("job-uid", 7, 10), sampled("job-uid", 7, 10));
-        assert!((0..100).all(|i| sampled("x", i, 100)) && (0..100).all(|i| !sampled("x", i, 0)));
+        assert_eq!(sampled(&key, "job-uid", 7, 10), sampled(&key, "job-uid", 7, 10));
+        assert!((0..100).all(|i| sampled(&key, "x", i, 100)) && (0..100).all(|i| !sampled(&key, "x", i, 0)));
+        let other = VerificationKey::new(b"another hub's secret");
+        let differs =
+            (0..1000).filter(|i| sampled(&key, "job-uid", *i, 10) != sampled(&other, "job-uid", *i, 10));
+        assert!(differs.count() > 50, "without the key the sample cannot be computed");
+    }
+
+    #[test]
+    fn the_checked_frame_is_any_frame_of_the_chunk_on_its_step() {
+        let key = VerificationKey::new(b"a hub secret of some length");
+        let chunk = Chunk { index: 0, first: 11, last: 29, frames: 10 };
+        let frames: std::collections::BTreeSet<i64> = (0..200)
+            .map(|i| {
+                let mut u = unit(0, 1, "a", Some("Succeeded"), 10);
+                u.metadata.uid = Some(format!("uid-{i}"));
+                checked_frame(&key, &chunk, &u)
+            })
+            .collect();
+        assert!(frames.iter().all(|f| (11..=29).contains(f) && (f - 11) % 2 == 0), "{frames:?}");
+        assert!(frames.len() > 5, "not always the first frame: {frames:?}");
     }
 
     #[test]
@@ -269,10 +301,10 @@ mod tests {
             sha256: digest.into(),
         };
         accepted.status.as_mut().unwrap().outputs = vec![frame(2, "bb"), frame(1, "aa")];
-        assert_eq!(original_frame(&spec, &chunk, &accepted), frame(1, "aa"));
+        assert_eq!(original_frame(&spec, 1, &accepted), frame(1, "aa"));
 
         let manifest_only = unit(0, 1, "a", Some("Succeeded"), 10);
-        let stored = original_frame(&spec, &chunk, &manifest_only);
+        let stored = original_frame(&spec, chunk.first, &manifest_only);
         assert_eq!(stored.url, "s3://out/a/frame_000001.exr", "where the worker stores it");
     }
 }
