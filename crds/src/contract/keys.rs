@@ -22,6 +22,9 @@ pub mod labels {
     pub const VERIFIES: &str = "pictor.network/verifies";
     /// On a verification unit that re-checks a disputed chunk.
     pub const DISPUTE_CHECK: &str = "pictor.network/dispute-check";
+    /// On a verification unit that settles a disagreement between a chunk's renderer and its
+    /// first verifier, on a third member with another payout address.
+    pub const TIE_BREAK: &str = "pictor.network/tie-break";
     /// On a unit whose output failed verification: [`super::MISMATCH`].
     pub const VERDICT: &str = "pictor.network/verdict";
     /// On a unit its job controller judged: `accrued`, `held` or `forfeited`
@@ -59,6 +62,9 @@ pub mod annotations {
     /// held over the time the hub itself observed (plus a stated tolerance), and within the
     /// job's budget. Billing pays this and nothing else; a member cannot write metadata.
     pub const METERED_GPU_SECONDS: &str = "pictor.network/metered-gpu-seconds";
+    /// On a verification unit, written by the hub once it compared the unit's frame with the
+    /// original itself: a [`crate::contract::Judgement`] as JSON.
+    pub const JUDGEMENT: &str = "pictor.network/judgement";
     /// On a unit whose dispute was decided in its provider's favour: when.
     pub const DISPUTE_CLEARED: &str = "pictor.network/dispute-cleared";
     /// On a log ConfigMap: when the logs were read.

@@ -24,4 +24,4 @@ pub use keys::{MISMATCH, annotations, finalizers, labels, node_labels};
 pub use members::{member_namespace, member_of_namespace};
 pub use money::{APT, OCTAS_PER_APT, cost_octas, format_apt};
 pub use vendor::Vendor;
-pub use verification::VerificationReport;
+pub use verification::{Finding, Judgement, VerificationReport};

@@ -1,6 +1,6 @@
-//! The verdict of a verification render: the render worker writes it as its termination
-//! message, the member agent passes it on in the WorkUnit's `status.message`, and the hub reads
-//! it back here. A member is untrusted: a message that is not a whole report is no verdict.
+//! Verification: the report the render worker's `verify` command writes (a tool for a person
+//! checking a frame by hand), and the hub's own [`Judgement`] of a verification unit, which is
+//! what decides. A member is untrusted: its verdict is never read.
 
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +43,62 @@ impl VerificationReport {
     }
 }
 
+/// The lowest PSNR, in dB, at which a re-render reproduces a frame: two honest Cycles renders of
+/// one frame differ only by noise, well above it; a skipped, copied or altered frame is far below.
+pub const REPRODUCED_AT_PSNR_DB: f64 = 30.0;
+
+/// What the hub found comparing a verification render with the frame it checks. The hub reads
+/// both frames itself, checks each against the digest its member reported and compares the
+/// pixels; a verifier never judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Finding {
+    /// The re-render matches the original.
+    Reproduced,
+    /// The original differs from the re-render, or its bytes are not what its member reported.
+    Differs,
+    /// The verification's own output is missing, unreadable or not what its member reported:
+    /// no verdict, and the verification is not paid.
+    CheckInvalid,
+}
+
+/// The hub's judgement of one verification unit, in its [`super::annotations::JUDGEMENT`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Judgement {
+    /// The frame compared.
+    pub frame: i64,
+    /// What the hub found.
+    pub finding: Finding,
+    /// PSNR of the re-render against the original, at most [`REPORTED_PSNR_CEILING_DB`]; 0 when
+    /// the pixels were not compared.
+    pub psnr_db: f64,
+    /// Why, for a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+impl Judgement {
+    /// The judgement in an annotation value, if it is one.
+    pub fn from_annotation(value: &str) -> Option<Self> {
+        serde_json::from_str(value).ok()
+    }
+
+    /// The judgement as an annotation value.
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).expect("a judgement always serialises")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_judgement_reads_back_from_its_annotation() {
+        let j = Judgement { frame: 3, finding: Finding::Differs, psnr_db: 12.0, detail: "far off".into() };
+        assert_eq!(Judgement::from_annotation(&j.to_annotation()), Some(j));
+        assert_eq!(Judgement::from_annotation("{}"), None);
+    }
 
     fn report(passed: bool) -> VerificationReport {
         VerificationReport {
