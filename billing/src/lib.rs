@@ -44,6 +44,9 @@ use treasury::{Gas, Treasury};
 /// Field manager of what billing writes.
 pub const FIELD_MANAGER: &str = "pictor-billing";
 
+/// Reason when the API server refuses a Settlement billing made.
+pub const SETTLEMENT_REFUSED: &str = "SettlementRefused";
+
 /// Settings of the billing controller.
 #[derive(Clone, Debug)]
 pub struct BillingSettings {
@@ -156,8 +159,8 @@ pub struct Billing {
     written: HashMap<String, Settlement>,
     /// Earnings as last written, by provider.
     earnings: HashMap<String, Earnings>,
-    /// Why each provider is withheld, as last reported.
-    withheld: HashMap<String, String>,
+    /// Why each provider is withheld, as last reported, by provider and reason.
+    withheld: HashMap<(String, &'static str), String>,
 }
 
 /// What advancing one settlement came to.
@@ -245,10 +248,7 @@ impl Billing {
                     delay
                 }
                 Err(e) => {
-                    self.metrics
-                        .errors
-                        .get_or_create(&metrics::ReasonLabels { reason: e.reason().into() })
-                        .inc();
+                    self.count_error(e.reason());
                     tracing::warn!(reason = e.reason(), error = %e, retry_in = ?backoff, "billing pass failed");
                     let delay = backoff.max(e.retry_after().unwrap_or_default());
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -323,9 +323,13 @@ impl Billing {
             &self.settings.namespace,
             Timestamp::now(),
         );
-        let created = !batches.create.is_empty();
+        let mut created = false;
+        // One Settlement the API server refuses must not keep the others from being made.
         for settlement in batches.create {
-            self.create(settlement).await?;
+            match self.create(settlement).await {
+                Ok(()) => created = true,
+                Err(refused) => self.report_withheld(&refused).await,
+            }
         }
         for withheld in &batches.withheld {
             self.report_withheld(withheld).await;
@@ -333,6 +337,7 @@ impl Billing {
         for (provider, account) in &ledger.providers {
             let labels = metrics::ProviderLabels { provider: provider.clone() };
             self.metrics.pending_octas.get_or_create(&labels).set(account.earnings.pending_octas);
+            self.metrics.unmetered_units.get_or_create(&labels).set(account.unmetered.len() as i64);
             self.record_earnings(provider, &account.earnings).await?;
         }
         for unit in ledger::releasable(&unit_refs, &ledger) {
@@ -341,7 +346,12 @@ impl Billing {
         Ok(if created { Duration::ZERO } else { Duration::from_secs(2) })
     }
 
-    async fn create(&mut self, settlement: Settlement) -> Result<(), BillingError> {
+    fn count_error(&self, reason: &str) {
+        self.metrics.errors.get_or_create(&metrics::ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Creates a Settlement; when the API server refuses it, says why, for its provider.
+    async fn create(&mut self, settlement: Settlement) -> Result<(), ledger::Withheld> {
         let api: Api<Settlement> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let name = settlement.name_any();
         match api
@@ -369,7 +379,17 @@ impl Billing {
             }
             // Made before by this controller (same units, same name).
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(source) => Err(BillingError::Hub { what: format!("create settlement {name}"), source }),
+            Err(source) => {
+                self.count_error(SETTLEMENT_REFUSED);
+                Err(ledger::Withheld {
+                    provider: settlement.spec.provider.clone(),
+                    reason: SETTLEMENT_REFUSED,
+                    message: format!(
+                        "settlement {name} ({} for {} units) could not be recorded: {source}; it is made again on the next pass",
+                        settlement.spec.amount, settlement.spec.unit_count
+                    ),
+                })
+            }
         }
     }
 
@@ -644,11 +664,12 @@ impl Billing {
     }
 
     async fn report_withheld(&mut self, withheld: &ledger::Withheld) {
-        if self.withheld.get(&withheld.provider) == Some(&withheld.message) {
+        let key = (withheld.provider.clone(), withheld.reason);
+        if self.withheld.get(&key) == Some(&withheld.message) {
             return;
         }
         tracing::warn!(provider = %withheld.provider, reason = withheld.reason, message = %withheld.message, "provider's payment withheld");
-        self.withheld.insert(withheld.provider.clone(), withheld.message.clone());
+        self.withheld.insert(key, withheld.message.clone());
         let cluster = self.clusters.get(&ObjectRef::new(&withheld.provider));
         if let Some(cluster) = cluster {
             let event = Event {
