@@ -2,6 +2,7 @@
 //! (DESIGN.md, "Billing and settlement on Aptos").
 //!
 //! - [`ledger`]: what each provider is owed and which Settlements to make (pure).
+//! - [`audit`]: whether a Settlement matches the hub's record, before it is signed (pure).
 //! - [`settle`]: the next step of one Settlement given what the chain says (pure).
 //! - [`treasury`]: the signing key, from a Secret.
 //! - [`chain`]: the Aptos node, through aptos-sdk.
@@ -10,8 +11,11 @@
 //! a settlement is signed only when every older one is Confirmed or Failed. Run one replica:
 //! two controllers with different views could batch the same unit twice.
 
+pub mod audit;
 pub mod chain;
 pub mod crash;
+#[cfg(test)]
+mod fixtures;
 pub mod ledger;
 pub mod metrics;
 pub mod settle;
@@ -425,6 +429,17 @@ impl Billing {
                 let evidence = Evidence { view, sent_at };
                 step = settle::next_step(&s, lookup.as_ref(), Some(&evidence), signed.as_ref(), expected);
             }
+            // Nothing is signed that the hub's own record does not back, whoever made it.
+            if step == Step::Sign
+                && let Err(mismatch) = self.audit(&s)
+            {
+                let message = format!(
+                    "settlement does not match the hub's record: {mismatch}; it is never signed, and what is owed is settled anew"
+                );
+                self.count_error(audit::DOES_NOT_MATCH_LEDGER);
+                self.fail(&s, audit::DOES_NOT_MATCH_LEDGER, message).await?;
+                return Ok(Progress::Settled);
+            }
             let payout = settle::payout_address(&s.spec.payout_address, &self.treasury.address());
             match step {
                 Step::Done => return Ok(Progress::Settled),
@@ -494,6 +509,16 @@ impl Billing {
             }
         }
         Ok(Progress::InFlight)
+    }
+
+    /// Checks a settlement against billing's watches of the units, settlements and members.
+    fn audit(&mut self, s: &Settlement) -> Result<(), audit::Mismatch> {
+        let units = self.units.state();
+        let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
+        let clusters = self.clusters.state();
+        let cluster_refs: Vec<&GpuCluster> = clusters.iter().map(|c| c.as_ref()).collect();
+        let settlements = self.settlements_now();
+        audit::check(s, &unit_refs, &settlements, &cluster_refs, Timestamp::now())
     }
 
     /// Ends a settlement as Failed: its units are settled again (once the reason clears).
