@@ -3,13 +3,15 @@
 //!
 //! - [`ledger`]: what each provider is owed and which Settlements to make (pure).
 //! - [`audit`]: whether a Settlement matches the hub's record, before it is signed (pure).
+//! - [`queue`]: which Settlement a pass takes next, and what one's failure holds up (pure).
 //! - [`settle`]: the next step of one Settlement given what the chain says (pure).
 //! - [`treasury`]: the signing key, from a Secret.
 //! - [`chain`]: the Aptos node, through aptos-sdk.
 //!
 //! One payout is in flight at a time: the treasury has one sequence of sequence numbers, and
-//! a settlement is signed only when every older one is Confirmed or Failed. Run one replica:
-//! two controllers with different views could batch the same unit twice.
+//! a settlement is signed only when no other is Submitted and unsettled. One the treasury cannot
+//! cover waits, Pending, while the others are tried. Run one replica: two controllers with
+//! different views could batch the same unit twice.
 
 pub mod audit;
 pub mod chain;
@@ -18,6 +20,7 @@ pub mod crash;
 mod fixtures;
 pub mod ledger;
 pub mod metrics;
+pub mod queue;
 pub mod settle;
 pub mod treasury;
 
@@ -38,6 +41,7 @@ use pictor_crds::contract::{finalizers, format_apt, labels};
 use pictor_crds::v1alpha1::{
     CONDITION_READY, Earnings, GpuCluster, Observation, Settlement, SettlementPhase, WorkUnit, set_condition,
 };
+use queue::Reach;
 use settle::{Evidence, Lookup, NODE_UNREACHABLE, Signed, Step, TREASURY_EMPTY};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,6 +131,17 @@ impl BillingError {
             BillingError::WrongChain(_) => "WrongChain",
             BillingError::StaleSequenceNumber { .. } => "StaleSequenceNumber",
             BillingError::Hold { reason, .. } => reason,
+        }
+    }
+
+    /// Whether the settlement that met this error holds up the others.
+    pub fn reach(&self) -> Reach {
+        match self {
+            // Nothing was signed for it; a smaller payout may still be covered.
+            BillingError::TreasuryShort { .. } => Reach::Settlement,
+            // A hold is a payout recorded on another chain than the node serves: nothing more is
+            // signed there until an operator names the chain.
+            _ => Reach::Pass,
         }
     }
 
@@ -290,10 +305,7 @@ impl Billing {
     /// paid units go. Returns when to look again.
     async fn pass(&mut self) -> Result<Duration, BillingError> {
         let settlements = self.settlements_now();
-        for s in settlements
-            .iter()
-            .filter(|s| !matches!(phase(s), SettlementPhase::Confirmed | SettlementPhase::Failed))
-        {
+        for s in queue::pass_order(&settlements) {
             match self.advance(s.clone()).await {
                 Ok(Progress::Settled) => {}
                 Ok(Progress::InFlight) => return Ok(Duration::from_millis(200)),
@@ -307,7 +319,11 @@ impl Billing {
                 }
                 Err(e) => {
                     self.report(s, e.reason(), &e.to_string()).await;
-                    return Err(e);
+                    if e.reach() == Reach::Pass {
+                        return Err(e);
+                    }
+                    self.count_error(e.reason());
+                    tracing::info!(settlement = %s.name_any(), reason = e.reason(), error = %e, "settlement waits; trying the others");
                 }
             }
         }
