@@ -323,7 +323,17 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
     // Hub: the CRDs validate, then install for real so the hub chart can be validated after them.
     let crds =
         helm.ok(None, &["template", "pictor-crds", &chart("pictor-crds"), "--kube-version", KUBE_VERSION]);
-    assert_eq!(kinds(&crds), vec!["CustomResourceDefinition"; 5]);
+    // The CRDs, and the admission policies that bound what members write, with their bindings.
+    let crd_kinds = kinds(&crds);
+    let count = |kind: &str| crd_kinds.iter().filter(|k| *k == kind).count();
+    assert_eq!(count("CustomResourceDefinition"), 5, "{crd_kinds:?}");
+    assert!(count("ValidatingAdmissionPolicy") > 0, "{crd_kinds:?}");
+    assert_eq!(
+        count("ValidatingAdmissionPolicy"),
+        count("ValidatingAdmissionPolicyBinding"),
+        "{crd_kinds:?}"
+    );
+    assert_eq!(crd_kinds.len(), 5 + 2 * count("ValidatingAdmissionPolicy"), "nothing else: {crd_kinds:?}");
     kubectl(hub, &["apply", "--dry-run=server", "-f", "-"], Some(&crds));
     helm.ok(Some(hub), &["install", "pictor-crds", &chart("pictor-crds"), "--wait", "--timeout", "60s"]);
     kubectl(hub, &["wait", "--for=condition=Established", "crd", "--all", "--timeout=30s"], None);
