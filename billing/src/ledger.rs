@@ -4,11 +4,16 @@
 //!
 //! A unit belongs to at most one live Settlement (one not Failed): that is what makes a double
 //! payment by the controller impossible, together with the signed transaction it records.
+//!
+//! A unit is paid what the hub metered for it (`pictor.network/metered-gpu-seconds`), never the
+//! GPU-seconds its member reported; one the hub has not metered is not payable, and is reported.
+//! Sums of octas are checked: a Settlement's total must fit the API server's 64-bit CEL sum.
 
 use super::settle::{PAYOUT_REJECTED, failure_reason};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use pictor_crds::contract::annotations::GPU_MODEL as GPU_MODEL_ANNOTATION;
+use pictor_crds::contract::annotations::{GPU_MODEL as GPU_MODEL_ANNOTATION, METERED_GPU_SECONDS};
 use pictor_crds::contract::{BillingState, billing_marks, finalizers, format_apt, labels};
 use pictor_crds::v1alpha1::{
     Earnings, GpuCluster, SettledUnit, Settlement, SettlementPhase, SettlementSpec, WorkRecord, WorkUnit,
@@ -45,8 +50,25 @@ pub struct Owed {
 pub struct ProviderLedger {
     /// Accrued units in no live Settlement, oldest payable first.
     pub owed: Vec<Owed>,
-    /// What the provider has earned: pending (accrued, held or in flight) and paid.
+    /// What the provider has earned: pending (accrued, held or in flight) and paid. Sums
+    /// saturate: this is a report, and what is paid is summed exactly per Settlement.
     pub earnings: Earnings,
+    /// Accrued or held units (`namespace/name`) the hub has not metered: nothing is known to be
+    /// owed for them, so they are not paid until it meters them.
+    pub unmetered: Vec<String>,
+}
+
+/// Reason a provider's units wait for the hub to meter them.
+pub const UNITS_NOT_METERED: &str = "UnitsNotMetered";
+
+/// The largest total of one Settlement: the API server checks `spec.amountOctas` against the
+/// sum of its units with CEL's 64-bit integers, which fail on overflow, so a Settlement whose
+/// units sum past this could never be created. Checked additions on i64 stop exactly here.
+pub const MAX_SETTLEMENT_OCTAS: i64 = i64::MAX;
+
+/// The exact sum of `amounts`, or `None` past [`MAX_SETTLEMENT_OCTAS`] (or below zero).
+pub fn total_octas(amounts: impl IntoIterator<Item = i64>) -> Option<i64> {
+    amounts.into_iter().try_fold(0i64, |sum, octas| sum.checked_add(octas)).filter(|sum| *sum >= 0)
 }
 
 /// Every provider's account, and the units each live Settlement covers.
@@ -62,8 +84,9 @@ fn phase(s: &Settlement) -> SettlementPhase {
     s.status.as_ref().and_then(|st| st.phase).unwrap_or_default()
 }
 
-/// The record of a unit's work, kept with its payment.
-pub fn work_record(unit: &WorkUnit) -> WorkRecord {
+/// The record of a unit's work, kept with its payment: its GPU-seconds are what the hub
+/// metered (`metered_gpu_seconds`), not what the member reported.
+pub fn work_record(unit: &WorkUnit, metered_gpu_seconds: i64) -> WorkRecord {
     let status = unit.status.as_ref();
     let mut digest = Sha256::new();
     let outputs = status.map(|s| s.outputs.as_slice()).unwrap_or_default();
@@ -84,7 +107,7 @@ pub fn work_record(unit: &WorkUnit) -> WorkRecord {
             .and_then(|a| a.get(GPU_MODEL_ANNOTATION))
             .cloned()
             .unwrap_or_default(),
-        gpu_seconds: status.map_or(0, |s| s.gpu_seconds),
+        gpu_seconds: metered_gpu_seconds,
         price_per_gpu_hour: unit.spec.agreed_price_per_gpu_hour,
     }
 }
@@ -98,11 +121,12 @@ pub fn ledger(units: &[&WorkUnit], settlements: &[&Settlement]) -> Ledger {
         match phase(s) {
             SettlementPhase::Failed => continue,
             SettlementPhase::Confirmed => {
-                account.earnings.paid_octas += s.spec.amount_octas;
+                account.earnings.paid_octas = account.earnings.paid_octas.saturating_add(s.spec.amount_octas);
                 out.paid.extend(s.spec.units.iter().map(|u| u.uid.clone()));
             }
             SettlementPhase::Pending | SettlementPhase::Submitted => {
-                account.earnings.pending_octas += s.spec.amount_octas;
+                account.earnings.pending_octas =
+                    account.earnings.pending_octas.saturating_add(s.spec.amount_octas);
             }
         }
         covered.extend(s.spec.units.iter().map(|u| u.uid.as_str()));
@@ -116,9 +140,14 @@ pub fn ledger(units: &[&WorkUnit], settlements: &[&Settlement]) -> Ledger {
         if covered.contains(uid) || !matches!(state, Some(BillingState::Accrued | BillingState::Held)) {
             continue;
         }
-        let amount = billing_marks::amount_octas(unit);
         let account = out.providers.entry(provider.to_string()).or_default();
-        account.earnings.pending_octas += amount;
+        let Some(metered) = billing_marks::metered_gpu_seconds(unit) else {
+            let namespace = unit.metadata.namespace.as_deref().unwrap_or_default();
+            account.unmetered.push(format!("{namespace}/{}", unit.name_any()));
+            continue;
+        };
+        let amount = billing_marks::amount_octas(unit);
+        account.earnings.pending_octas = account.earnings.pending_octas.saturating_add(amount);
         let payable_after = billing_marks::payable_after(unit);
         if let (Some(BillingState::Accrued), Some(payable_after)) = (state, payable_after) {
             account.owed.push(Owed {
@@ -127,7 +156,7 @@ pub fn ledger(units: &[&WorkUnit], settlements: &[&Settlement]) -> Ledger {
                     name: unit.metadata.name.clone().unwrap_or_default(),
                     uid: uid.to_string(),
                     amount_octas: amount,
-                    work: Some(work_record(unit)),
+                    work: Some(work_record(unit, metered)),
                 },
                 payable_after,
             });
@@ -174,12 +203,16 @@ pub fn batches(
     let margin = SignedDuration::try_from(policy.margin).unwrap_or(SignedDuration::ZERO);
     let max_wait = SignedDuration::try_from(policy.max_wait).unwrap_or(SignedDuration::MAX);
     for (provider, account) in &ledger.providers {
+        if let Some(unmetered) = unmetered(provider, &account.unmetered) {
+            out.withheld.push(unmetered);
+        }
         let payable: Vec<&Owed> = account
             .owed
             .iter()
             .filter(|o| o.payable_after.saturating_add(margin).is_ok_and(|t| t <= now))
             .collect();
-        let amount: i64 = payable.iter().map(|o| o.unit.amount_octas).sum();
+        // Only decides whether to settle now: past i64::MAX it is more than enough either way.
+        let amount = payable.iter().fold(0i64, |sum, o| sum.saturating_add(o.unit.amount_octas));
         if payable.is_empty() || amount < 1 {
             continue;
         }
@@ -222,13 +255,50 @@ pub fn batches(
             .iter()
             .filter(|s| s.spec.provider == *provider && phase(s) == SettlementPhase::Failed)
             .count();
-        for batch in payable.chunks(policy.max_units.max(1)) {
-            let units: Vec<SettledUnit> = batch.iter().map(|o| o.unit.clone()).collect();
-            let amount: i64 = units.iter().map(|u| u.amount_octas).sum();
+        for (units, amount) in split(&payable, policy.max_units) {
             if amount < 1 {
                 continue;
             }
             out.create.push(settlement(provider, address, units, amount, failed, namespace));
+        }
+    }
+    out
+}
+
+/// How many of a provider's units wait for the hub to meter them, as a report.
+fn unmetered(provider: &str, units: &[String]) -> Option<Withheld> {
+    const NAMED: usize = 5;
+    let first = units.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", ");
+    let more = units.len().saturating_sub(NAMED);
+    (!units.is_empty()).then(|| Withheld {
+        provider: provider.to_string(),
+        reason: UNITS_NOT_METERED,
+        message: format!(
+            "{} accrued or held units of {provider} carry no {METERED_GPU_SECONDS} written by the hub, so what they are owed is unknown and they are not paid until the hub meters them: {first}{}",
+            units.len(),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ),
+    })
+}
+
+/// Payable units in batches of at most `max_units`, each with its exact total, never past
+/// [`MAX_SETTLEMENT_OCTAS`]: a unit that would take a batch past it starts the next one.
+fn split(payable: &[&Owed], max_units: usize) -> Vec<(Vec<SettledUnit>, i64)> {
+    let max_units = max_units.max(1);
+    let mut out: Vec<(Vec<SettledUnit>, i64)> = Vec::new();
+    for owed in payable {
+        let octas = owed.unit.amount_octas.max(0);
+        let fits = out.last().and_then(|(units, total)| {
+            // Amounts are never negative, so every partial sum CEL makes fits too.
+            let sum = total.checked_add(octas)?;
+            (units.len() < max_units).then_some(sum)
+        });
+        match (fits, out.last_mut()) {
+            (Some(sum), Some((units, total))) => {
+                units.push(owed.unit.clone());
+                *total = sum;
+            }
+            _ => out.push((vec![owed.unit.clone()], octas)),
         }
     }
     out
@@ -272,7 +342,7 @@ fn settlement(
     s
 }
 
-/// Units being deleted whose finalizer may go: paid, forfeited, or owed nothing.
+/// Units being deleted whose finalizer may go: paid, forfeited, or metered at nothing.
 pub fn releasable<'a>(units: &[&'a WorkUnit], ledger: &Ledger) -> Vec<&'a WorkUnit> {
     units
         .iter()
@@ -283,8 +353,11 @@ pub fn releasable<'a>(units: &[&'a WorkUnit], ledger: &Ledger) -> Vec<&'a WorkUn
         })
         .filter(|u| {
             let uid = u.metadata.uid.as_deref().unwrap_or_default();
+            // Unmetered, a unit's debt is unknown, not zero: it stays until the hub meters it.
+            let owed_nothing =
+                billing_marks::metered_gpu_seconds(u).is_some() && billing_marks::amount_octas(u) == 0;
             ledger.paid.contains(uid)
-                || billing_marks::amount_octas(u) == 0
+                || owed_nothing
                 || !matches!(
                     billing_marks::billing_state(u),
                     Some(BillingState::Accrued | BillingState::Held)

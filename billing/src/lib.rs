@@ -2,18 +2,25 @@
 //! (DESIGN.md, "Billing and settlement on Aptos").
 //!
 //! - [`ledger`]: what each provider is owed and which Settlements to make (pure).
+//! - [`audit`]: whether a Settlement matches the hub's record, before it is signed (pure).
+//! - [`queue`]: which Settlement a pass takes next, and what one's failure holds up (pure).
 //! - [`settle`]: the next step of one Settlement given what the chain says (pure).
 //! - [`treasury`]: the signing key, from a Secret.
 //! - [`chain`]: the Aptos node, through aptos-sdk.
 //!
 //! One payout is in flight at a time: the treasury has one sequence of sequence numbers, and
-//! a settlement is signed only when every older one is Confirmed or Failed. Run one replica:
-//! two controllers with different views could batch the same unit twice.
+//! a settlement is signed only when no other is Submitted and unsettled. One the treasury cannot
+//! cover waits, Pending, while the others are tried. Run one replica: two controllers with
+//! different views could batch the same unit twice.
 
+pub mod audit;
 pub mod chain;
 pub mod crash;
+#[cfg(test)]
+mod fixtures;
 pub mod ledger;
 pub mod metrics;
+pub mod queue;
 pub mod settle;
 pub mod treasury;
 
@@ -34,6 +41,7 @@ use pictor_crds::contract::{finalizers, format_apt, labels};
 use pictor_crds::v1alpha1::{
     CONDITION_READY, Earnings, GpuCluster, Observation, Settlement, SettlementPhase, WorkUnit, set_condition,
 };
+use queue::Reach;
 use settle::{Evidence, Lookup, NODE_UNREACHABLE, Signed, Step, TREASURY_EMPTY};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +51,9 @@ use treasury::{Gas, Treasury};
 
 /// Field manager of what billing writes.
 pub const FIELD_MANAGER: &str = "pictor-billing";
+
+/// Reason when the API server refuses a Settlement billing made.
+pub const SETTLEMENT_REFUSED: &str = "SettlementRefused";
 
 /// Settings of the billing controller.
 #[derive(Clone, Debug)]
@@ -123,6 +134,17 @@ impl BillingError {
         }
     }
 
+    /// Whether the settlement that met this error holds up the others.
+    pub fn reach(&self) -> Reach {
+        match self {
+            // Nothing was signed for it; a smaller payout may still be covered.
+            BillingError::TreasuryShort { .. } => Reach::Settlement,
+            // A hold is a payout recorded on another chain than the node serves: nothing more is
+            // signed there until an operator names the chain.
+            _ => Reach::Pass,
+        }
+    }
+
     /// The least time to wait before the next pass: what a rate-limiting gateway asks for.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -156,8 +178,8 @@ pub struct Billing {
     written: HashMap<String, Settlement>,
     /// Earnings as last written, by provider.
     earnings: HashMap<String, Earnings>,
-    /// Why each provider is withheld, as last reported.
-    withheld: HashMap<String, String>,
+    /// Why each provider is withheld, as last reported, by provider and reason.
+    withheld: HashMap<(String, &'static str), String>,
 }
 
 /// What advancing one settlement came to.
@@ -245,10 +267,7 @@ impl Billing {
                     delay
                 }
                 Err(e) => {
-                    self.metrics
-                        .errors
-                        .get_or_create(&metrics::ReasonLabels { reason: e.reason().into() })
-                        .inc();
+                    self.count_error(e.reason());
                     tracing::warn!(reason = e.reason(), error = %e, retry_in = ?backoff, "billing pass failed");
                     let delay = backoff.max(e.retry_after().unwrap_or_default());
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -286,10 +305,7 @@ impl Billing {
     /// paid units go. Returns when to look again.
     async fn pass(&mut self) -> Result<Duration, BillingError> {
         let settlements = self.settlements_now();
-        for s in settlements
-            .iter()
-            .filter(|s| !matches!(phase(s), SettlementPhase::Confirmed | SettlementPhase::Failed))
-        {
+        for s in queue::pass_order(&settlements) {
             match self.advance(s.clone()).await {
                 Ok(Progress::Settled) => {}
                 Ok(Progress::InFlight) => return Ok(Duration::from_millis(200)),
@@ -303,7 +319,11 @@ impl Billing {
                 }
                 Err(e) => {
                     self.report(s, e.reason(), &e.to_string()).await;
-                    return Err(e);
+                    if e.reach() == Reach::Pass {
+                        return Err(e);
+                    }
+                    self.count_error(e.reason());
+                    tracing::info!(settlement = %s.name_any(), reason = e.reason(), error = %e, "settlement waits; trying the others");
                 }
             }
         }
@@ -323,9 +343,13 @@ impl Billing {
             &self.settings.namespace,
             Timestamp::now(),
         );
-        let created = !batches.create.is_empty();
+        let mut created = false;
+        // One Settlement the API server refuses must not keep the others from being made.
         for settlement in batches.create {
-            self.create(settlement).await?;
+            match self.create(settlement).await {
+                Ok(()) => created = true,
+                Err(refused) => self.report_withheld(&refused).await,
+            }
         }
         for withheld in &batches.withheld {
             self.report_withheld(withheld).await;
@@ -333,6 +357,7 @@ impl Billing {
         for (provider, account) in &ledger.providers {
             let labels = metrics::ProviderLabels { provider: provider.clone() };
             self.metrics.pending_octas.get_or_create(&labels).set(account.earnings.pending_octas);
+            self.metrics.unmetered_units.get_or_create(&labels).set(account.unmetered.len() as i64);
             self.record_earnings(provider, &account.earnings).await?;
         }
         for unit in ledger::releasable(&unit_refs, &ledger) {
@@ -341,7 +366,12 @@ impl Billing {
         Ok(if created { Duration::ZERO } else { Duration::from_secs(2) })
     }
 
-    async fn create(&mut self, settlement: Settlement) -> Result<(), BillingError> {
+    fn count_error(&self, reason: &str) {
+        self.metrics.errors.get_or_create(&metrics::ReasonLabels { reason: reason.into() }).inc();
+    }
+
+    /// Creates a Settlement; when the API server refuses it, says why, for its provider.
+    async fn create(&mut self, settlement: Settlement) -> Result<(), ledger::Withheld> {
         let api: Api<Settlement> = Api::namespaced(self.client.clone(), &self.settings.namespace);
         let name = settlement.name_any();
         match api
@@ -369,7 +399,17 @@ impl Billing {
             }
             // Made before by this controller (same units, same name).
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-            Err(source) => Err(BillingError::Hub { what: format!("create settlement {name}"), source }),
+            Err(source) => {
+                self.count_error(SETTLEMENT_REFUSED);
+                Err(ledger::Withheld {
+                    provider: settlement.spec.provider.clone(),
+                    reason: SETTLEMENT_REFUSED,
+                    message: format!(
+                        "settlement {name} ({} for {} units) could not be recorded: {source}; it is made again on the next pass",
+                        settlement.spec.amount, settlement.spec.unit_count
+                    ),
+                })
+            }
         }
     }
 
@@ -404,6 +444,17 @@ impl Billing {
                 };
                 let evidence = Evidence { view, sent_at };
                 step = settle::next_step(&s, lookup.as_ref(), Some(&evidence), signed.as_ref(), expected);
+            }
+            // Nothing is signed that the hub's own record does not back, whoever made it.
+            if step == Step::Sign
+                && let Err(mismatch) = self.audit(&s)
+            {
+                let message = format!(
+                    "settlement does not match the hub's record: {mismatch}; it is never signed, and what is owed is settled anew"
+                );
+                self.count_error(audit::DOES_NOT_MATCH_LEDGER);
+                self.fail(&s, audit::DOES_NOT_MATCH_LEDGER, message).await?;
+                return Ok(Progress::Settled);
             }
             let payout = settle::payout_address(&s.spec.payout_address, &self.treasury.address());
             match step {
@@ -474,6 +525,16 @@ impl Billing {
             }
         }
         Ok(Progress::InFlight)
+    }
+
+    /// Checks a settlement against billing's watches of the units, settlements and members.
+    fn audit(&mut self, s: &Settlement) -> Result<(), audit::Mismatch> {
+        let units = self.units.state();
+        let unit_refs: Vec<&WorkUnit> = units.iter().map(|u| u.as_ref()).collect();
+        let clusters = self.clusters.state();
+        let cluster_refs: Vec<&GpuCluster> = clusters.iter().map(|c| c.as_ref()).collect();
+        let settlements = self.settlements_now();
+        audit::check(s, &unit_refs, &settlements, &cluster_refs, Timestamp::now())
     }
 
     /// Ends a settlement as Failed: its units are settled again (once the reason clears).
@@ -644,11 +705,12 @@ impl Billing {
     }
 
     async fn report_withheld(&mut self, withheld: &ledger::Withheld) {
-        if self.withheld.get(&withheld.provider) == Some(&withheld.message) {
+        let key = (withheld.provider.clone(), withheld.reason);
+        if self.withheld.get(&key) == Some(&withheld.message) {
             return;
         }
         tracing::warn!(provider = %withheld.provider, reason = withheld.reason, message = %withheld.message, "provider's payment withheld");
-        self.withheld.insert(withheld.provider.clone(), withheld.message.clone());
+        self.withheld.insert(key, withheld.message.clone());
         let cluster = self.clusters.get(&ObjectRef::new(&withheld.provider));
         if let Some(cluster) = cluster {
             let event = Event {

@@ -1,5 +1,5 @@
 //! What `pictor-billing` exports on `/metrics`: settlements by outcome, octas paid, failures by
-//! reason, and what providers are owed.
+//! reason, what providers are owed, and their units the hub has not metered.
 
 use pictor_telemetry::NamedRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,10 +41,12 @@ pub struct BillingMetrics {
     pub settlements: Family<OutcomeLabels, Counter>,
     /// Octas paid in confirmed settlements.
     pub octas_paid: Counter,
-    /// Billing passes that stopped, by reason.
+    /// Billing failures, by reason: passes that stopped, settlements that wait or were refused.
     pub errors: Family<ReasonLabels, Counter>,
     /// Octas each provider is owed and not yet paid (accrued, held or in flight).
     pub pending_octas: Family<ProviderLabels, Gauge<i64, AtomicI64>>,
+    /// Accrued or held units of each provider the hub has not metered, so not paid.
+    pub unmetered_units: Family<ProviderLabels, Gauge<i64, AtomicI64>>,
 }
 
 impl Default for BillingMetrics {
@@ -62,15 +64,21 @@ impl BillingMetrics {
         let octas_paid = Counter::default();
         registry.register("settlement_octas", "Octas paid in confirmed settlements", octas_paid.clone());
         let errors = Family::<ReasonLabels, Counter>::default();
-        registry.register("billing_errors", "Billing passes that stopped, by reason", errors.clone());
+        registry.register("billing_errors", "Billing failures, by reason", errors.clone());
         let pending_octas = Family::<ProviderLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "provider_pending_octas",
             "Octas a provider is owed and not yet paid",
             pending_octas.clone(),
         );
+        let unmetered_units = Family::<ProviderLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "provider_unmetered_units",
+            "Accrued or held units of a provider the hub has not metered, so not paid",
+            unmetered_units.clone(),
+        );
         let (registry, series) = registry.finish();
-        Self { registry, series, settlements, octas_paid, errors, pending_octas }
+        Self { registry, series, settlements, octas_paid, errors, pending_octas, unmetered_units }
     }
 
     /// Counts a settlement outcome.

@@ -98,7 +98,8 @@ pub fn settle_at_once() -> Vec<String> {
 }
 
 /// Creates `count` Succeeded WorkUnits of `member`, accrued and payable now, as a job
-/// controller would leave them: `gpu_seconds` each at `price` octas per GPU-hour.
+/// controller would leave them: `gpu_seconds` each, reported by the member and metered by the
+/// hub, at `price` octas per GPU-hour.
 pub async fn accrued_units(
     hub: &kube::Client,
     member: &str,
@@ -130,7 +131,8 @@ pub async fn accrued_units_named(
                 "metadata": {"name": name, "namespace": namespace,
                              "labels": {labels::BILLING: BillingState::Accrued.as_str(), labels::JOB_UID: "billing-test"},
                              "annotations": {annotations::PAYABLE_AFTER: "2026-01-01T00:00:00Z",
-                                             annotations::GPU_MODEL: "NVIDIA-H100-80GB-HBM3"},
+                                             annotations::GPU_MODEL: "NVIDIA-H100-80GB-HBM3",
+                                             annotations::METERED_GPU_SECONDS: gpu_seconds.to_string()},
                              "finalizers": [finalizers::SETTLEMENT]},
                 "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "billing-test", "uid": "billing-test"},
                          "pods": [{"name": "render", "image": "render-worker", "gpuVendor": "nvidia", "gpus": 1}],

@@ -24,6 +24,7 @@ const NAMESPACE: &str = "pictor-system";
 /// plays the pods: no process runs).
 const APTOS_NODE_URL: &str = "https://fullnode.testnet.aptoslabs.com/v1";
 const BILLING_ACCOUNT: &str = "system:serviceaccount:pictor-system:pictor-billing";
+const OPERATOR_ACCOUNT: &str = "system:serviceaccount:pictor-system:pictor";
 /// What the hub chart installs for billing: kind, name, namespace.
 const BILLING_OBJECTS: [(&str, &str, &str); 8] = [
     ("deployment", "pictor-billing", NAMESPACE),
@@ -90,6 +91,26 @@ impl Helm {
 
     fn ok(&self, cluster: Option<&Cluster>, args: &[&str]) -> String {
         ok(&format!("helm {args:?}"), self.run(cluster, args))
+    }
+}
+
+/// Asserts what `account` may do on `cluster`, by `kubectl auth can-i`: each row is a verb, a
+/// resource (`kind/status` for the status subresource), a namespace (`None`: all) and the answer.
+fn assert_can_i(cluster: &Cluster, account: &str, rows: &[(&str, &str, Option<&str>, &str)]) {
+    for (verb, resource, namespace, expected) in rows {
+        let mut cmd = cluster.kubectl();
+        cmd.args(["auth", "can-i", verb, "--as", account]);
+        match resource.split_once('/') {
+            Some((kind, "status")) => cmd.args([kind, "--subresource=status"]),
+            _ => cmd.arg(resource),
+        };
+        match namespace {
+            Some(ns) => cmd.args(["-n", ns]),
+            None => cmd.arg("--all-namespaces"),
+        };
+        let out = cmd.output().unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(answer.trim(), *expected, "can {account} {verb} {resource} in {namespace:?}?");
     }
 }
 
@@ -381,7 +402,7 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
     for (kind, name, namespace) in BILLING_OBJECTS {
         kubectl(hub, &["get", kind, name, "-n", namespace, "-o", "name"], None);
     }
-    for (verb, resource, namespace, expected) in [
+    let billing_may = [
         ("get", "secret/pictor-treasury", Some(NAMESPACE), "yes"),
         ("get", "secret/other", Some(NAMESPACE), "no"),
         ("list", "secrets", Some(NAMESPACE), "no"),
@@ -402,21 +423,20 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
         ("create", "events.events.k8s.io", Some("team-a"), "no"),
         ("patch", "leases.coordination.k8s.io", Some(NAMESPACE), "yes"),
         ("patch", "leases.coordination.k8s.io", Some("kube-system"), "no"),
-    ] {
-        let mut cmd = hub.kubectl();
-        cmd.args(["auth", "can-i", verb, "--as", BILLING_ACCOUNT]);
-        match resource.split_once('/') {
-            Some((kind, "status")) => cmd.args([kind, "--subresource=status"]),
-            _ => cmd.arg(resource),
-        };
-        match namespace {
-            Some(ns) => cmd.args(["-n", ns]),
-            None => cmd.arg("--all-namespaces"),
-        };
-        let out = cmd.output().unwrap();
-        let answer = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(answer.trim(), expected, "can billing {verb} {resource} in {namespace:?}?");
-    }
+    ];
+    assert_can_i(hub, BILLING_ACCOUNT, &billing_may);
+    // Only billing writes what is paid: the operator, which owns every other Pictor object,
+    // can neither make a Settlement nor change one.
+    let operator_may = [
+        ("create", "workunits.pictor.network", Some("pictor-member-a"), "yes"),
+        ("create", "settlements.pictor.network", Some(NAMESPACE), "no"),
+        ("create", "settlements.pictor.network", None, "no"),
+        ("update", "settlements.pictor.network", Some(NAMESPACE), "no"),
+        ("patch", "settlements.pictor.network", Some(NAMESPACE), "no"),
+        ("delete", "settlements.pictor.network", Some(NAMESPACE), "no"),
+        ("patch", "settlements.pictor.network/status", Some(NAMESPACE), "no"),
+    ];
+    assert_can_i(hub, OPERATOR_ACCOUNT, &operator_may);
     eprintln!("hub: billing's ServiceAccount, RBAC and Deployment in place at {:?}", started.elapsed());
 
     // Member: every component Running on the fake nodes, the plugins only where their vendor is.

@@ -1,35 +1,5 @@
 use super::*;
-use serde_json::json;
-
-fn at(s: &str) -> Timestamp {
-    s.parse().unwrap()
-}
-
-/// An accrued unit of `member` worth `octas`, payable from `after`.
-fn unit(member: &str, name: &str, octas: i64, after: &str) -> WorkUnit {
-    serde_json::from_value(json!({
-        "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
-        "metadata": {"name": name, "namespace": format!("pictor-member-{member}"), "uid": format!("uid-{name}"),
-                     "labels": {"pictor.network/billing": "accrued"},
-                     "annotations": {"pictor.network/payable-after": after, "pictor.network/gpu-model": "NVIDIA-H100"},
-                     "finalizers": ["pictor.network/settlement"]},
-        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "art", "name": "shot", "uid": "j"},
-                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
-                 "agreedPricePerGpuHour": 3600},
-        "status": {"phase": "Succeeded", "gpuSeconds": octas,
-                   "outputs": [{"url": "file:///o/1.png", "sha256": "ab"}]}
-    }))
-    .unwrap()
-}
-
-fn member(name: &str, address: &str) -> GpuCluster {
-    serde_json::from_value(json!({
-        "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster",
-        "metadata": {"name": name},
-        "spec": {"tier": "community", "payoutAddress": address, "defaultPricePerGpuHour": 3600}
-    }))
-    .unwrap()
-}
+use crate::fixtures::{at, member, unit};
 
 fn policy() -> BatchPolicy {
     BatchPolicy {
@@ -181,4 +151,66 @@ fn held_units_count_as_pending_but_are_not_paid_and_deleted_units_go_once_paid()
     let released: Vec<&str> =
         releasable(&refs, &l).iter().map(|u| u.metadata.name.as_deref().unwrap()).collect();
     assert_eq!(released, ["u2"], "an unpaid unit keeps its finalizer");
+}
+
+#[test]
+fn the_hubs_metered_figure_is_paid_and_recorded_never_the_members_report() {
+    let mut u = unit("a", "u1", 200, "2026-11-25T11:00:00Z");
+    u.status.as_mut().unwrap().gpu_seconds = 3_600_000;
+    let members = [member("a", "0xa")];
+    let m: Vec<&GpuCluster> = members.iter().collect();
+    let s = batches(&ledger(&[&u], &[]), &m, &[], &policy(), "ns", at(NOW)).create.remove(0);
+    assert_eq!(s.spec.amount_octas, 200);
+    assert_eq!(s.spec.units[0].work.as_ref().unwrap().gpu_seconds, 200, "the record is the metered figure");
+}
+
+#[test]
+fn units_the_hub_has_not_metered_are_reported_and_never_paid_nor_released() {
+    let mut unmetered = unit("a", "u1", 200, "2026-11-25T11:00:00Z");
+    unmetered.metadata.annotations.as_mut().unwrap().remove("pictor.network/metered-gpu-seconds");
+    let metered = unit("a", "u2", 150, "2026-11-25T11:00:00Z");
+    let refs: Vec<&WorkUnit> = vec![&unmetered, &metered];
+    let members = [member("a", "0xa")];
+    let m: Vec<&GpuCluster> = members.iter().collect();
+    let l = ledger(&refs, &[]);
+    assert_eq!(l.providers["a"].unmetered, ["pictor-member-a/u1"]);
+    assert_eq!(l.providers["a"].earnings.pending_octas, 150, "nothing is known to be owed for it");
+    let b = batches(&l, &m, &[], &policy(), "ns", at(NOW));
+    let paid: Vec<&str> =
+        b.create.iter().flat_map(|s| s.spec.units.iter().map(|u| u.name.as_str())).collect();
+    assert_eq!(paid, ["u2"]);
+    assert_eq!(b.withheld.len(), 1);
+    assert_eq!(b.withheld[0].reason, UNITS_NOT_METERED);
+    assert!(b.withheld[0].message.contains("pictor-member-a/u1"), "{}", b.withheld[0].message);
+
+    unmetered.metadata.deletion_timestamp = Some(pictor_crds::v1alpha1::Time(at(NOW)));
+    let refs: Vec<&WorkUnit> = vec![&unmetered];
+    assert!(releasable(&refs, &ledger(&refs, &[])).is_empty(), "its debt is unknown, not zero");
+}
+
+#[test]
+fn a_batch_never_sums_past_what_a_settlement_can_hold() {
+    let huge = i64::MAX / 2 + 1;
+    let units = [
+        unit("a", "u1", huge, "2026-11-25T11:00:00Z"),
+        unit("a", "u2", huge, "2026-11-25T11:00:00Z"),
+        unit("a", "u3", 5, "2026-11-25T11:00:00Z"),
+    ];
+    let refs: Vec<&WorkUnit> = units.iter().collect();
+    let members = [member("a", "0xa")];
+    let m: Vec<&GpuCluster> = members.iter().collect();
+    let l = ledger(&refs, &[]);
+    assert_eq!(l.providers["a"].earnings.pending_octas, i64::MAX, "a report saturates, never wraps");
+    let policy = BatchPolicy { max_units: 10, ..policy() };
+    let b = batches(&l, &m, &[], &policy, "ns", at(NOW));
+    let made: Vec<(i64, Vec<&str>)> = b
+        .create
+        .iter()
+        .map(|s| (s.spec.amount_octas, s.spec.units.iter().map(|u| u.name.as_str()).collect()))
+        .collect();
+    assert_eq!(made, [(huge, vec!["u1"]), (huge + 5, vec!["u2", "u3"])]);
+    for s in &b.create {
+        assert_eq!(total_octas(s.spec.units.iter().map(|u| u.amount_octas)), Some(s.spec.amount_octas));
+    }
+    assert_eq!(total_octas([i64::MAX, 1]), None);
 }
