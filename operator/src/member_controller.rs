@@ -15,6 +15,11 @@ use pictor_crds::v1alpha1::{Observation, set_condition};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A member whose outputs other providers could not reproduce this many times (its
+/// `status.reputation.verificationMismatches`) is cordoned by the hub: no new work until an admin
+/// looks (`kubectl patch gpucluster <name> --type merge -p '{"spec":{"cordoned":false}}'`).
+pub const CORDON_AFTER_MISMATCHES: i64 = 3;
+
 /// Field manager of what the member controller writes.
 pub const FIELD_MANAGER: &str = "pictor-member-controller";
 
