@@ -207,6 +207,19 @@ pub fn member_event(was_ready: Option<bool>, ready: bool, reason: &str, message:
     })
 }
 
+/// The Event of a member the hub cordoned because other providers could not reproduce its output.
+pub fn member_cordoned(mismatches: i64) -> Event {
+    event(
+        EventType::Warning,
+        "CordonedForMismatches",
+        "Cordon",
+        format!(
+            "{mismatches} outputs of this member were not reproduced by other providers (the hub cordons at {}): it takes no new work until an admin sets spec.cordoned=false",
+            crate::member_controller::CORDON_AFTER_MISMATCHES
+        ),
+    )
+}
+
 /// The Event of a unit given up because its member went silent (on the unit and on its job).
 pub fn unit_lost(unit: &str, member: &str, why: &str) -> Event {
     event(

@@ -100,6 +100,17 @@ pub trait JobKind: Send + Sync + 'static {
         now: Timestamp,
     ) -> Conclusion<Self::Status>;
 
+    /// What the hub finds out about the job's units by looking itself, before it plans: marks to
+    /// write with the plan's (e.g. its judgement of finished verifications). Nothing by default.
+    fn inspect(
+        &self,
+        _job: &Self::Job,
+        _units: &[&WorkUnit],
+        _hub: &Hub,
+    ) -> impl std::future::Future<Output = Vec<UnitMark>> + Send {
+        async { Vec::new() }
+    }
+
     /// The most the job may spend in all, in octas (`None`: no cap): metering never pays past it.
     fn budget_octas(job: &Self::Job) -> Option<i64>;
 
@@ -160,6 +171,7 @@ impl<K: JobKind> Reconciler for JobController<K> {
         // unit metered: one write per unit.
         let mut marks = metering::observations(&units, now);
         marks.append(changes.marks);
+        marks.extend(self.0.inspect(&job, &units, hub).await);
         metering::meter(&mut marks, &units, K::budget_octas(&job), now);
         *changes.marks = accrual::merge(marks);
         let created: HashSet<String> =

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use pictor_crds::contract::annotations::CORDONED_AT_MISMATCHES;
 use pictor_crds::contract::member_namespace;
 use pictor_crds::v1alpha1::{CONDITION_READY, GpuCluster, Reputation, WorkUnit, WorkUnitPhase};
 use pictor_crds::v1alpha1::{Observation, set_condition};
@@ -137,6 +138,13 @@ pub fn reputation<'a>(units: impl IntoIterator<Item = &'a WorkUnit>) -> Reputati
     record
 }
 
+/// Whether the hub cordons a member now: its verification mismatches reached
+/// [`CORDON_AFTER_MISMATCHES`] and grew since the hub last cordoned it (`cordoned_at`), so an
+/// admin who uncordons a member is not overruled until it is caught again.
+pub fn cordon_now(mismatches: i64, cordoned: bool, cordoned_at: Option<i64>) -> bool {
+    !cordoned && mismatches >= CORDON_AFTER_MISMATCHES && cordoned_at.is_none_or(|at| mismatches > at)
+}
+
 /// Why a member reconcile failed; every variant is retried with a backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum MemberError {
@@ -249,6 +257,27 @@ impl Reconciler for MemberController {
             events::publish(&hub.recorder, &cluster.object_ref(&()), vec![event]).await;
         }
 
+        let cordoned_at = cluster.annotations().get(CORDONED_AT_MISMATCHES).and_then(|v| v.parse().ok());
+        if cordon_now(reputation.verification_mismatches, cluster.spec.cordoned, cordoned_at) {
+            let mismatches = reputation.verification_mismatches;
+            let body = serde_json::json!({
+                "metadata": {"annotations": {CORDONED_AT_MISMATCHES: mismatches.to_string()}},
+                "spec": {"cordoned": true},
+            });
+            let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            Api::<GpuCluster>::all(hub.client.clone())
+                .patch(&member, &params, &Patch::Merge(&body))
+                .await
+                .map_err(|source| MemberError::Hub { what: format!("cordon {member}"), source })?;
+            tracing::warn!(member = %member, mismatches, "member cordoned: its outputs were not reproduced");
+            events::publish(
+                &hub.recorder,
+                &cluster.object_ref(&()),
+                vec![events::member_cordoned(mismatches)],
+            )
+            .await;
+        }
+
         if !verdict.ready && verdict.last_heartbeat.is_some() {
             for unit in units_to_lose(units_here.iter().map(|u| u.as_ref())) {
                 let name = unit.name_any();
@@ -310,6 +339,21 @@ mod tests {
         // A 20 s silence of the hub itself restarts the count.
         link.contact(start + Duration::from_secs(30), Duration::from_secs(15));
         assert_eq!(link.reachable_for(start + Duration::from_secs(31)), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn repeated_mismatches_cordon_once_and_an_admins_uncordon_holds_until_the_next() {
+        assert!(!cordon_now(CORDON_AFTER_MISMATCHES - 1, false, None));
+        assert!(cordon_now(CORDON_AFTER_MISMATCHES, false, None));
+        assert!(!cordon_now(CORDON_AFTER_MISMATCHES, true, None), "cordoned already");
+        assert!(
+            !cordon_now(CORDON_AFTER_MISMATCHES, false, Some(CORDON_AFTER_MISMATCHES)),
+            "uncordoned by an admin"
+        );
+        assert!(
+            cordon_now(CORDON_AFTER_MISMATCHES + 1, false, Some(CORDON_AFTER_MISMATCHES)),
+            "caught again"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 
 pub mod blender;
 pub mod chunk;
-pub mod comparison;
-pub mod storage;
 pub mod termination;
 pub mod verification;
+
+// Where frames are kept and how two are compared, shared with the hub's judge of verification.
+pub use pictor_frames::{comparison, storage};

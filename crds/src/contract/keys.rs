@@ -67,6 +67,9 @@ pub mod annotations {
     pub const JUDGEMENT: &str = "pictor.network/judgement";
     /// On a unit whose dispute was decided in its provider's favour: when.
     pub const DISPUTE_CLEARED: &str = "pictor.network/dispute-cleared";
+    /// On a GpuCluster the hub cordoned for verification mismatches: how many it had then, so
+    /// an admin who uncordons it is not overruled until it is caught again.
+    pub const CORDONED_AT_MISMATCHES: &str = "pictor.network/cordoned-at-mismatches";
     /// On a log ConfigMap: when the logs were read.
     pub const LOG_CAPTURED_AT: &str = "pictor.network/log-captured-at";
     /// On a log ConfigMap: `true` once the unit had finished when the logs were read.

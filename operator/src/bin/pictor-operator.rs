@@ -5,7 +5,7 @@ use pictor_operator::hub_index::HubIndex;
 use pictor_operator::job_controller::JobController;
 use pictor_operator::member_controller::{self, HubLink, MemberController};
 use pictor_operator::metrics::{self, OperatorMetrics};
-use pictor_operator::render_job::{RenderJobs, plan::RenderSettings};
+use pictor_operator::render_job::{RenderJobs, judge::FrameJudge, plan::RenderSettings};
 use pictor_operator::runner::{self, Hub};
 use pictor_operator::training_job::{TrainingJobs, plan::TrainingSettings};
 use pictor_operator::verification_key::VerificationKey;
@@ -72,12 +72,17 @@ async fn main() -> anyhow::Result<()> {
             VerificationKey::generate()?
         }
     };
+    // On kwok no frames are written: the judge stands in for the comparison there.
+    let judge = match args.fake_run_seconds {
+        Some(_) => FrameJudge::Fake { mismatch_member: args.fake_mismatch_member.clone() },
+        None => FrameJudge::Storage,
+    };
     let render = RenderJobs {
+        judge,
         settings: RenderSettings {
             default_image: args.render_image,
             max_in_flight: args.max_units_in_flight,
             fake_run_seconds: args.fake_run_seconds,
-            fake_mismatch_member: args.fake_mismatch_member,
             dispute_window,
             verification_key,
         },

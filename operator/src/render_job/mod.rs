@@ -3,8 +3,10 @@
 //! status current. The plan ([`plan`]) decides; the shared job runner
 //! ([`crate::job_controller`]) applies.
 
+pub mod judge;
 pub mod plan;
 
+use crate::accrual::UnitMark;
 use crate::events;
 use crate::job_controller::{Conclusion, JobKind, JobView, UnitChanges};
 use crate::metrics;
@@ -23,6 +25,8 @@ use plan::{RenderPlan, RenderSettings};
 pub struct RenderJobs {
     /// The controller's settings.
     pub settings: RenderSettings,
+    /// How the hub compares a verification's frame with the one it checks.
+    pub judge: judge::FrameJudge,
 }
 
 impl JobKind for RenderJobs {
@@ -39,6 +43,10 @@ impl JobKind for RenderJobs {
 
     fn unit_changes(plan: &mut RenderPlan) -> UnitChanges<'_> {
         UnitChanges { create: &mut plan.create, marks: &mut plan.marks, delete: &plan.delete }
+    }
+
+    async fn inspect(&self, job: &RenderJob, units: &[&WorkUnit], hub: &Hub) -> Vec<UnitMark> {
+        judge::judge_awaiting(&self.judge, &hub.client, job, units).await
     }
 
     fn budget_octas(job: &RenderJob) -> Option<i64> {

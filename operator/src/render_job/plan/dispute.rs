@@ -54,40 +54,55 @@ pub(super) fn standing(accepted: &WorkUnit, named: bool, failures: &[&WorkUnit],
 
 /// One reconcile's review of a disputed output.
 #[derive(Debug)]
-pub(super) struct DisputeReview {
+pub(super) struct DisputeReview<'a> {
     pub state: DisputeState,
-    /// Marks on the disputed unit: hold, release, or forfeit.
+    /// Marks on the disputed unit (hold, release, or forfeit) and on verifiers penalised.
     pub marks: Vec<UnitMark>,
     /// A re-verification unit to create.
     pub check: Option<WorkUnit>,
+    /// The re-verifications that are paid work.
+    pub paid_checks: Vec<&'a WorkUnit>,
 }
 
 /// Reviews a disputed output from its dispute checks, whatever its sample said: holds its
 /// payment, then releases it when a check reproduces it (or none can be had) and forfeits it
-/// when one does not; `place_check` asks for another check.
-pub(super) fn review_dispute(
+/// when one does not (a disagreement between verifiers is settled by a tie-break, as for the
+/// sample); `place_check(tie_break)` asks for another check.
+pub(super) fn review_dispute<'a>(
     accepted: &WorkUnit,
     held: bool,
-    checks: &[&WorkUnit],
-    place_check: impl FnOnce() -> Result<WorkUnit, NoMemberFits>,
+    checks: &[&'a WorkUnit],
+    place_check: impl FnOnce(bool) -> Result<WorkUnit, NoMemberFits>,
     now: Timestamp,
-) -> DisputeReview {
+) -> DisputeReview<'a> {
     let mut marks = if held { vec![] } else { vec![accrual::hold(accepted)] };
-    let (state, check) = match verify::outcome(checks) {
-        Verification::Passed | Verification::GaveUp => {
+    let verification = verify::outcome(checks);
+    let mut paid_checks = verify::paid_checks(checks, &verification);
+    marks.extend(verify::penalties(checks, &verification));
+    let forfeit = |marks: &mut Vec<UnitMark>| {
+        marks.push(
+            UnitMark::of(accepted).label(VERDICT, MISMATCH).label(BILLING, BillingState::Forfeited.as_str()),
+        );
+        (DisputeState::Upheld, None)
+    };
+    let (state, check) = match verification {
+        Verification::Passed { .. } | Verification::GaveUp => {
             marks.push(accrual::release(accepted, now));
             (DisputeState::Cleared, None)
         }
-        Verification::Mismatch => {
-            marks.push(
-                UnitMark::of(accepted)
-                    .label(VERDICT, MISMATCH)
-                    .label(BILLING, BillingState::Forfeited.as_str()),
-            );
-            (DisputeState::Upheld, None)
-        }
+        Verification::Mismatch => forfeit(&mut marks),
         Verification::Running => (DisputeState::Open, None),
-        Verification::Needed => match place_check() {
+        Verification::NeedsTieBreak => match place_check(true) {
+            Ok(unit) => (DisputeState::Open, Some(unit)),
+            Err(e) if e.busy => (DisputeState::Open, None),
+            // No third member: the disagreement stands against the output, and the verifier
+            // that found it is paid.
+            Err(_) => {
+                paid_checks = verify::paid_checks(checks, &Verification::Mismatch);
+                forfeit(&mut marks)
+            }
+        },
+        Verification::Needed => match place_check(false) {
             Ok(unit) => (DisputeState::Open, Some(unit)),
             Err(e) if e.busy => (DisputeState::Open, None),
             // No other member can judge it: the dispute cannot be decided, and the provider is
@@ -98,7 +113,7 @@ pub(super) fn review_dispute(
             }
         },
     };
-    DisputeReview { state, marks, check }
+    DisputeReview { state, marks, check, paid_checks }
 }
 
 /// Disputed chunks by where their dispute stands, by frames.
@@ -204,17 +219,27 @@ mod tests {
     fn a_review_holds_then_releases_or_forfeits() {
         let accepted = billed("accrued", "2026-11-25T12:05:00Z");
         let check = verify_unit("shot-00000-1", "b", 1, "Pending", None);
-        let opened = review_dispute(&accepted, false, &[], || Ok(check.clone()), now());
+        let opened = review_dispute(&accepted, false, &[], |_| Ok(check.clone()), now());
         assert_eq!((opened.state, opened.check.is_some()), (DisputeState::Open, true));
         assert_eq!(opened.marks[0].labels[BILLING], "held");
 
         let pass = verify_unit("shot-00000-1", "b", 1, "Succeeded", Some(true));
-        let cleared = review_dispute(&accepted, true, &[&pass], || unreachable!(), now());
+        let cleared = review_dispute(&accepted, true, &[&pass], |_| unreachable!(), now());
         assert_eq!(cleared.state, DisputeState::Cleared);
         assert!(cleared.marks[0].annotations.contains_key(DISPUTE_CLEARED));
 
         let fail = verify_unit("shot-00000-1", "b", 1, "Succeeded", Some(false));
-        let upheld = review_dispute(&accepted, true, &[&fail], || unreachable!(), now());
+        let nobody = || NoMemberFits { message: "no third member".into(), busy: false };
+        let upheld = review_dispute(
+            &accepted,
+            true,
+            &[&fail],
+            |tie_break| {
+                assert!(tie_break);
+                Err(nobody())
+            },
+            now(),
+        );
         assert_eq!(upheld.state, DisputeState::Upheld);
         assert_eq!(
             (upheld.marks[0].labels[BILLING].as_str(), upheld.marks[0].labels[VERDICT].as_str()),
@@ -222,7 +247,7 @@ mod tests {
         );
 
         let nobody = NoMemberFits { message: "no Ready member".into(), busy: false };
-        let undecidable = review_dispute(&accepted, true, &[], || Err(nobody), now());
+        let undecidable = review_dispute(&accepted, true, &[], |_| Err(nobody), now());
         assert_eq!(undecidable.marks[0].labels[BILLING], "accrued", "paid as first accepted");
     }
 

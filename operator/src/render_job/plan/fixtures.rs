@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::placement::Claims;
+use pictor_crds::contract::annotations::JUDGEMENT;
+use pictor_crds::contract::{Finding, Judgement};
 use serde_json::json;
 
 pub(super) fn job(end: i64, extra: serde_json::Value) -> RenderJob {
@@ -52,7 +54,6 @@ pub(super) fn settings() -> RenderSettings {
         default_image: "pictor/render-worker:dev".into(),
         max_in_flight: 100,
         fake_run_seconds: Some(3),
-        fake_mismatch_member: None,
         dispute_window: std::time::Duration::from_secs(600),
         verification_key: crate::verification_key::VerificationKey::new(b"the fixtures' verification key"),
     }
@@ -68,6 +69,8 @@ pub(super) fn run(job: &RenderJob, units: &[WorkUnit], members: &[GpuCluster]) -
     plan(job, &units, &members, &mut Claims::new(), &settings(), now())
 }
 
+/// A verification unit of `checked` on `member`; `passed` is the hub's judgement once it
+/// compared the frames (`Some(true)`: reproduced, `Some(false)`: differs), `None`: not judged.
 pub(super) fn verify_unit(
     checked: &str,
     member: &str,
@@ -79,22 +82,20 @@ pub(super) fn verify_unit(
         "metadata": {"name": format!("{checked}-v{attempt}"), "namespace": format!("pictor-member-{member}"),
                      "labels": {"pictor.network/verifies": checked, "pictor.network/job-uid": "job-uid"}},
         "spec": {"jobRef": {"kind": "RenderJob", "namespace": "art", "name": "shot", "uid": "job-uid"},
-                 "pods": [{"name": "verify", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
-                 "agreedPricePerGpuHour": 3600, "attempt": attempt},
+                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
+                 "frames": "1", "agreedPricePerGpuHour": 3600, "attempt": attempt},
         "status": {"phase": phase, "gpuSeconds": 2}});
     if let Some(p) = passed {
-        let report = pictor_crds::contract::VerificationReport {
-            frame: 1,
-            psnr_db: if p { 40.0 } else { 12.5 },
-            passed: p,
-            sha256: "ab".into(),
-            rerendered_sha256: "cd".into(),
-            mismatch: None,
-            device: "CPU".into(),
-        };
-        u["status"]["message"] = json!(report.to_message());
+        u["metadata"]["annotations"] =
+            json!({JUDGEMENT: judgement(if p { Finding::Reproduced } else { Finding::Differs })});
     }
     serde_json::from_value(u).unwrap()
+}
+
+/// A judgement annotation value.
+pub(super) fn judgement(finding: Finding) -> String {
+    let psnr_db = if finding == Finding::Reproduced { 40.0 } else { 12.5 };
+    Judgement { frame: 1, finding, psnr_db, detail: String::new() }.to_annotation()
 }
 
 pub(super) fn with_labels(

@@ -22,15 +22,15 @@ mod status;
 mod tally;
 mod verify;
 
-pub use verify::{VERIFY_ATTEMPTS, sampled};
+pub use verify::{VERIFY_ATTEMPTS, check_location, reported_frame, sampled};
 
 use crate::accrual::{self, UnitMark};
 use crate::placement::{self, Claims, Need, NoMemberFits, Placement};
 use crate::verification_key::VerificationKey;
 use dispute::{DisputeTally, Standing};
 use k8s_openapi::jiff::Timestamp;
-use pictor_crds::contract::labels::VERDICT;
-use pictor_crds::contract::{MISMATCH, billing_marks};
+use pictor_crds::contract::labels::{BILLING, VERDICT};
+use pictor_crds::contract::{BillingState, MISMATCH, billing_marks};
 use pictor_crds::v1alpha1::{FrameRange, GpuCluster, RenderJob, RenderJobStatus, WorkUnit, WorkUnitPhase};
 use place::Spend;
 use std::time::Duration;
@@ -86,9 +86,6 @@ pub struct RenderSettings {
     pub max_in_flight: usize,
     /// For local networks on kwok: pods "run" this long (annotation kwok acts on).
     pub fake_run_seconds: Option<u32>,
-    /// For local networks on kwok: verification of this member's output reports a mismatch
-    /// (every other verification passes), to exercise the mismatch path.
-    pub fake_mismatch_member: Option<String>,
     /// How long after a unit is accepted its submitter may still dispute it; billing pays it
     /// only afterwards.
     pub dispute_window: Duration,
@@ -178,6 +175,14 @@ pub fn plan(
     let mut rejected = Vec::new();
     let mut awaiting_verification = 0;
     let mut unverifiable = None;
+    // Verifications on the winning side of a decided verification: paid work. Those decided in
+    // earlier reconciles carry their billing mark already.
+    let mut paid_checks: Vec<&WorkUnit> = tally
+        .checks
+        .iter()
+        .copied()
+        .filter(|u| billing_marks::billing_state(u).is_some_and(|s| s != BillingState::Forfeited))
+        .collect();
     for chunk in &all_chunks {
         let Some(units) = tally.chunks.get(&chunk.index) else { continue };
         let Some(accepted) = units.accepted else { continue };
@@ -188,10 +193,19 @@ pub fn plan(
                 let checks = tally.checks_of(name, true);
                 // A re-verification goes to a member that judged this output neither way before.
                 let earlier = [checks.clone(), tally.checks_of(name, false)].concat();
-                let place_check =
-                    || verify::check_unit(&placer, chunk, accepted, &earlier, CheckKind::Dispute, claims);
+                let place_check = |tie_break| {
+                    verify::check_unit(
+                        &placer,
+                        chunk,
+                        accepted,
+                        &earlier,
+                        (CheckKind::Dispute, tie_break),
+                        claims,
+                    )
+                };
                 let review = dispute::review_dispute(accepted, held, &checks, place_check, now);
                 out.marks.extend(review.marks);
+                paid_checks.extend(review.paid_checks);
                 out.create.extend(review.check);
                 if review.state == dispute::DisputeState::Upheld {
                     rejected.push(chunk.index);
@@ -207,10 +221,13 @@ pub fn plan(
         // A member caught once in this job has every other chunk of it checked.
         let in_sample = sampled(&settings.verification_key, job_uid, chunk.index, spec.verification_percent)
             || caught.contains(&member_of(accepted));
-        let place_check = || verify::check_unit(&placer, chunk, accepted, &checks, CheckKind::Sample, claims);
+        let place_check = |tie_break| {
+            verify::check_unit(&placer, chunk, accepted, &checks, (CheckKind::Sample, tie_break), claims)
+        };
         let review =
             verify::review_sample(accepted, in_sample, &checks, place_check, now, settings.dispute_window);
         out.marks.extend(review.marks);
+        paid_checks.extend(review.paid_checks);
         out.create.extend(review.check);
         match review.verdict {
             SampleVerdict::Accepted => {}
@@ -223,12 +240,14 @@ pub fn plan(
         tally.reject(index);
     }
 
-    // Every succeeded verification is paid work, whatever it found.
-    let succeeded_checks = tally.succeeded_checks();
-    out.marks
-        .extend(succeeded_checks.iter().filter_map(|u| accrual::accrue(u, now, settings.dispute_window)));
+    paid_checks.sort_by_key(|u| u.metadata.name.as_deref());
+    paid_checks.dedup_by_key(|u| u.metadata.name.as_deref());
+    out.marks.extend(paid_checks.iter().filter_map(|u| accrual::accrue(u, now, settings.dispute_window)));
+    // A member caught in this job is paid nothing for it: the penalty that makes skipping work
+    // cost more than it saves. (What billing already paid stays paid.)
+    out.marks.extend(forfeit_caught(&tally, &caught, now));
     let accepted = tally.accepted();
-    let cost = status::cost(&accepted, &succeeded_checks, now);
+    let cost = status::cost(&accepted, &paid_checks, now);
     let failed_for_good = tally.failed_for_good(&all_chunks, spec.retries_per_chunk);
     let active = tally.active();
 
@@ -260,6 +279,27 @@ pub fn plan(
     out.awaiting_placement = summary.awaiting_placement;
     out.dispute = disputes.condition(&disputed, &all_chunks);
     out
+}
+
+/// Forfeits every render unit of a `caught` member in this job that could still be paid: not
+/// judged yet, held, or accrued and inside its dispute window.
+fn forfeit_caught(
+    tally: &tally::Tally<'_>,
+    caught: &std::collections::BTreeSet<String>,
+    now: Timestamp,
+) -> Vec<UnitMark> {
+    tally
+        .chunks
+        .values()
+        .flat_map(|c| c.accepted.iter().chain(&c.failures))
+        .filter(|u| caught.contains(&member_of(u)) && phase(u) == Some(WorkUnitPhase::Succeeded))
+        .filter(|u| match billing_marks::billing_state(u) {
+            None | Some(BillingState::Held) => true,
+            Some(BillingState::Accrued) => accrual::disputable(u, now),
+            Some(BillingState::Forfeited) => false,
+        })
+        .map(|u| UnitMark::of(u).label(BILLING, BillingState::Forfeited.as_str()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
-//! The render worker's pods: what the hub asks `pictor-render-worker render` and `verify` to
-//! do, written once from the job's spec (the worker's arguments are never read back).
+//! The render worker's pods: what the hub asks `pictor-render-worker render` to do, for a chunk
+//! and for a verification, written once from the job's spec (the worker's arguments are never read back).
 
 use super::{Chunk, RenderSettings};
-use pictor_crds::contract::VerificationReport;
-use pictor_crds::contract::annotations::{FAKE_RESULT, FAKE_RUN_SECONDS};
-use pictor_crds::v1alpha1::{GpuVendor, OutputObject, PodTemplate, RenderJob};
+use pictor_crds::contract::annotations::FAKE_RUN_SECONDS;
+use pictor_crds::v1alpha1::{GpuVendor, PodTemplate, RenderJob};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -56,36 +55,22 @@ pub(super) fn render_pod(
     pod
 }
 
-/// The pod that renders `frame` again, in the job's format and engine, and compares it with
-/// `original`. On kwok, `fake_verdict` is what the pod "reports".
+/// The pod of a verification unit: an ordinary render of one `frame` into `location`, its own
+/// folder. It is told nothing of the frame it will be compared with: the hub reads both and
+/// judges them itself.
 pub(super) fn verify_pod(
     job: &RenderJob,
     frame: i64,
-    original: &OutputObject,
+    location: &str,
     vendor: GpuVendor,
     settings: &RenderSettings,
-    fake_verdict: Option<bool>,
 ) -> PodTemplate {
-    let spec = &job.spec;
-    let mut pod = worker_pod(job, "verify", vendor, settings);
-    pod.args = vec![
-        format!("--scene={}", spec.scene),
-        format!("--frame={frame}"),
-        format!("--original={}", original.url),
-        format!("--format={}", api_name(spec.output.format)),
-        format!("--engine={}", api_name(spec.renderer.engine)),
-    ];
-    if let Some(passed) = fake_verdict {
-        let report = VerificationReport {
-            frame,
-            psnr_db: if passed { 100.0 } else { 12.5 },
-            passed,
-            sha256: original.sha256.clone(),
-            rerendered_sha256: if passed { original.sha256.clone() } else { String::new() },
-            mismatch: None,
-            device: "CPU".into(),
-        };
-        pod.annotations.insert(FAKE_RESULT.into(), report.to_message());
+    let one = Chunk { index: 0, first: frame, last: frame, frames: 1 };
+    let mut pod = render_pod(job, &one, vendor, settings);
+    for arg in pod.args.iter_mut() {
+        if arg.starts_with("--output=") {
+            *arg = format!("--output={location}");
+        }
     }
     pod
 }
@@ -113,16 +98,14 @@ mod tests {
     }
 
     #[test]
-    fn the_verify_pod_reads_the_original_it_is_given_and_fakes_a_typed_verdict_on_kwok() {
-        let original = OutputObject { url: "s3://out/a/frame_000011.png".into(), sha256: "ab".into() };
-        let pod = verify_pod(&job(20, json!({})), 11, &original, GpuVendor::Any, &settings(), Some(false));
-        assert_eq!(pod.command, ["pictor-render-worker", "verify"]);
-        assert!(pod.args.contains(&"--original=s3://out/a/frame_000011.png".to_string()), "{:?}", pod.args);
-        assert!(
-            pod.args.contains(&"--format=PNG".to_string())
-                && pod.args.contains(&"--engine=Cycles".to_string())
-        );
-        let verdict = VerificationReport::from_message(&pod.annotations[FAKE_RESULT]).unwrap();
-        assert_eq!((verdict.frame, verdict.passed, verdict.sha256.as_str()), (11, false, "ab"));
+    fn the_verify_pod_is_a_render_of_one_frame_into_its_own_folder() {
+        let pod = verify_pod(&job(20, json!({})), 11, "s3://out/a/checks/u-v1/", GpuVendor::Any, &settings());
+        assert_eq!(pod.command, ["pictor-render-worker", "render"]);
+        for arg in
+            ["--first=11", "--last=11", "--output=s3://out/a/checks/u-v1/", "--format=PNG", "--engine=Cycles"]
+        {
+            assert!(pod.args.contains(&arg.to_string()), "{arg} in {:?}", pod.args);
+        }
+        assert!(!pod.args.iter().any(|a| a.contains("original")), "the verifier is not told the original");
     }
 }

@@ -104,11 +104,6 @@ impl<'a> Tally<'a> {
         self.chunks.values().flat_map(|c| c.active.iter().copied()).collect()
     }
 
-    /// Verification units that succeeded: paid work, whatever they found.
-    pub fn succeeded_checks(&self) -> Vec<&'a WorkUnit> {
-        self.checks.iter().copied().filter(|u| phase(u) == Some(WorkUnitPhase::Succeeded)).collect()
-    }
-
     /// Members whose output of this job another provider could not reproduce.
     pub fn caught(&self) -> std::collections::BTreeSet<String> {
         self.chunks
@@ -181,7 +176,6 @@ mod tests {
         assert!(t.chunks.is_empty(), "a check renders no chunk");
         assert_eq!(t.checks_of("shot-00000-1", false).len(), 1);
         assert_eq!(t.checks_of("shot-00000-1", true)[0].spec.attempt, 2);
-        assert_eq!(t.succeeded_checks().len(), 1);
     }
 
     #[test]

@@ -155,12 +155,16 @@ fn a_rendered_chunk_is_verified_on_another_member_before_the_job_succeeds() {
         "never the member that rendered it"
     );
     assert_eq!(check.metadata.labels.as_ref().unwrap()[VERIFIES], "shot-00000-1");
-    assert_eq!(check.spec.pods[0].command, ["pictor-render-worker", "verify"]);
-    // The frame is drawn from the hub's key: one of the chunk's, compared with its original.
+    // An ordinary render of one frame, drawn from the hub's key, into the check's own folder.
+    assert_eq!(check.spec.pods[0].command, ["pictor-render-worker", "render"]);
     let frame: i64 = check.spec.frames.parse().unwrap();
     assert!((1..=10).contains(&frame), "{frame}");
-    let original = format!("--original=s3://out/a/frame_{frame:06}.png");
-    assert!(check.spec.pods[0].args.contains(&original), "{:?}", check.spec.pods[0].args);
+    let args = &check.spec.pods[0].args;
+    assert!(
+        args.contains(&format!("--first={frame}")) && args.contains(&format!("--last={frame}")),
+        "{args:?}"
+    );
+    assert!(args.contains(&"--output=s3://out/a/checks/shot-00000-1-v1/".to_string()), "{args:?}");
 
     let passed = run(
         &all,
@@ -330,4 +334,35 @@ fn a_dispute_after_the_window_or_of_unknown_frames_is_refused_with_what_to_do() 
     assert!(!open);
     assert_eq!(reason, "DisputeRefused");
     assert!(message.contains("window closed") && message.contains("no chunk has frames 5-7"), "{message}");
+}
+
+#[test]
+fn a_member_caught_in_a_job_has_its_other_chunks_checked_and_is_paid_nothing_for_the_job() {
+    let members = [member("a", "nvidia", "RTX-4090", 8, 100), member("b", "nvidia", "RTX-4090", 8, 200)];
+    let none_sampled = job(30, json!({"verificationPercent": 0}));
+    let caught = with_labels(unit(0, 1, "a", Some("Succeeded"), 10), &[(VERDICT, MISMATCH)], &[]);
+    let accrued = with_labels(
+        unit(1, 1, "a", Some("Succeeded"), 10),
+        &[(BILLING, "accrued")],
+        &[(pictor_crds::contract::annotations::PAYABLE_AFTER, "2026-11-25T12:05:00Z")],
+    );
+    let fresh = unit(2, 1, "a", Some("Succeeded"), 10);
+    let honest = unit(0, 2, "b", Some("Succeeded"), 10);
+    let p = run(&none_sampled, &[caught, accrued, fresh, honest], &members);
+    // Chunks 1 and 2 of the caught member are checked though the job samples none...
+    let checked: Vec<&str> = p
+        .create
+        .iter()
+        .filter_map(|u| u.metadata.labels.as_ref()?.get(VERIFIES).map(String::as_str))
+        .collect();
+    assert_eq!(checked, ["shot-00001-1", "shot-00002-1"]);
+    // ...and nothing of the job is paid to it, while the honest member's chunk accrues.
+    for name in ["shot-00001-1", "shot-00002-1"] {
+        let marks = marks_of(&p, name);
+        assert!(
+            marks.iter().any(|m| m.labels.get(BILLING).is_some_and(|b| b == "forfeited")),
+            "{name}: {marks:?}"
+        );
+    }
+    assert!(marks_of(&p, "shot-00000-2").iter().any(|m| m.labels[BILLING] == "accrued"));
 }
