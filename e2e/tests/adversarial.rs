@@ -6,9 +6,11 @@
 //! what anyone is paid.
 //!
 //! The numbers are those of the trust issue's list: 1 set its own pay, 2 revive a Lost unit,
-//! 5 hold work hostage (stalled units, a Lease renewed into the future), 6 forge its record,
-//! 7 overflow sums, 8 overload the hub. (3 and 4, verification, are covered by the operator's
-//! plan tests; see the closing notes for what is still open there.)
+//! 3 and 4 skip work and judge verification (mallory renders nothing and reports every frame it
+//! verifies as wrong: the hub judges both itself, pays it nothing for the job and cordons it;
+//! that the sample cannot be predicted is shown by the plan's tests and `make
+//! bench-verification`), 5 hold work hostage (stalled units, a Lease renewed into the future),
+//! 6 forge its record, 7 overflow sums, 8 overload the hub.
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -71,7 +73,15 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
     let honest = &plane.members[0];
     let model = |s| fake_nodes::model(s).unwrap();
     plane.add_nodes(honest, fake_nodes::fleet(&honest.name, &[(model("h100"), 2)])).await.unwrap();
-    let _operator = network::start_operator(&plane, GRACE_SECONDS, Some(RUN_SECONDS), &[]).unwrap();
+    // On kwok no frames exist: the hub's judge stands in for the comparison and finds mallory's
+    // renders not reproduced (its verdict on everyone else's: reproduced).
+    let _operator = network::start_operator(
+        &plane,
+        GRACE_SECONDS,
+        Some(RUN_SECONDS),
+        &[&format!("--fake-mismatch-member={MALLORY}")],
+    )
+    .unwrap();
     let _scheduler = network::start_scheduler(&plane, honest).unwrap();
     let prices = [&format!("{H100}=90000000")[..]];
     // Mallory undercuts the honest member, so the hub places work on it first.
@@ -287,6 +297,131 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
     assert!(job_done.status.is_some());
     eprintln!("the job cost {cost} octas, exactly what the hub metered over {} paid units", payable.len());
 
+    // 3 and 4. Verification: every chunk of this job is checked on the other member. Mallory
+    // "renders" its chunks without rendering and, as the verifier of the honest member's
+    // chunks, reports them all as not reproduced. The hub judges both itself: mallory's word as
+    // a verifier counts for nothing, its own renders fail, and it is cordoned.
+    let audit: RenderJob = serde_json::from_value(json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
+        "metadata": {"name": "audit", "namespace": "default"},
+        "spec": {"scene": "s3://scenes/audit.blend", "frames": {"start": 1, "end": 60}, "chunkSize": 10,
+                 "output": {"location": "s3://renders/audit/"}, "gpu": {"vendor": "nvidia", "count": 1},
+                 "verificationPercent": 100, "retriesPerChunk": 5, "unitTimeoutSeconds": UNIT_TIMEOUT_SECONDS}
+    }))
+    .unwrap();
+    let audit_uid = jobs.create(&PostParams::default(), &audit).await.unwrap().metadata.uid.unwrap();
+    let forged = pictor_crds::contract::VerificationReport {
+        frame: 1,
+        psnr_db: 3.0,
+        passed: false,
+        sha256: "00".repeat(32),
+        rerendered_sha256: "11".repeat(32),
+        mismatch: Some("nothing alike".into()),
+        device: "CPU".into(),
+    };
+    let cheating = tokio::spawn({
+        let (units, audit_uid, forged) = (mallory_units.clone(), audit_uid.clone(), forged.to_message());
+        async move {
+            loop {
+                let selector = format!("pictor.network/job-uid={audit_uid}");
+                let listed = units.list(&ListParams::default().labels(&selector)).await.map(|l| l.items);
+                for unit in listed.unwrap_or_default() {
+                    let name = unit.metadata.name.clone().unwrap();
+                    let verifies = unit
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .is_some_and(|l| l.contains_key("pictor.network/verifies"));
+                    let status = match phase_of(&unit) {
+                        None | Some(WorkUnitPhase::Pending) => json!({"phase": "Running"}),
+                        Some(WorkUnitPhase::Running) if verifies => {
+                            json!({"phase": "Succeeded", "gpuSeconds": 2, "message": forged})
+                        }
+                        Some(WorkUnitPhase::Running) => json!({"phase": "Succeeded", "gpuSeconds": 2}),
+                        _ => continue,
+                    };
+                    let _ = patch_status(&units, &name, status).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    let clusters: Api<GpuCluster> = Api::all(hub.clone());
+    let cordoned = eventually("mallory cordoned for its mismatches", Duration::from_secs(120), || async {
+        let cluster = clusters.get(MALLORY).await.ok()?;
+        cluster.spec.cordoned.then_some(cluster)
+    })
+    .await;
+    let mismatches =
+        cordoned.status.as_ref().and_then(|s| s.reputation.as_ref()).map_or(0, |r| r.verification_mismatches);
+    eprintln!("4: mallory cordoned at {mismatches} verification mismatches");
+    assert!(mismatches >= pictor_operator::member_controller::CORDON_AFTER_MISMATCHES);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(hub.clone());
+    eventually("the cordon's Event", Duration::from_secs(20), || async {
+        let listed = events.list(&ListParams::default()).await.ok()?.items;
+        listed.iter().any(|e| e.reason.as_deref() == Some("CordonedForMismatches")).then_some(())
+    })
+    .await;
+    eventually("the audit job finishes", Duration::from_secs(150), || async {
+        let frames = jobs.get("audit").await.ok()?.status?.frames?;
+        (frames.done == 60).then_some(())
+    })
+    .await;
+    cheating.abort();
+    let units = admin_units
+        .list(&ListParams::default().labels(&format!("pictor.network/job-uid={audit_uid}")))
+        .await
+        .unwrap()
+        .items;
+    let judgement = |u: &WorkUnit| {
+        annotation(u, pictor_crds::contract::annotations::JUDGEMENT)
+            .and_then(|a| pictor_crds::contract::Judgement::from_annotation(&a))
+    };
+    let mallory_checks: Vec<&WorkUnit> = units
+        .iter()
+        .filter(|u| u.metadata.namespace.as_deref() == Some(MALLORY_NS))
+        .filter(|u| u.metadata.labels.as_ref().is_some_and(|l| l.contains_key("pictor.network/verifies")))
+        .collect();
+    assert!(!mallory_checks.is_empty(), "mallory verified some of the honest member's chunks");
+    for check in &mallory_checks {
+        let judged = judgement(check).expect("the hub judged mallory's check");
+        assert_eq!(
+            judged.finding,
+            pictor_crds::contract::Finding::Reproduced,
+            "mallory's verdict is not the hub's: {judged:?}"
+        );
+    }
+    for unit in units.iter().filter(|u| u.metadata.namespace.as_deref() == Some(MALLORY_NS)) {
+        let is_check =
+            unit.metadata.labels.as_ref().is_some_and(|l| l.contains_key("pictor.network/verifies"));
+        if !is_check {
+            assert_ne!(
+                billing_marks::billing_state(unit),
+                Some(BillingState::Accrued),
+                "a caught member is paid nothing for the job: {:?}",
+                unit.metadata.name
+            );
+        }
+    }
+    let honest_paid = units
+        .iter()
+        .filter(|u| u.metadata.namespace.as_deref() == Some(HONEST_NS))
+        .filter(|u| billing_marks::billing_state(u) == Some(BillingState::Accrued))
+        .count();
+    assert!(honest_paid >= 6, "every chunk paid to the honest member once it rendered it: {honest_paid}");
+    // And mallory cannot write the hub's judgement: its token may not touch unit metadata.
+    let forged_judgement =
+        json!({"metadata": {"annotations": {pictor_crds::contract::annotations::JUDGEMENT: "{}"}}});
+    let result = mallory_units
+        .patch(
+            &mallory_checks[0].metadata.name.clone().unwrap(),
+            &PatchParams::default(),
+            &Patch::Merge(forged_judgement),
+        )
+        .await;
+    let (code, _) = refused("4: write the hub's judgement", result);
+    assert_eq!(code, 403);
+
     // 5 (second half). A Lease renewed into the future counts as the hub's now: once mallory
     // stops renewing, it is NotReady within the grace period plus a heartbeat.
     renewing.abort();
@@ -296,7 +431,6 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
         .await
         .unwrap();
     let stopped = Instant::now();
-    let clusters: Api<GpuCluster> = Api::all(hub.clone());
     eventually(
         "mallory NotReady despite a Lease renewed in 2099",
         Duration::from_secs(GRACE_SECONDS * 3),
