@@ -41,6 +41,7 @@ use pictor_crds::contract::{finalizers, format_apt, labels};
 use pictor_crds::v1alpha1::{
     CONDITION_READY, Earnings, GpuCluster, Observation, Settlement, SettlementPhase, WorkUnit, set_condition,
 };
+use pictor_telemetry::watch::{Skipped, watch_objects};
 use queue::Reach;
 use settle::{Evidence, Lookup, NODE_UNREACHABLE, Signed, Step, TREASURY_EMPTY};
 use std::collections::HashMap;
@@ -216,19 +217,32 @@ impl Billing {
         let (settlements, settlement_writer) = reflector::store::<Settlement>();
         let (clusters, cluster_writer) = reflector::store::<GpuCluster>();
         let accrued = watcher::Config::default().labels(labels::BILLING);
-        spawn_reflector(unit_writer, Api::<WorkUnit>::all(client.clone()), accrued, wake.clone());
-        spawn_reflector(
-            settlement_writer,
-            Api::<Settlement>::namespaced(client.clone(), &settings.namespace),
+        let skipping = |kind: &'static str| -> Skipped {
+            let metrics = metrics.clone();
+            Arc::new(move |name: &str, why: &str| {
+                tracing::warn!(kind, object = name, error = why, "skipped an object billing cannot decode");
+                metrics
+                    .errors
+                    .get_or_create(&metrics::ReasonLabels { reason: "UndecodableObject".into() })
+                    .inc();
+            })
+        };
+        let units_watch = watch_objects::<WorkUnit>(client.clone(), None, accrued, skipping("WorkUnit"));
+        spawn_reflector(unit_writer, units_watch, wake.clone());
+        let settlements_watch = watch_objects::<Settlement>(
+            client.clone(),
+            Some(&settings.namespace),
             watcher::Config::default(),
-            wake.clone(),
+            skipping("Settlement"),
         );
-        spawn_reflector(
-            cluster_writer,
-            Api::<GpuCluster>::all(client.clone()),
+        spawn_reflector(settlement_writer, settlements_watch, wake.clone());
+        let clusters_watch = watch_objects::<GpuCluster>(
+            client.clone(),
+            None,
             watcher::Config::default(),
-            wake.clone(),
+            skipping("GpuCluster"),
         );
+        spawn_reflector(cluster_writer, clusters_watch, wake.clone());
         let _ = tokio::join!(
             units.wait_until_ready(),
             settlements.wait_until_ready(),
@@ -826,21 +840,20 @@ pub fn instance() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// Keeps `writer`'s store fed by `watch` (an object that does not decode is skipped, not fatal)
+/// and wakes the billing loop on every change.
 fn spawn_reflector<K>(
     writer: reflector::store::Writer<K>,
-    api: Api<K>,
-    config: watcher::Config,
+    watch: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     wake: Arc<Notify>,
 ) where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    tokio::spawn(
-        reflector::reflector(writer, watcher(api, config)).default_backoff().touched_objects().for_each(
-            move |_| {
-                wake.notify_one();
-                futures::future::ready(())
-            },
-        ),
-    );
+    tokio::spawn(reflector::reflector(writer, watch).default_backoff().touched_objects().for_each(
+        move |_| {
+            wake.notify_one();
+            futures::future::ready(())
+        },
+    ));
 }

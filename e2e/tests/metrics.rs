@@ -29,6 +29,41 @@ async fn scrape_until(addr: std::net::SocketAddr, what: &str, check: impl Fn(&st
     .await
 }
 
+/// Stores a WorkUnit the operator's types cannot read, as one written under an older schema
+/// would be: the CRD is loosened (no `gpuVendor` enum), the unit created with `gpuVendor: intel`,
+/// and the CRD restored. The operator must start, become ready and count it, not fail its list.
+async fn store_an_undecodable_unit(plane: &ControlPlane, hub: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(hub.clone());
+    let mut crd = serde_json::to_value(crds.get("workunits.pictor.network").await.unwrap()).unwrap();
+    let vendor = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["pods"]["items"]["properties"]["gpuVendor"];
+    vendor.as_object_mut().unwrap().remove("enum");
+    let loosened: CustomResourceDefinition = serde_json::from_value(crd).unwrap();
+    crds.replace("workunits.pictor.network", &PostParams::default(), &loosened).await.unwrap();
+    let old: pictor_crds::v1alpha1::WorkUnit = serde_json::from_value(serde_json::json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "WorkUnit",
+        "metadata": {"name": "from-an-older-schema", "namespace": "default"},
+        "spec": {"jobRef": {"kind": "RenderJob", "namespace": "default", "name": "gone", "uid": "0"},
+                 "pods": [{"name": "render", "image": "i", "gpuVendor": "nvidia", "gpus": 1}],
+                 "agreedPricePerGpuHour": 1}
+    }))
+    .unwrap();
+    let mut body = serde_json::to_value(&old).unwrap();
+    body["spec"]["pods"][0]["gpuVendor"] = "intel".into();
+    let units: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        hub.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<pictor_crds::v1alpha1::WorkUnit>(&()),
+    );
+    let object: kube::api::DynamicObject = serde_json::from_value(body).unwrap();
+    eventually("the loosened schema takes the unit", Duration::from_secs(20), || async {
+        units.create(&PostParams::default(), &object).await.ok()
+    })
+    .await;
+    plane.install_crds().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_and_agent_export_their_metrics_after_a_job() {
     let started = Instant::now();
@@ -37,6 +72,8 @@ async fn operator_and_agent_export_their_metrics_after_a_job() {
     let member = &plane.members[0];
     let rtx = fake_nodes::model("rtx4090").unwrap();
     plane.add_nodes(member, fake_nodes::fleet(&member.name, &[(rtx, 2)])).await.unwrap();
+    let hub = plane.hub.client().await.unwrap();
+    store_an_undecodable_unit(&plane, &hub).await;
     let operator = network::start_operator(&plane, 6, Some(2), &[]).unwrap();
     let _scheduler = network::start_scheduler(&plane, member).unwrap();
     let kubeconfig = network::agent_kubeconfig_path(&plane, member);
@@ -59,7 +96,6 @@ async fn operator_and_agent_export_their_metrics_after_a_job() {
         assert_eq!(http_get(addr, "/readyz").await.unwrap().0, 200);
     }
 
-    let hub = plane.hub.client().await.unwrap();
     let jobs: Api<RenderJob> = Api::namespaced(hub.clone(), "default");
     jobs.create(&PostParams::default(), &render_job("cube")).await.unwrap();
     eventually("cube Succeeded", Duration::from_secs(120), || async {
@@ -101,6 +137,8 @@ async fn operator_and_agent_export_their_metrics_after_a_job() {
     for kind in ["WorkUnit", "GpuCluster", "Lease", "RenderJob", "TrainingJob"] {
         assert_eq!(value(&format!("pictor_operator_watches{{kind=\"{kind}\"}}")), 1.0, "watches of {kind}");
     }
+    // The unit stored under an older schema was skipped and counted, and nothing else failed.
+    assert!(value("pictor_operator_undecodable_objects_total{kind=\"WorkUnit\"}") >= 1.0);
 
     // The member: its units and pods, heartbeats without a failure, reports accepted.
     let text = scrape_until(agent_addr, "the agent to count the finished units", |t| {

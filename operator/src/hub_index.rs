@@ -1,6 +1,10 @@
 //! The hub's in-memory view, fed by watches and shared by every controller: members, their
 //! agents' Leases and all WorkUnits. Decisions read these; nothing re-lists per decision.
 //!
+//! WorkUnits and members are watched untyped and decoded one by one: an object the operator cannot
+//! read is skipped and counted (`pictor_operator_undecodable_objects`), never a reason for the
+//! whole list to fail and the operator to never become ready.
+//!
 //! WorkUnits are watched once for the whole operator: the index keeps them keyed by job and by
 //! member ([`UnitIndex`]) and tells the job controllers which jobs a change concerns
 //! ([`HubIndex::job_changes`]), instead of each controller opening a watch of its own.
@@ -17,6 +21,7 @@ use kube::runtime::reflector::ReflectHandle;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use pictor_crds::contract::members::AGENT;
 use pictor_crds::v1alpha1::{GpuCluster, JobReference, WorkUnit};
+use pictor_telemetry::watch::watch_objects;
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, watch};
 
@@ -53,8 +58,14 @@ impl HubIndex {
         let cluster_events = cluster_writer.subscribe();
         let (leases, lease_writer) = reflector::store::<Lease>();
         metrics.watches.opened("GpuCluster");
+        let clusters_watch = watch_objects::<GpuCluster>(
+            client.clone(),
+            None,
+            watcher::Config::default(),
+            metrics.watches.skipping("GpuCluster"),
+        );
         tokio::spawn(
-            watcher(Api::<GpuCluster>::all(client.clone()), watcher::Config::default())
+            clusters_watch
                 .default_backoff()
                 .reflect_shared(cluster_writer)
                 .for_each(|_| futures::future::ready(())),
@@ -88,7 +99,13 @@ impl HubIndex {
         };
         let (listed, mut units_listed) = watch::channel(false);
         metrics.watches.opened("WorkUnit");
-        tokio::spawn(index.clone().follow_units(client, listed));
+        let units_watch = watch_objects::<WorkUnit>(
+            client,
+            None,
+            watcher::Config::default(),
+            metrics.watches.skipping("WorkUnit"),
+        );
+        tokio::spawn(index.clone().follow_units(units_watch, listed));
         let _ = tokio::join!(
             index.clusters.wait_until_ready(),
             index.leases.wait_until_ready(),
@@ -100,9 +117,13 @@ impl HubIndex {
     /// The one WorkUnit watch: applies each event to the index and tells the job controllers.
     /// A re-list (after the watch expired) is built aside and swapped in whole, as kube's
     /// reflector does, so no decision sees half a list.
-    async fn follow_units(self, client: kube::Client, listed: watch::Sender<bool>) {
+    async fn follow_units(
+        self,
+        units_watch: impl futures::Stream<Item = Result<watcher::Event<WorkUnit>, watcher::Error>> + Send,
+        listed: watch::Sender<bool>,
+    ) {
         let mut relisting: Option<Vec<WorkUnit>> = None;
-        let events = watcher(Api::<WorkUnit>::all(client), watcher::Config::default()).default_backoff();
+        let events = units_watch.default_backoff();
         futures::pin_mut!(events);
         while let Some(event) = events.next().await {
             let event = match event {

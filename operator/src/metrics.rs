@@ -171,16 +171,23 @@ pub struct WatchLabels {
 pub struct WatchMetrics {
     /// Watches opened, by kind.
     pub opened: Family<WatchLabels, Gauge>,
+    /// Objects a watch skipped because they did not decode, by kind.
+    pub undecodable: Family<WatchLabels, Counter>,
 }
 
 impl WatchMetrics {
-    /// Creates the family and registers it.
+    /// Creates the families and registers them.
     pub fn register(registry: &mut NamedRegistry) -> Self {
-        let metrics = Self { opened: Family::default() };
+        let metrics = Self { opened: Family::default(), undecodable: Family::default() };
         registry.register(
             "operator_watches",
             "Watches the operator opened on the hub, by kind",
             metrics.opened.clone(),
+        );
+        registry.register(
+            "operator_undecodable_objects",
+            "Objects a watch skipped because the operator's types could not read them (e.g. stored under an older schema), by kind",
+            metrics.undecodable.clone(),
         );
         metrics
     }
@@ -188,6 +195,15 @@ impl WatchMetrics {
     /// Records that a watch of `kind` was opened.
     pub fn opened(&self, kind: &'static str) {
         self.opened.get_or_create(&WatchLabels { kind }).inc();
+    }
+
+    /// What a watch of `kind` does with an object it cannot decode: a warning and a count.
+    pub fn skipping(&self, kind: &'static str) -> pictor_telemetry::watch::Skipped {
+        let undecodable = self.undecodable.clone();
+        std::sync::Arc::new(move |name: &str, why: &str| {
+            tracing::warn!(kind, object = name, error = why, "skipped an object the operator cannot decode");
+            undecodable.get_or_create(&WatchLabels { kind }).inc();
+        })
     }
 }
 

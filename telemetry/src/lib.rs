@@ -5,11 +5,13 @@
 //! plugins all serve them through [`serve`]; each keeps its own metric families next to its code.
 //!
 //! Also what every Pictor binary does first, so no two start the same way by copy: its logs
-//! ([`logging`]) and its connection to an API server ([`cluster`]).
+//! ([`logging`]), its connection to an API server ([`cluster`]) and watches one bad object cannot
+//! stop ([`watch`]).
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod logging;
+pub mod watch;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
