@@ -57,3 +57,11 @@ bench-placement: deps
 .PHONY: bench-billing
 bench-billing: deps
 	$(CARGO) run -p pictor-e2e --bin bench-billing -- $(BENCH_ARGS)
+
+# The hub's verification policy against real Blender renders of a small scene (Cycles, CPU):
+# honest renders with different seeds and cheaters' frames compared as the hub compares them,
+# then the sample, escalation and cordon simulated over those outcomes (not part of `make test`:
+# minutes). e.g. make bench-verification BENCH_ARGS="--runs 5000 --cheat-percent 20"
+.PHONY: bench-verification
+bench-verification: deps
+	$(CARGO) run --release -p pictor-e2e --bin bench-verification -- $(BENCH_ARGS)
