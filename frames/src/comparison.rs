@@ -1,16 +1,24 @@
-//! How close a re-rendered frame is to the original: PSNR over the pixels.
+//! How close a re-rendered frame is to the original: PSNR over the pixels, of the whole frame
+//! and of its worst tile.
 //!
-//! Two renders of one frame by the same Blender build agree to the bit or nearly (Cycles seeds
-//! its noise per frame); a provider that skipped work, rendered another frame or tampered with
-//! the image is far off. PSNR measures that distance in decibels: the higher the closer.
+//! Two renders of one frame differ only by render noise, spread evenly over the image; a
+//! provider that skipped work, delivered another frame or tampered with the image is far off
+//! somewhere. The whole frame's PSNR catches what is wrong everywhere; the worst
+//! [`TILE`]-pixel tile's catches what is wrong in one place — a moved object in a neighbouring
+//! frame, an edited patch — which a whole-frame average dilutes.
 
 use image::DynamicImage;
+use pictor_crds::contract::verification::{REPRODUCED_AT_PSNR_DB, REPRODUCED_AT_TILE_PSNR_DB};
+
+/// Side of the square tiles of the worst-tile measure, in pixels (edge tiles may be smaller).
+pub const TILE: u32 = 16;
 
 /// What a comparison of two frames found.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum FrameComparison {
-    /// Same size; PSNR in dB, `f64::INFINITY` for identical pixels.
-    Compared { psnr_db: f64 },
+    /// Same size; PSNR in dB of the whole frame and of its worst tile, `f64::INFINITY` for
+    /// identical pixels.
+    Compared { psnr_db: f64, worst_tile_psnr_db: f64 },
     /// The frames differ in size, which no render of the same scene does.
     SizeMismatch { original: (u32, u32), rerendered: (u32, u32) },
 }
@@ -26,15 +34,35 @@ impl FrameComparison {
     /// PSNR in dB, 0 for frames of different sizes.
     pub fn psnr_db(&self) -> f64 {
         match self {
-            Self::Compared { psnr_db } => *psnr_db,
+            Self::Compared { psnr_db, .. } => *psnr_db,
             Self::SizeMismatch { .. } => 0.0,
         }
     }
 
-    /// Whether the re-render agrees with the original at `threshold_db` or better.
-    pub fn passes(&self, threshold_db: f64) -> bool {
-        matches!(self, Self::Compared { psnr_db } if *psnr_db >= threshold_db)
+    /// PSNR in dB of the tile that differs most, 0 for frames of different sizes.
+    pub fn worst_tile_psnr_db(&self) -> f64 {
+        match self {
+            Self::Compared { worst_tile_psnr_db, .. } => *worst_tile_psnr_db,
+            Self::SizeMismatch { .. } => 0.0,
+        }
     }
+
+    /// Whether the whole frame agrees with the original at `threshold_db` or better.
+    pub fn passes(&self, threshold_db: f64) -> bool {
+        matches!(self, Self::Compared { psnr_db, .. } if *psnr_db >= threshold_db)
+    }
+
+    /// Whether the re-render reproduces the original, as the hub judges a verification: the
+    /// whole frame at [`REPRODUCED_AT_PSNR_DB`] and its worst tile at
+    /// [`REPRODUCED_AT_TILE_PSNR_DB`] or better.
+    pub fn reproduces(&self) -> bool {
+        self.passes(REPRODUCED_AT_PSNR_DB) && self.worst_tile_psnr_db() >= REPRODUCED_AT_TILE_PSNR_DB
+    }
+}
+
+fn psnr(squared_error: f64, samples: usize) -> f64 {
+    let mse = squared_error / samples.max(1) as f64;
+    if mse == 0.0 { f64::INFINITY } else { -10.0 * mse.log10() }
 }
 
 /// Compares two decoded frames: RGBA channels normalised to 0..1, the peak signal 1.
@@ -49,22 +77,30 @@ pub fn compare_frames(original: &DynamicImage, rerendered: &DynamicImage) -> Fra
     }
     let a = original.to_rgba32f();
     let b = rerendered.to_rgba32f();
-    let samples = a.as_raw().len();
-    if samples == 0 {
-        return FrameComparison::Compared { psnr_db: f64::INFINITY };
+    let (width, height) = original_size;
+    if a.as_raw().is_empty() {
+        return FrameComparison::Compared { psnr_db: f64::INFINITY, worst_tile_psnr_db: f64::INFINITY };
     }
-    let squared_error: f64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| {
-            let d = f64::from(display_value(*x)) - f64::from(display_value(*y));
-            d * d
-        })
-        .sum();
-    let mse = squared_error / samples as f64;
-    let psnr_db = if mse == 0.0 { f64::INFINITY } else { -10.0 * mse.log10() };
-    FrameComparison::Compared { psnr_db }
+    let tiles_x = width.div_ceil(TILE) as usize;
+    let mut tiles = vec![(0.0f64, 0usize); tiles_x * height.div_ceil(TILE) as usize];
+    let mut squared_error = 0.0;
+    for (i, (x, y)) in a.as_raw().chunks_exact(4).zip(b.as_raw().chunks_exact(4)).enumerate() {
+        let pixel: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(x, y)| {
+                let d = f64::from(display_value(*x)) - f64::from(display_value(*y));
+                d * d
+            })
+            .sum();
+        squared_error += pixel;
+        let (px, py) = (i as u32 % width, i as u32 / width);
+        let tile = &mut tiles[(py / TILE) as usize * tiles_x + (px / TILE) as usize];
+        tile.0 += pixel;
+        tile.1 += 4;
+    }
+    let worst_tile_psnr_db = tiles.iter().map(|(e, n)| psnr(*e, *n)).fold(f64::INFINITY, f64::min);
+    FrameComparison::Compared { psnr_db: psnr(squared_error, a.as_raw().len()), worst_tile_psnr_db }
 }
 
 /// Compares two encoded frames (PNG, JPEG, TIFF, OpenEXR; the format is read from the bytes).
@@ -103,7 +139,11 @@ mod tests {
     fn identical_frames_have_infinite_psnr_and_pass() {
         let a = DynamicImage::ImageRgba8(frame(64, 36));
         let comparison = compare_frames(&a, &a.clone());
-        assert_eq!(comparison, FrameComparison::Compared { psnr_db: f64::INFINITY });
+        assert_eq!(
+            comparison,
+            FrameComparison::Compared { psnr_db: f64::INFINITY, worst_tile_psnr_db: f64::INFINITY }
+        );
+        assert!(comparison.reproduces());
         assert!(comparison.passes(30.0));
     }
 
@@ -120,7 +160,24 @@ mod tests {
         let comparison =
             compare_frames(&DynamicImage::ImageRgba8(original), &DynamicImage::ImageRgba8(noisy));
         assert!(comparison.psnr_db() > 50.0, "{comparison:?}");
-        assert!(comparison.passes(30.0));
+        assert!(comparison.passes(30.0) && comparison.reproduces(), "{comparison:?}");
+    }
+
+    #[test]
+    fn a_small_change_in_one_place_is_found_by_its_tile() {
+        let original = frame(128, 72);
+        let mut altered = original.clone();
+        // A 6x6 patch: 0.4% of the pixels, the size of a small object that moved.
+        for y in 30..36 {
+            for x in 60..66 {
+                let p = altered.get_pixel_mut(x, y);
+                p.0 = [255 - p.0[0], 255 - p.0[1], 255 - p.0[2], 255];
+            }
+        }
+        let comparison =
+            compare_frames(&DynamicImage::ImageRgba8(original), &DynamicImage::ImageRgba8(altered));
+        assert!(comparison.psnr_db() > comparison.worst_tile_psnr_db() + 10.0, "{comparison:?}");
+        assert!(!comparison.reproduces(), "{comparison:?}");
     }
 
     #[test]

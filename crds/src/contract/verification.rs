@@ -43,9 +43,15 @@ impl VerificationReport {
     }
 }
 
-/// The lowest PSNR, in dB, at which a re-render reproduces a frame: two honest Cycles renders of
-/// one frame differ only by noise, well above it; a skipped, copied or altered frame is far below.
+/// The lowest PSNR, in dB, of the whole frame at which a re-render reproduces it: two honest
+/// Cycles renders of one frame differ only by noise, well above it; a skipped frame is far below.
 pub const REPRODUCED_AT_PSNR_DB: f64 = 30.0;
+
+/// The lowest PSNR, in dB, of the frame's worst 16-pixel tile at which a re-render reproduces
+/// it: render noise is spread evenly, while a neighbouring frame delivered instead (an object
+/// moved) or an edited patch is far off in a few tiles. Set from `make bench-verification`
+/// (e2e/VERIFICATION-BENCHMARK.md): honest pairs' worst tiles and cheats' on either side.
+pub const REPRODUCED_AT_TILE_PSNR_DB: f64 = 35.0;
 
 /// What the hub found comparing a verification render with the frame it checks. The hub reads
 /// both frames itself, checks each against the digest its member reported and compares the

@@ -19,11 +19,11 @@
 //! paid nothing for that job. Honest members run through the same policy.
 
 use clap::Parser;
-use pictor_crds::contract::verification::REPRODUCED_AT_PSNR_DB;
+use pictor_crds::contract::verification::{REPRODUCED_AT_PSNR_DB, REPRODUCED_AT_TILE_PSNR_DB};
 use pictor_operator::member_controller::CORDON_AFTER_MISMATCHES;
 use pictor_operator::render_job::plan::sampled;
 use pictor_operator::verification_key::VerificationKey;
-use pictor_render_worker::comparison::compare_encoded_frames;
+use pictor_render_worker::comparison::{FrameComparison, TILE, compare_encoded_frames};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -199,15 +199,14 @@ trait Comparisons: Sync {
 }
 
 /// The comparisons measured on real renders.
-struct Measured(HashMap<(usize, usize, Delivered), f64>);
+struct Measured(HashMap<(usize, usize, Delivered), FrameComparison>);
 
 impl Comparisons for Measured {
     fn passes(&self, verifier: usize, frame: usize, delivered: Delivered) -> bool {
-        let psnr = self
-            .0
+        self.0
             .get(&(verifier, frame, delivered))
-            .unwrap_or_else(|| panic!("no comparison of seed {verifier}'s frame {frame} with {delivered:?}"));
-        *psnr >= REPRODUCED_AT_PSNR_DB
+            .unwrap_or_else(|| panic!("no comparison of seed {verifier}'s frame {frame} with {delivered:?}"))
+            .reproduces()
     }
 }
 
@@ -500,29 +499,36 @@ fn encode(frame: image::RgbaImage) -> Vec<u8> {
     out
 }
 
-/// PSNR statistics of a set of comparisons.
+/// PSNR statistics of a set of comparisons: of the whole frame and of its worst tile.
 #[derive(Default)]
 struct Spread {
-    psnr: Vec<f64>,
+    compared: Vec<FrameComparison>,
 }
 
 impl Spread {
+    /// Comparisons the hub would judge not reproduced.
     fn below_threshold(&self) -> usize {
-        self.psnr.iter().filter(|p| **p < REPRODUCED_AT_PSNR_DB).count()
+        self.compared.iter().filter(|c| !c.reproduces()).count()
     }
 
-    fn min(&self) -> f64 {
-        self.psnr.iter().copied().fold(f64::INFINITY, f64::min)
+    fn len(&self) -> usize {
+        self.compared.len()
     }
 
-    fn max(&self) -> f64 {
-        self.psnr.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    fn values(&self, tile: bool) -> Vec<f64> {
+        let mut v: Vec<f64> =
+            self.compared.iter().map(|c| if tile { c.worst_tile_psnr_db() } else { c.psnr_db() }).collect();
+        v.sort_by(f64::total_cmp);
+        v
     }
 
-    fn median(&self) -> f64 {
-        let mut sorted = self.psnr.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+    /// `min .. median .. max` of one measure, in dB.
+    fn range(&self, tile: bool) -> String {
+        let v = self.values(tile);
+        match (v.first(), v.get(v.len() / 2), v.last()) {
+            (Some(min), Some(median), Some(max)) => format!("{min:.2} .. {median:.2} .. {max:.2}"),
+            _ => "none".into(),
+        }
     }
 }
 
@@ -538,10 +544,10 @@ fn compare_all(args: &Args, renders: &Renders) -> anyhow::Result<Compared> {
     let n = args.chunk_frames;
     let mut measured = HashMap::new();
     let mut compare = |verifier: usize, frame: usize, delivered: Delivered, bytes: &[u8]| {
-        if let Some(psnr) = measured.get(&(verifier, frame, delivered)) {
-            return Ok::<f64, anyhow::Error>(*psnr);
+        if let Some(compared) = measured.get(&(verifier, frame, delivered)) {
+            return Ok::<FrameComparison, anyhow::Error>(*compared);
         }
-        let psnr = compare_encoded_frames(&renders.frames[verifier][frame], bytes)?.psnr_db();
+        let psnr = compare_encoded_frames(&renders.frames[verifier][frame], bytes)?;
         measured.insert((verifier, frame, delivered), psnr);
         // The comparison is symmetric: the other provider checking this one's render.
         if let Delivered::Render { seed, frame: f } = delivered
@@ -557,7 +563,7 @@ fn compare_all(args: &Args, renders: &Renders) -> anyhow::Result<Compared> {
             for b in a + 1..args.seeds {
                 let psnr =
                     compare(a, frame, Delivered::Render { seed: b, frame }, &renders.frames[b][frame])?;
-                honest.psnr.push(psnr);
+                honest.compared.push(psnr);
             }
         }
     }
@@ -582,7 +588,7 @@ fn compare_all(args: &Args, renders: &Renders) -> anyhow::Result<Compared> {
                     Delivered::Altered { seed, frame } => &altered[seed][frame],
                 };
                 for verifier in (0..args.seeds).filter(|v| *v != member) {
-                    spread.psnr.push(compare(verifier, frame, delivered, bytes)?);
+                    spread.compared.push(compare(verifier, frame, delivered, bytes)?);
                 }
             }
         }
@@ -637,27 +643,28 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let Compared { measured, honest, cheats } = compare_all(&args, &renders)?;
     println!(
-        "\nComparisons (pictor_render_worker::comparison::compare_encoded_frames; passes at >= {REPRODUCED_AT_PSNR_DB} dB), {} in {:.1} s",
+        "\nComparisons (pictor_render_worker::comparison::compare_encoded_frames; reproduced at >= {REPRODUCED_AT_PSNR_DB} dB over the frame \
+         and >= {REPRODUCED_AT_TILE_PSNR_DB} dB in its worst {TILE}-pixel tile), {} in {:.1} s; PSNR as min .. median .. max",
         measured.0.len(),
         started.elapsed().as_secs_f64()
     );
     println!(
-        "  honest: {} distinct pairs (frame x pair of seeds); PSNR min {:.2} dB, median {:.2}, max {:.2}; false penalties (below threshold): {}",
-        honest.psnr.len(),
-        honest.min(),
-        honest.median(),
-        honest.max(),
+        "  {:<27} {:>5} distinct pairs (frame x pair of seeds); frame {} dB; worst tile {} dB; false penalties (not reproduced): {}",
+        "honest",
+        honest.len(),
+        honest.range(false),
+        honest.range(true),
         honest.below_threshold()
     );
     for (cheat, spread) in &cheats {
         println!(
-            "  {:<27} {:>5} comparisons of a faked frame with an honest render; PSNR {:.2} .. {:.2} dB; caught (below threshold): {} ({:.1}%)",
+            "  {:<27} {:>5} faked frames against an honest render; frame {} dB; worst tile {} dB; caught (not reproduced): {} ({:.1}%)",
             cheat.name(),
-            spread.psnr.len(),
-            spread.min(),
-            spread.max(),
+            spread.len(),
+            spread.range(false),
+            spread.range(true),
             spread.below_threshold(),
-            100.0 * spread.below_threshold() as f64 / spread.psnr.len().max(1) as f64
+            100.0 * spread.below_threshold() as f64 / spread.len().max(1) as f64
         );
     }
 

@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use pictor_crds::contract::annotations::JUDGEMENT;
 use pictor_crds::contract::labels::VERIFIES;
-use pictor_crds::contract::verification::{REPORTED_PSNR_CEILING_DB, REPRODUCED_AT_PSNR_DB};
+use pictor_crds::contract::verification::{
+    REPORTED_PSNR_CEILING_DB, REPRODUCED_AT_PSNR_DB, REPRODUCED_AT_TILE_PSNR_DB,
+};
 use pictor_crds::contract::{Finding, Judgement};
 use pictor_crds::v1alpha1::{RenderJob, WorkUnit, WorkUnitPhase};
 use pictor_frames::comparison::{self, ComparisonError, FrameComparison};
@@ -110,10 +112,11 @@ pub fn judge_bytes(frame: i64, original: Option<(&[u8], &str)>, check: Option<(&
                 original.0, original.1, rerendered.0, rerendered.1
             ),
         ),
-        Ok(compared @ FrameComparison::Compared { psnr_db }) => {
-            let finding =
-                if compared.passes(REPRODUCED_AT_PSNR_DB) { Finding::Reproduced } else { Finding::Differs };
-            let detail = format!("PSNR {psnr_db:.1} dB (reproduced at {REPRODUCED_AT_PSNR_DB} dB or more)");
+        Ok(compared @ FrameComparison::Compared { psnr_db, worst_tile_psnr_db }) => {
+            let finding = if compared.reproduces() { Finding::Reproduced } else { Finding::Differs };
+            let detail = format!(
+                "PSNR {psnr_db:.1} dB, worst tile {worst_tile_psnr_db:.1} dB (reproduced at {REPRODUCED_AT_PSNR_DB} and {REPRODUCED_AT_TILE_PSNR_DB} dB or more)"
+            );
             judgement(finding, psnr_db, detail)
         }
     }
