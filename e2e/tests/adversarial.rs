@@ -17,7 +17,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use pictor_crds::contract::annotations::{FINISHED_OBSERVED_AT, RUNNING_OBSERVED_AT};
 use pictor_crds::contract::billing_marks::{self, BillingState};
-use pictor_crds::v1alpha1::{GpuCluster, RenderJob, WorkUnit, WorkUnitPhase};
+use pictor_crds::v1alpha1::{GpuCluster, RenderJob, Settlement, WorkUnit, WorkUnitPhase};
+use pictor_e2e::billing;
 use pictor_e2e::network::{self, eventually};
 use pictor_e2e::{ControlPlane, ControlPlaneOptions, fake_nodes};
 use serde_json::json;
@@ -31,6 +32,8 @@ const MALLORY: &str = "member-b";
 const MALLORY_NS: &str = "pictor-member-member-b";
 const HONEST_NS: &str = "pictor-member-member-a";
 const H100: &str = "NVIDIA-H100-80GB-HBM3";
+/// Seconds a submitter may dispute a unit before billing pays it.
+const DISPUTE_WINDOW_SECONDS: u64 = 5;
 
 fn phase_of(u: &WorkUnit) -> Option<WorkUnitPhase> {
     u.status.as_ref().and_then(|s| s.phase)
@@ -75,22 +78,31 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
     plane.add_nodes(honest, fake_nodes::fleet(&honest.name, &[(model("h100"), 2)])).await.unwrap();
     // On kwok no frames exist: the hub's judge stands in for the comparison and finds mallory's
     // renders not reproduced (its verdict on everyone else's: reproduced).
+    // Billing pays on the Aptos test node once a unit's (short) dispute window has passed.
+    let hub = plane.hub.client().await.unwrap();
+    let node = billing::local_chain(&hub, 100_000_000_000).await.unwrap();
     let _operator = network::start_operator(
         &plane,
         GRACE_SECONDS,
         Some(RUN_SECONDS),
-        &[&format!("--fake-mismatch-member={MALLORY}")],
+        &[
+            &format!("--fake-mismatch-member={MALLORY}"),
+            &format!("--dispute-window-seconds={DISPUTE_WINDOW_SECONDS}"),
+        ],
     )
     .unwrap();
+    let _billing =
+        billing::start_billing(&plane, "billing", &node.url(), &billing::settle_at_once()).unwrap();
+    let (honest_payout, mallory_payout) = (billing::payout_address(1), billing::payout_address(2));
     let _scheduler = network::start_scheduler(&plane, honest).unwrap();
     let prices = [&format!("{H100}=90000000")[..]];
     // Mallory undercuts the honest member, so the hub places work on it first.
     let mallory_prices = [&format!("{H100}=50000000")[..]];
     let honest_kubeconfig = network::agent_kubeconfig_path(&plane, honest);
-    network::member_add(&plane.hub, &honest.name, "0xa11ce", &prices, &honest_kubeconfig).unwrap();
+    network::member_add(&plane.hub, &honest.name, &honest_payout, &prices, &honest_kubeconfig).unwrap();
     let _honest_agent = network::start_agent(&plane, honest, &honest_kubeconfig, "pictor-scheduler").unwrap();
     let mallory_kubeconfig = plane.run_dir().join("mallory.kubeconfig");
-    network::member_add(&plane.hub, MALLORY, "0xbad", &mallory_prices, &mallory_kubeconfig).unwrap();
+    network::member_add(&plane.hub, MALLORY, &mallory_payout, &mallory_prices, &mallory_kubeconfig).unwrap();
 
     // Mallory's "agent": its own token, and nothing else.
     let file = kube::config::Kubeconfig::read_from(&mallory_kubeconfig).unwrap();
@@ -136,7 +148,6 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
 
     // A job the hub splits over both members: 6 chunks of 10 frames, no sampling (verification
     // has its own tests), and a unit timeout of a minute.
-    let hub = plane.hub.client().await.unwrap();
     let jobs: Api<RenderJob> = Api::namespaced(hub.clone(), "default");
     let job: RenderJob = serde_json::from_value(json!({
         "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
@@ -421,6 +432,62 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
         .await;
     let (code, _) = refused("4: write the hub's judgement", result);
     assert_eq!(code, 403);
+
+    // What anyone was paid, on the chain: every accrued unit of both jobs exactly once, at what
+    // the hub metered; mallory may not even propose a payment.
+    let result = Api::<Settlement>::namespaced(mallory.clone(), billing::NAMESPACE)
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "pictor.network/v1alpha1", "kind": "Settlement",
+            "metadata": {"name": "pay-mallory"},
+            "spec": {"provider": MALLORY, "payoutAddress": mallory_payout, "amountOctas": 1_000_000_000i64,
+                     "amount": "10 APT", "unitCount": 1,
+                     "units": [{"namespace": MALLORY_NS, "name": paid.clone(), "uid": "x", "amountOctas": 1_000_000_000i64}]}
+        })).unwrap())
+        .await;
+    let (code, _) = refused("1: propose its own Settlement", result);
+    assert_eq!(code, 403);
+    let accrued = || async {
+        let units = admin_units
+            .list(
+                &ListParams::default().labels(&format!("{}=accrued", pictor_crds::contract::labels::BILLING)),
+            )
+            .await
+            .ok()?
+            .items;
+        Some(units)
+    };
+    let settled = eventually("every accrued unit paid", Duration::from_secs(120), || async {
+        let units = accrued().await?;
+        let settlements = billing::settlements(&hub).await.ok()?;
+        let (_, uids) = billing::confirmed(&settlements);
+        let all_paid = units.iter().all(|u| uids.contains(u.metadata.uid.as_ref().unwrap()));
+        (all_paid && billing::all_confirmed(&settlements)).then_some((units, settlements))
+    })
+    .await;
+    let (units, settlements) = settled;
+    let mut metered: std::collections::BTreeMap<String, u64> = Default::default();
+    for unit in &units {
+        let payout = if unit.metadata.namespace.as_deref() == Some(MALLORY_NS) {
+            &mallory_payout
+        } else {
+            &honest_payout
+        };
+        *metered.entry(payout.clone()).or_default() += billing_marks::amount_octas(unit) as u64;
+    }
+    let (paid, uids) = billing::confirmed(&settlements);
+    assert_eq!(paid, metered, "each provider paid exactly what the hub metered");
+    assert_eq!(
+        uids.len(),
+        uids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        "nothing paid twice"
+    );
+    for (address, octas) in &metered {
+        assert_eq!(node.balance(address.parse().unwrap()), *octas, "balance of {address} on the chain");
+    }
+    eprintln!(
+        "paid on the chain: {paid:?} in {} settlements, exactly what the hub metered",
+        settlements.len()
+    );
 
     // 5 (second half). A Lease renewed into the future counts as the hub's now: once mallory
     // stops renewing, it is NotReady within the grace period plus a heartbeat.
