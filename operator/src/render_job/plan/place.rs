@@ -6,8 +6,8 @@ use super::tally::Tally;
 use super::{Chunk, FIRST_CHUNK_ESTIMATE_SECONDS, UnitPlacer, member_of, pods};
 use crate::placement::{Claims, NoMemberFits};
 use crate::unit_drafts::{self, UnitDraft};
-use pictor_crds::contract::cost_octas;
 use pictor_crds::contract::labels::CHUNK;
+use pictor_crds::contract::{billing_marks, cost_octas};
 use pictor_crds::v1alpha1::{JobKind, WorkUnit};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,23 +32,31 @@ impl Spend {
         gpus: i64,
         max_total: Option<i64>,
     ) -> Self {
-        let chunk_gpu_seconds = if done.is_empty() {
-            FIRST_CHUNK_ESTIMATE_SECONDS * gpus
-        } else {
-            done.iter().map(|u| u.status.as_ref().map_or(0, |s| s.gpu_seconds)).sum::<i64>()
-                / done.len() as i64
+        // What the hub metered where it did, else what the member reported; sums saturate, a
+        // member's figures never wrap them.
+        let seconds_of = |u: &WorkUnit| {
+            billing_marks::metered_gpu_seconds(u)
+                .unwrap_or_else(|| u.status.as_ref().map_or(0, |s| s.gpu_seconds.max(0)))
         };
-        let running = active.iter().map(|u| cost_octas(chunk_gpu_seconds, u.spec.agreed_price_per_gpu_hour));
-        Spend { committed: cost + running.sum::<i64>(), max_total, chunk_gpu_seconds }
+        let chunk_gpu_seconds = if done.is_empty() {
+            FIRST_CHUNK_ESTIMATE_SECONDS.saturating_mul(gpus)
+        } else {
+            done.iter().fold(0i64, |sum, u| sum.saturating_add(seconds_of(u))) / done.len() as i64
+        };
+        let committed = active
+            .iter()
+            .map(|u| cost_octas(chunk_gpu_seconds, u.spec.agreed_price_per_gpu_hour))
+            .fold(cost, i64::saturating_add);
+        Spend { committed, max_total, chunk_gpu_seconds }
     }
 
     /// Commits one more chunk at `price_per_gpu_hour`, or says it would go over budget.
     pub fn commit(&mut self, price_per_gpu_hour: i64) -> bool {
         let estimate = cost_octas(self.chunk_gpu_seconds, price_per_gpu_hour);
-        if self.max_total.is_some_and(|max| self.committed + estimate > max) {
+        if self.max_total.is_some_and(|max| self.committed.saturating_add(estimate) > max) {
             return false;
         }
-        self.committed += estimate;
+        self.committed = self.committed.saturating_add(estimate);
         true
     }
 }
@@ -134,6 +142,21 @@ mod tests {
 
     fn open_spend() -> Spend {
         Spend { committed: 0, max_total: None, chunk_gpu_seconds: 600 }
+    }
+
+    #[test]
+    fn a_members_absurd_figures_neither_wrap_the_spend_nor_outweigh_what_the_hub_metered() {
+        let mut absurd = unit(0, 1, "a", Some("Succeeded"), i64::MAX);
+        let greedy = unit(1, 1, "a", Some("Succeeded"), i64::MAX);
+        let running = unit(2, 1, "a", Some("Running"), 0);
+        let mut spend = Spend::new(i64::MAX - 1, &[&absurd, &greedy], &[&running], 1, Some(i64::MAX - 1));
+        assert_eq!(spend.committed, i64::MAX, "saturated, not wrapped");
+        assert!(!spend.commit(3600), "nothing more fits a saturated spend");
+        absurd.metadata.annotations = Some(
+            [(pictor_crds::contract::annotations::METERED_GPU_SECONDS.to_string(), "100".to_string())].into(),
+        );
+        let metered = Spend::new(0, &[&absurd], &[], 1, None);
+        assert_eq!(metered.chunk_gpu_seconds, 100, "the hub's figure, not the member's");
     }
 
     #[test]
