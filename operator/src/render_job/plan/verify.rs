@@ -225,17 +225,19 @@ fn reject(accepted: &WorkUnit) -> UnitMark {
     }
 }
 
-/// The frame `unit` reported for `frame`, or where a worker writing into `location` stores it:
-/// a chunk whose report was too long for a termination message lists only its manifest.
+/// Where a worker the hub told to write into `location` stored `frame`, with the SHA-256 `unit`
+/// reported for it (empty when its report lists only its manifest, or does not list the frame
+/// there). The URL is always the hub's own: a member's report never sends the hub to read
+/// anything else (another bucket, a local file, an internal service).
 pub fn reported_frame(spec: &RenderJobSpec, frame: i64, unit: &WorkUnit, location: &str) -> OutputObject {
-    let name = frame_file_name(frame, spec.output.format);
-    let reported = unit.status.as_ref().and_then(|s| {
-        s.outputs.iter().find(|o| o.url.rsplit_once('/').is_some_and(|(_, file)| file == name))
-    });
-    reported.cloned().unwrap_or_else(|| OutputObject {
-        url: format!("{}/{name}", location.trim_end_matches('/')),
-        sha256: String::new(),
-    })
+    let url = format!("{}/{}", location.trim_end_matches('/'), frame_file_name(frame, spec.output.format));
+    let sha256 = unit
+        .status
+        .as_ref()
+        .and_then(|s| s.outputs.iter().find(|o| o.url == url))
+        .map(|o| o.sha256.clone())
+        .unwrap_or_default();
+    OutputObject { url, sha256 }
 }
 
 /// The folder a verification unit renders into: its own, under the job's output.
@@ -478,16 +480,22 @@ mod tests {
     }
 
     #[test]
-    fn the_original_is_the_frame_the_renderer_reported() {
+    fn the_original_is_read_where_the_hub_told_the_renderer_to_write_it() {
         let spec = job(10, json!({"output": {"location": "s3://out/a/", "format": "OPEN_EXR"}})).spec;
         let chunk = Chunk { index: 0, first: 1, last: 10, frames: 10 };
         let mut accepted = unit(0, 1, "a", Some("Succeeded"), 10);
-        let frame = |n: i64, digest: &str| OutputObject {
-            url: format!("s3://elsewhere/frame_{n:06}.exr"),
+        let frame = |place: &str, n: i64, digest: &str| OutputObject {
+            url: format!("{place}/frame_{n:06}.exr"),
             sha256: digest.into(),
         };
-        accepted.status.as_mut().unwrap().outputs = vec![frame(2, "bb"), frame(1, "aa")];
-        assert_eq!(reported_frame(&spec, 1, &accepted, &spec.output.location), frame(1, "aa"));
+        accepted.status.as_mut().unwrap().outputs =
+            vec![frame("s3://out/a", 2, "bb"), frame("s3://out/a", 1, "aa")];
+        assert_eq!(reported_frame(&spec, 1, &accepted, &spec.output.location), frame("s3://out/a", 1, "aa"));
+
+        // A report naming another place is not followed: the hub reads its own location,
+        // without a digest to hold it to.
+        accepted.status.as_mut().unwrap().outputs = vec![frame("file:///etc", 1, "aa")];
+        assert_eq!(reported_frame(&spec, 1, &accepted, &spec.output.location), frame("s3://out/a", 1, ""));
 
         let manifest_only = unit(0, 1, "a", Some("Succeeded"), 10);
         let stored = reported_frame(&spec, chunk.first, &manifest_only, &spec.output.location);
