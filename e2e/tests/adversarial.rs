@@ -60,6 +60,20 @@ fn assert_refused<T: std::fmt::Debug>(what: &str, result: Result<T, kube::Error>
     assert!(message.contains(says), "{what}: the refusal must say {says:?}: {message}");
 }
 
+/// A job the hub splits over both members: 6 chunks of 10 frames on NVIDIA GPUs, with
+/// `verification_percent` of them checked and a unit timeout of a minute.
+fn render_job(name: &str, verification_percent: i64) -> RenderJob {
+    serde_json::from_value(json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"scene": format!("s3://scenes/{name}.blend"), "frames": {"start": 1, "end": 60}, "chunkSize": 10,
+                 "output": {"location": format!("s3://renders/{name}/")}, "gpu": {"vendor": "nvidia", "count": 1},
+                 "verificationPercent": verification_percent, "retriesPerChunk": 5,
+                 "unitTimeoutSeconds": UNIT_TIMEOUT_SECONDS}
+    }))
+    .unwrap()
+}
+
 /// A status patch as the agent would send it: a merge patch of the status subresource.
 async fn patch_status(
     units: &Api<WorkUnit>,
@@ -149,15 +163,7 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
     // A job the hub splits over both members: 6 chunks of 10 frames, no sampling (verification
     // has its own tests), and a unit timeout of a minute.
     let jobs: Api<RenderJob> = Api::namespaced(hub.clone(), "default");
-    let job: RenderJob = serde_json::from_value(json!({
-        "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
-        "metadata": {"name": "heist", "namespace": "default"},
-        "spec": {"scene": "s3://scenes/heist.blend", "frames": {"start": 1, "end": 60}, "chunkSize": 10,
-                 "output": {"location": "s3://renders/heist/"}, "gpu": {"vendor": "nvidia", "count": 1},
-                 "verificationPercent": 0, "retriesPerChunk": 5, "unitTimeoutSeconds": UNIT_TIMEOUT_SECONDS}
-    }))
-    .unwrap();
-    let job = jobs.create(&PostParams::default(), &job).await.unwrap();
+    let job = jobs.create(&PostParams::default(), &render_job("heist", 0)).await.unwrap();
     let job_uid = job.metadata.uid.clone().unwrap();
     let placed = Instant::now();
     let hub_units: Api<WorkUnit> = Api::namespaced(hub.clone(), MALLORY_NS);
@@ -312,15 +318,8 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
     // "renders" its chunks without rendering and, as the verifier of the honest member's
     // chunks, reports them all as not reproduced. The hub judges both itself: mallory's word as
     // a verifier counts for nothing, its own renders fail, and it is cordoned.
-    let audit: RenderJob = serde_json::from_value(json!({
-        "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
-        "metadata": {"name": "audit", "namespace": "default"},
-        "spec": {"scene": "s3://scenes/audit.blend", "frames": {"start": 1, "end": 60}, "chunkSize": 10,
-                 "output": {"location": "s3://renders/audit/"}, "gpu": {"vendor": "nvidia", "count": 1},
-                 "verificationPercent": 100, "retriesPerChunk": 5, "unitTimeoutSeconds": UNIT_TIMEOUT_SECONDS}
-    }))
-    .unwrap();
-    let audit_uid = jobs.create(&PostParams::default(), &audit).await.unwrap().metadata.uid.unwrap();
+    let audit_uid =
+        jobs.create(&PostParams::default(), &render_job("audit", 100)).await.unwrap().metadata.uid.unwrap();
     let forged = pictor_crds::contract::VerificationReport {
         frame: 1,
         psnr_db: 3.0,

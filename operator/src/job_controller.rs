@@ -188,8 +188,10 @@ impl<K: JobKind> Reconciler for JobController<K> {
         }
         unit_writes::mark(&hub.client, K::FIELD_MANAGER, changes.marks).await?;
         unit_writes::delete(&hub.client, changes.delete).await?;
-        for (unit, out) in unit_timeouts::stalled(&units, now, |u| K::unit_timeout(&job, u)) {
-            let bound = K::unit_timeout(&job, unit).as_secs();
+        for unit_timeouts::Stalled { unit, out, bound } in
+            unit_timeouts::stalled(&units, now, |u| K::unit_timeout(&job, u))
+        {
+            let bound = bound.as_secs();
             let message = format!(
                 "no result after {}s on member {}; the bound is {bound}s (spec.unitTimeoutSeconds): placed again elsewhere",
                 out.as_secs(),

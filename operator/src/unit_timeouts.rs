@@ -31,12 +31,23 @@ pub fn render_bound(job_seconds: Option<i64>, unit: &WorkUnit) -> Duration {
     }
 }
 
-/// Units still Pending or Running past their bound at `now`, with how long each has been out.
+/// A unit out past its bound.
+#[derive(Debug)]
+pub struct Stalled<'a> {
+    /// The unit.
+    pub unit: &'a WorkUnit,
+    /// How long it has been out, since its creation.
+    pub out: Duration,
+    /// Its bound.
+    pub bound: Duration,
+}
+
+/// Units still Pending or Running past their bound at `now`.
 pub fn stalled<'a>(
     units: &[&'a WorkUnit],
     now: Timestamp,
     bound: impl Fn(&WorkUnit) -> Duration,
-) -> Vec<(&'a WorkUnit, Duration)> {
+) -> Vec<Stalled<'a>> {
     units
         .iter()
         .copied()
@@ -49,7 +60,8 @@ pub fn stalled<'a>(
         .filter_map(|u| {
             let created = u.metadata.creation_timestamp.as_ref()?.0;
             let out = Duration::try_from(now.duration_since(created)).unwrap_or_default();
-            (out > bound(u)).then_some((u, out))
+            let bound = bound(u);
+            (out > bound).then_some(Stalled { unit: u, out, bound })
         })
         .collect()
 }
@@ -91,6 +103,6 @@ mod tests {
         assert!(stalled(&units, now, |_| Duration::from_secs(200)).is_empty());
         let out = stalled(&units, now, |_| Duration::from_secs(120));
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0].1, Duration::from_secs(180));
+        assert_eq!((out[0].out, out[0].bound), (Duration::from_secs(180), Duration::from_secs(120)));
     }
 }

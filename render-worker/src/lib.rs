@@ -1,5 +1,6 @@
-//! The Pictor render worker: the container entrypoint of a render chunk (`render`) and of a
-//! verification render (`verify`) (DESIGN.md, "RenderJob" and "Storage"). It reads the scene from object storage, runs Blender, stores
+//! The Pictor render worker: the container entrypoint of a render chunk or of a verification's
+//! one frame (`render`), and a hand tool that checks a frame (`verify`) (DESIGN.md, "RenderJob"
+//! and "Storage"). It reads the scene from object storage, runs Blender, stores
 //! the frames with their SHA-256 and leaves a JSON result as the container's termination message.
 #![forbid(unsafe_code)]
 

@@ -1,9 +1,10 @@
-//! `verify`: render one frame again and compare it with the frame a provider delivered.
+//! `verify`: render one frame again and compare it with the frame a provider delivered — a tool
+//! for a person checking a frame by hand. The hub does not run it: its verification units are
+//! ordinary renders, and it compares the two frames itself (pictor-operator's judge).
 //!
 //! The verdict is data: a mismatch is a successful verification with `passed: false`. Only a
 //! verification that could not judge (no scene, no original, Blender failing, an undecodable
-//! image) is an error. The report's type is the hub's too: [`VerificationReport`] in the
-//! contract.
+//! image) is an error.
 
 use crate::blender::{BlenderError, FrameSelection, RenderInvocation, RequestedDevice};
 use crate::chunk::{self, ChunkError};
