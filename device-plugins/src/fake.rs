@@ -1,9 +1,11 @@
 //! A backend without hardware, for tests and the local demo: an inventory held in memory (or
-//! read from a JSON file on every look) whose GPUs' health a test flips at will.
+//! read from a JSON file on every look) whose GPUs' health a test flips at will — in memory with
+//! [`FakeBackend::set_health`], or by editing the file, which a plugin in another process sees.
 
 use crate::backend::{BackendError, GpuBackend};
 use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent};
 use pictor_crds::contract::Vendor;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +22,8 @@ struct Shared {
     vendor: Vendor,
     inventory: Mutex<GpuInventory>,
     file: Option<PathBuf>,
+    /// The health each GPU of the file had when last looked at, to turn edits into events.
+    file_health: Mutex<HashMap<String, Health>>,
     events_in: Mutex<Sender<HealthEvent>>,
     events_out: Mutex<Receiver<HealthEvent>>,
 }
@@ -38,8 +42,10 @@ impl FakeBackend {
 
     fn build(inventory: GpuInventory, file: Option<PathBuf>) -> Self {
         let (tx, rx) = channel();
+        let file_health = inventory.gpus.iter().map(|g| (g.id.clone(), g.health)).collect();
         FakeBackend {
             shared: Arc::new(Shared {
+                file_health: Mutex::new(file_health),
                 vendor: inventory.vendor,
                 inventory: Mutex::new(inventory),
                 file,
@@ -82,7 +88,7 @@ impl FakeBackend {
                 health: Health::Healthy,
             })
             .collect();
-        Some(GpuInventory { vendor, driver_version: driver.to_string(), gpus })
+        Some(GpuInventory { vendor, driver_version: driver.to_string(), gpus, shared_device_nodes: None })
     }
 
     /// Flips a GPU's health and tells whoever waits for health events, as a real XID would.
@@ -111,6 +117,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How often a file inventory is looked at for health edits while events are awaited.
+const FILE_HEALTH_POLL: Duration = Duration::from_millis(20);
+
 fn read_file(path: &PathBuf) -> Result<GpuInventory, BackendError> {
     let fail = |reason: String| BackendError::FakeInventory { path: path.display().to_string(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
@@ -131,6 +140,15 @@ impl GpuBackend for FakeBackend {
     }
 
     fn wait_health_events(&self, timeout: Duration) -> Result<Vec<HealthEvent>, BackendError> {
+        match &self.shared.file {
+            Some(path) => self.wait_file_health_events(path, timeout),
+            None => self.wait_set_health_events(timeout),
+        }
+    }
+}
+
+impl FakeBackend {
+    fn wait_set_health_events(&self, timeout: Duration) -> Result<Vec<HealthEvent>, BackendError> {
         let events = lock(&self.shared.events_out);
         let mut seen = match events.recv_timeout(timeout) {
             Ok(event) => vec![event],
@@ -138,6 +156,37 @@ impl GpuBackend for FakeBackend {
         };
         seen.extend(events.try_iter());
         Ok(seen)
+    }
+
+    /// The health changes made by editing the inventory file (and by [`Self::set_health`]),
+    /// looked for every [`FILE_HEALTH_POLL`] until one is seen or `timeout` passes. A file
+    /// caught half-written is looked at again on the next poll.
+    fn wait_file_health_events(
+        &self,
+        path: &PathBuf,
+        timeout: Duration,
+    ) -> Result<Vec<HealthEvent>, BackendError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut seen: Vec<HealthEvent> = lock(&self.shared.events_out).try_iter().collect();
+            if let Ok(inventory) = read_file(path) {
+                let mut known = lock(&self.shared.file_health);
+                for gpu in &inventory.gpus {
+                    if known.insert(gpu.id.clone(), gpu.health) != Some(gpu.health) {
+                        seen.push(HealthEvent {
+                            id: gpu.id.clone(),
+                            health: gpu.health,
+                            reason: format!("{} edited", path.display()),
+                        });
+                    }
+                }
+            }
+            let now = std::time::Instant::now();
+            if !seen.is_empty() || now >= deadline {
+                return Ok(seen);
+            }
+            std::thread::sleep(FILE_HEALTH_POLL.min(deadline - now));
+        }
     }
 }
 
@@ -182,5 +231,28 @@ mod tests {
         let two = FakeBackend::preset("rtx4090", 2).unwrap();
         std::fs::write(&path, serde_json::to_string(&two).unwrap()).unwrap();
         assert_eq!(fake.inventory().unwrap().gpus.len(), 2);
+    }
+
+    #[test]
+    fn editing_the_file_health_becomes_events_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.json");
+        let mut inventory = FakeBackend::preset("rtx4090", 2).unwrap();
+        std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
+        let fake = FakeBackend::from_file(path.clone()).unwrap();
+        assert!(fake.wait_health_events(Duration::from_millis(50)).unwrap().is_empty());
+        inventory.gpus[1].health = Health::Unhealthy;
+        std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
+        let events = fake.wait_health_events(Duration::from_secs(2)).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].id.as_str(), events[0].health),
+            (inventory.gpus[1].id.as_str(), Health::Unhealthy)
+        );
+        assert!(fake.wait_health_events(Duration::from_millis(50)).unwrap().is_empty(), "seen once");
+        inventory.gpus[1].health = Health::Healthy;
+        std::fs::write(&path, serde_json::to_string(&inventory).unwrap()).unwrap();
+        let events = fake.wait_health_events(Duration::from_secs(2)).unwrap();
+        assert_eq!(events.iter().map(|e| e.health).collect::<Vec<_>>(), [Health::Healthy]);
     }
 }

@@ -60,11 +60,18 @@ pub struct GpuInventory {
     pub vendor: Vendor,
     pub driver_version: String,
     pub gpus: Vec<Gpu>,
+    /// The device nodes every container with one of these GPUs needs, when not the vendor's
+    /// usual ones: a fake inventory names files that exist on a machine without GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_device_nodes: Option<Vec<PathBuf>>,
 }
 
 impl GpuInventory {
     /// Device nodes every container with at least one of these GPUs needs.
     pub fn shared_device_nodes(&self) -> Vec<PathBuf> {
+        if let Some(nodes) = &self.shared_device_nodes {
+            return nodes.clone();
+        }
         let nodes: &[&str] = match self.vendor {
             Vendor::Nvidia => &["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"],
             Vendor::Amd => &["/dev/kfd"],
@@ -111,7 +118,8 @@ mod tests {
     #[test]
     fn an_inventory_spells_its_vendor_as_the_label_value() {
         for vendor in Vendor::ALL {
-            let inventory = GpuInventory { vendor, driver_version: "1".into(), gpus: vec![] };
+            let inventory =
+                GpuInventory { vendor, driver_version: "1".into(), gpus: vec![], shared_device_nodes: None };
             let json = serde_json::to_value(&inventory).unwrap();
             assert_eq!(json["vendor"], vendor.label_value());
             assert_eq!(serde_json::from_value::<GpuInventory>(json).unwrap(), inventory);

@@ -181,7 +181,7 @@ impl GpuBackend for NvmlBackend {
         for (gpu, peers) in gpus.iter_mut().zip(nvlink_peers(&ids, &links)) {
             gpu.peers = peers;
         }
-        Ok(GpuInventory { vendor: Vendor::Nvidia, driver_version, gpus })
+        Ok(GpuInventory { vendor: Vendor::Nvidia, driver_version, gpus, shared_device_nodes: None })
     }
 
     fn wait_health_events(&self, timeout: Duration) -> Result<Vec<HealthEvent>, BackendError> {

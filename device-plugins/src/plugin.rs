@@ -151,12 +151,16 @@ async fn serve_and_register(
         let endpoint = config.endpoint(generation);
         let serving = Serving::start(config.socket_dir.join(&endpoint), inventory.clone(), config)?;
 
-        // Register; while the kubelet is not (yet) listening, wait for it.
+        // Register; while the kubelet is not (yet) listening, wait for it. A kubelet that
+        // starts empties the folder, our socket with it: serve again before registering it.
         let mut told = false;
         let kubelet = loop {
+            if !serving.path.exists() {
+                break None;
+            }
             let options = plugin_options();
             match register(&kubelet_socket, &endpoint, &config.resource_name, options).await {
-                Ok(()) => break socket_identity(&kubelet_socket),
+                Ok(()) => break Some(socket_identity(&kubelet_socket)),
                 Err(RegistrationError::Connect { path, reason }) => {
                     if !told {
                         info!("waiting for the kubelet at {}: {reason}", path.display());
@@ -172,6 +176,14 @@ async fn serve_and_register(
                 () = &mut shutdown => { serving.stop().await; return Ok(()); }
                 () = tokio::time::sleep(config.poll_interval) => {}
             }
+        };
+        let Some(kubelet) = kubelet else {
+            info!(
+                "our socket {} was removed before the kubelet took it: serving again",
+                serving.path.display()
+            );
+            serving.stop().await;
+            continue;
         };
         info!(resource = %config.resource_name, %endpoint, "registered with the kubelet");
         let resource = crate::metrics::ResourceLabels { resource: config.resource_name.clone() };

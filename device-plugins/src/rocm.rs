@@ -147,7 +147,7 @@ impl GpuBackend for RocmBackend {
                 pci_bus_id,
             });
         }
-        Ok(GpuInventory { vendor: Vendor::Amd, driver_version, gpus })
+        Ok(GpuInventory { vendor: Vendor::Amd, driver_version, gpus, shared_device_nodes: None })
     }
 
     fn wait_health_events(&self, timeout: Duration) -> Result<Vec<HealthEvent>, BackendError> {

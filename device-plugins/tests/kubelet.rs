@@ -66,7 +66,12 @@ impl TestKubelet {
         Self::serve(dir, RecordingRegistration { seen, refuse: None })
     }
 
+    /// Starts as the real kubelet's device manager does: it first empties the folder, sockets
+    /// of plugins that were there before it included.
     fn serve(dir: &Path, registration: RecordingRegistration) -> Self {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
         let listener = UnixListener::bind(dir.join("kubelet.sock")).expect("kubelet.sock binds");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -287,6 +292,10 @@ async fn plugin_waits_for_a_kubelet_that_is_not_there_yet() {
     let kubelet = TestKubelet::start(dir.path(), seen_tx);
     let registered = within("a late registration", seen.recv()).await.unwrap();
     assert_eq!(registered.resource_name, "nvidia.com/gpu");
+    // The kubelet emptied the folder as it started: what the plugin registered is a socket
+    // that serves, not the one deleted under it.
+    let mut client = plugin_client(dir.path(), &registered.endpoint).await;
+    client.get_device_plugin_options(Empty {}).await.expect("the registered socket serves");
     shutdown.send(()).unwrap();
     within("the plugin to stop", running).await.unwrap().unwrap();
     kubelet.stop().await;
