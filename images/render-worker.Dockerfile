@@ -12,9 +12,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/pictor-render-worker /out/
 
 FROM debian:bookworm-slim
+# The one package list, shared with the image e2e/real-node/build-images.sh builds for real nodes.
+COPY images/render-worker.packages /tmp/render-worker.packages
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates blender \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get install -y --no-install-recommends $(grep -v '^\s*#' /tmp/render-worker.packages) \
+    && rm -rf /var/lib/apt/lists/* /tmp/render-worker.packages \
     && useradd --uid 65532 --user-group --create-home --shell /usr/sbin/nologin pictor
 COPY --from=build /out/pictor-render-worker /usr/local/bin/
 # Blender writes its user configuration under HOME.

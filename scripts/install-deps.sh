@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing Pictor needs on a fresh Debian machine, skipping what is
 # already there: Debian packages for the gRPC code generator, the GPU libraries and Blender (the
-# render worker's tests render with it), the S3-compatible test server moto, then the local
-# control plane (built from Go modules into a cache outside the repository).
+# render worker's tests render with it), containerd, runc, the CNI plugins and mmdebstrap (real
+# nodes: e2e/src/real_node), the S3-compatible test server moto, then the local control plane
+# and the kubelet (built from Go modules into a cache outside the repository).
 set -euo pipefail
 
-packages=(protobuf-compiler libclang-dev librocm-smi-dev openssl curl ca-certificates blender python3-pip)
+packages=(protobuf-compiler libclang-dev librocm-smi-dev openssl curl ca-certificates blender python3-pip
+  containerd runc containernetworking-plugins mmdebstrap iptables util-linux iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

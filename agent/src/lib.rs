@@ -47,6 +47,9 @@ pub struct AgentConfig {
     pub lease_duration: Duration,
     /// Identity written as the Lease holder.
     pub identity: String,
+    /// Environment every work pod gets beside the hub's: this member's own settings (where its
+    /// pods reach storage, a proxy), never the hub's to decide.
+    pub work_env: Vec<(String, String)>,
 }
 
 /// Why the agent stopped.
@@ -97,8 +100,11 @@ async fn run_agent(
         changed.clone(),
     );
 
-    let settings =
-        PodSettings { namespace: config.namespace.clone(), scheduler_name: config.scheduler_name.clone() };
+    let settings = PodSettings {
+        namespace: config.namespace.clone(),
+        scheduler_name: config.scheduler_name.clone(),
+        env: config.work_env.clone(),
+    };
     let (logs, log_writer) = reflector::store::<ConfigMap>();
     let log_watch = reflector(
         log_writer,

@@ -23,6 +23,8 @@ pub struct PodSettings {
     pub namespace: String,
     /// `spec.schedulerName` of every pod.
     pub scheduler_name: String,
+    /// The member's own variables, added to every container after the template's.
+    pub env: Vec<(String, String)>,
 }
 
 /// Why a unit cannot run here; it becomes the unit's Failed message.
@@ -111,18 +113,8 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                         image: Some(template.image.clone()),
                         command: Some(template.command.clone()).filter(|c| !c.is_empty()),
                         args: Some(template.args.clone()).filter(|a| !a.is_empty()),
-                        env: Some(
-                            template
-                                .env
-                                .iter()
-                                .map(|e| EnvVar {
-                                    name: e.name.clone(),
-                                    value: Some(e.value.clone()),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                        )
-                        .filter(|e: &Vec<EnvVar>| !e.is_empty()),
+                        env: Some(container_env(template, &settings.env))
+                            .filter(|e: &Vec<EnvVar>| !e.is_empty()),
                         ports: unit.spec.rendezvous_port.map(|port| {
                             vec![ContainerPort {
                                 container_port: port as i32,
@@ -141,6 +133,23 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                 }),
                 status: None,
             })
+        })
+        .collect()
+}
+
+/// The template's variables, then the member's that the template does not set.
+fn container_env(template: &pictor_crds::v1alpha1::PodTemplate, member: &[(String, String)]) -> Vec<EnvVar> {
+    let from_hub = template.env.iter().map(|e| (e.name.as_str(), e.value.as_str()));
+    let from_member = member
+        .iter()
+        .filter(|(name, _)| !template.env.iter().any(|e| e.name == *name))
+        .map(|(name, value)| (name.as_str(), value.as_str()));
+    from_hub
+        .chain(from_member)
+        .map(|(name, value)| EnvVar {
+            name: name.to_string(),
+            value: Some(value.to_string()),
+            ..Default::default()
         })
         .collect()
 }
@@ -441,7 +450,11 @@ mod tests {
     use serde_json::json;
 
     fn settings() -> PodSettings {
-        PodSettings { namespace: "pictor-work".into(), scheduler_name: "pictor-scheduler".into() }
+        PodSettings {
+            namespace: "pictor-work".into(),
+            scheduler_name: "pictor-scheduler".into(),
+            env: vec![],
+        }
     }
 
     fn at(seconds: i64) -> Time {
@@ -477,6 +490,30 @@ mod tests {
                 "state": {"terminated": {"exitCode": code, "finishedAt": at(end).0.to_string(), "reason": if code == 0 {"Completed"} else {"Error"}}}}]);
         }
         serde_json::from_value(p).unwrap()
+    }
+
+    #[test]
+    fn the_members_variables_follow_the_hubs_and_never_replace_them() {
+        let mut u = unit(1, None);
+        u.spec.pods[0].env = serde_json::from_value(json!([{"name": "MODE", "value": "hub"}])).unwrap();
+        let mut with_env = settings();
+        with_env.env =
+            vec![("MODE".into(), "member".into()), ("AWS_ENDPOINT_URL".into(), "http://store:9000".into())];
+        let pods = pods_for_unit(&u, &with_env).unwrap();
+        let env: Vec<(String, Option<String>)> = pods[0].spec.as_ref().unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("MODE".to_string(), Some("hub".to_string())),
+                ("AWS_ENDPOINT_URL".into(), Some("http://store:9000".into()))
+            ]
+        );
     }
 
     #[test]

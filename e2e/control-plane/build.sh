@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane the e2e tests and the demo run: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, kwok and helm, from their Go modules at the
+# kube-controller-manager, kube-scheduler, kubectl, the kubelet (for real nodes), kwok and helm,
+# from their Go modules at the
 # versions pinned below, into a cache outside the repository. A binary whose version already
 # matches is kept, so a second run takes seconds.
 #
@@ -71,17 +72,17 @@ GO
     cd "$dir"
     log "resolving modules (first run downloads about 1 GB)"
     go get k8s.io/kubernetes@"$KUBE_VERSION" >/dev/null
-    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
       go get -tool k8s.io/kubernetes/cmd/$cmd >/dev/null
     done
     local ldflags="-s -w"
     for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
     done
-    log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $KUBE_VERSION"
+    log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet $KUBE_VERSION"
     go build -trimpath -tags selinux,notest,grpcnotrace -ldflags "$ldflags" -o "$BIN/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet
   )
 }
 
@@ -118,7 +119,8 @@ build_helm() {
 if has_version kube-apiserver "$KUBE_VERSION" --version &&
   has_version kube-controller-manager "$KUBE_VERSION" --version &&
   has_version kube-scheduler "$KUBE_VERSION" --version &&
-  has_version kubectl "$KUBE_VERSION" version --client; then
+  has_version kubectl "$KUBE_VERSION" version --client &&
+  has_version kubelet "$KUBE_VERSION" --version; then
   log "kubernetes $KUBE_VERSION: cached"
 else
   build_kubernetes

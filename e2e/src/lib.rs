@@ -15,6 +15,8 @@ pub mod fake_nodes;
 mod kubeconfig;
 pub mod network;
 mod process;
+pub mod real_node;
+pub mod s3;
 mod workspace_binaries;
 
 pub use binaries::{Binaries, BinariesError};

@@ -80,8 +80,19 @@ pub fn start_agent(
     hub_kubeconfig: &Path,
     scheduler: &str,
 ) -> std::io::Result<ManagedProcess> {
+    start_agent_with(plane, member, hub_kubeconfig, scheduler, &[])
+}
+
+/// [`start_agent`] with more of the agent's flags (`--work-env=NAME=VALUE`, …).
+pub fn start_agent_with(
+    plane: &ControlPlane,
+    member: &Cluster,
+    hub_kubeconfig: &Path,
+    scheduler: &str,
+    extra: &[String],
+) -> std::io::Result<ManagedProcess> {
     let agent = workspace_binary("pictor-agent", "pictor-agent");
-    let args = vec![
+    let mut args = vec![
         format!("--member={}", member.name),
         format!("--hub-kubeconfig={}", hub_kubeconfig.display()),
         format!("--kubeconfig={}", member.kubeconfig.display()),
@@ -90,6 +101,7 @@ pub fn start_agent(
         // Several processes share the machine: each takes a free port, found in its log.
         "--metrics-addr=127.0.0.1:0".into(),
     ];
+    args.extend(extra.iter().cloned());
     ManagedProcess::spawn(&format!("{}-agent", member.name), &agent, &args, plane.run_dir())
 }
 

@@ -203,3 +203,29 @@ fn dockerfile_words_are_read_as_binaries() {
     assert_eq!(file.froms, ["rust:1.95-bookworm", "debian:bookworm-slim"]);
     assert_eq!(file.users, ["65532:65532"]);
 }
+
+/// The render worker's Debian packages are listed once: the Dockerfile installs the list, and
+/// the builder of the real nodes' image reads the same file; neither names a package itself.
+#[test]
+fn the_render_worker_packages_live_in_one_list_both_image_builders_read() {
+    let list = std::fs::read_to_string(root().join("images/render-worker.packages")).unwrap();
+    let packages: Vec<&str> =
+        list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert!(packages.contains(&"blender"), "{packages:?}");
+    let dockerfile = std::fs::read_to_string(root().join("images/render-worker.Dockerfile")).unwrap();
+    let builder = std::fs::read_to_string(root().join("e2e/real-node/build-images.sh")).unwrap();
+    for (what, text) in
+        [("images/render-worker.Dockerfile", &dockerfile), ("e2e/real-node/build-images.sh", &builder)]
+    {
+        assert!(text.contains("render-worker.packages"), "{what} reads images/render-worker.packages");
+        let installs = text.lines().filter(|l| l.contains("apt-get install") || l.contains("--include="));
+        for line in installs {
+            for package in &packages {
+                assert!(
+                    !line.split_whitespace().any(|w| w == *package),
+                    "{what} names {package} itself: {line}"
+                );
+            }
+        }
+    }
+}

@@ -23,11 +23,29 @@ struct Args {
     /// Scheduler that binds unit pods.
     #[arg(long, env = "PICTOR_SCHEDULER_NAME", default_value = "pictor-scheduler")]
     scheduler_name: String,
+    /// NAME=VALUE set in every work pod after the hub's own variables (which it never replaces):
+    /// this member's settings, such as the endpoint its pods reach storage at. Repeat it.
+    #[arg(long = "work-env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    work_env: Vec<(String, String)>,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 2)]
     heartbeat_seconds: u64,
     #[command(flatten)]
     metrics: pictor_telemetry::MetricsArgs,
+}
+
+/// `NAME=VALUE`, with a name a container accepts.
+fn parse_env(pair: &str) -> Result<(String, String), String> {
+    let (name, value) = pair.split_once('=').ok_or_else(|| format!("{pair:?} is not NAME=VALUE"))?;
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{name:?} is not a variable name: letters, digits and _, not starting with a digit"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 #[tokio::main]
@@ -46,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         heartbeat_interval: heartbeat,
         lease_duration: heartbeat * 5,
         identity,
+        work_env: args.work_env,
     };
     tokio::select! {
         result = agent::run(hub, member, config, metrics) => result?,

@@ -1,0 +1,3 @@
+module pictor.network/e2e/pause
+
+go 1.24

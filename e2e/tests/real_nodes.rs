@@ -1,0 +1,403 @@
+//! Real nodes: a kubelet, containerd and runc on this machine for each of two members, with
+//! pictor's device plugin (fake backend, device files it made) and pictor-scheduler.
+//!
+//! One test, in phases, because the nodes share the machine's bridge, iptables and sysctls:
+//! the nodes go Ready with the plugin's GPUs in capacity and the labeller's labels; a pod gets
+//! the GPU that Allocate chose (its env and device file, seen from inside the container); a GPU
+//! turned unhealthy leaves allocatable and comes back; the plugin registers again after a
+//! kubelet restart; a gang of two binds whole on a real node; then a RenderJob renders real
+//! frames with Blender on one member's node, verification re-renders on the other member's,
+//! and a frame altered in storage after its render is caught. Last, nothing of the nodes is
+//! left on the machine.
+
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use pictor_crds::contract::verification::{Finding, Judgement};
+use pictor_crds::contract::{annotations, labels, node_labels};
+use pictor_crds::v1alpha1::{RenderJob, RenderJobPhase, WorkUnit, WorkUnitPhase};
+use pictor_e2e::network::{self, eventually, start_scheduler};
+use pictor_e2e::real_node::{HostSnapshot, NODE_ROOT, RENDER_WORKER_IMAGE, RealNodeSpec, RealNodes};
+use pictor_e2e::s3::S3TestServer;
+use pictor_e2e::workspace_binary;
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions};
+use serde_json::json;
+use sha2::Digest;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const WORK: &str = "default";
+const GPUS: usize = 2;
+
+fn real_node_name(cluster: &Cluster) -> String {
+    format!("{}-real", cluster.name)
+}
+
+fn gpu_count(node: &Node, field: &str) -> Option<String> {
+    let status = node.status.as_ref()?;
+    let map = if field == "capacity" { status.capacity.as_ref()? } else { status.allocatable.as_ref()? };
+    map.get("nvidia.com/gpu").map(|q| q.0.clone())
+}
+
+/// A pod of the render-worker image on `node`'s cluster, through pictor-scheduler.
+fn shell_pod(name: &str, script: &str, gpus: usize, extra_metadata: serde_json::Value) -> Pod {
+    let mut metadata = json!({"name": name, "namespace": WORK});
+    for (k, v) in extra_metadata.as_object().into_iter().flatten() {
+        metadata[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+        "spec": {
+            "schedulerName": "pictor-scheduler",
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "work", "image": RENDER_WORKER_IMAGE, "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", script],
+                "resources": {"limits": {"nvidia.com/gpu": gpus.to_string()}},
+            }],
+        }
+    }))
+    .expect("a pod")
+}
+
+async fn pod_phase(pods: &Api<Pod>, name: &str) -> Option<String> {
+    pods.get_opt(name).await.ok().flatten().and_then(|p| p.status?.phase)
+}
+
+/// Waits for the pod to end Succeeded and returns its log, read through the API server (which
+/// asks the real kubelet).
+async fn succeeded_log(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> String {
+    eventually(&format!("pod {name} to end"), Duration::from_secs(120), || async {
+        pod_phase(pods, name).await.filter(|p| p == "Succeeded" || p == "Failed")
+    })
+    .await;
+    let log = pods.logs(name, &Default::default()).await.unwrap_or_else(|e| panic!("logs of {name}: {e}"));
+    let phase = pod_phase(pods, name).await;
+    assert_eq!(phase.as_deref(), Some("Succeeded"), "pod {name} on {}: {log}", cluster.name);
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_nodes_run_pods_render_and_verify_and_leave_nothing_behind() {
+    if !RealNodes::required("real_nodes") {
+        return;
+    }
+    let before = HostSnapshot::take(Path::new(NODE_ROOT));
+    {
+        let plane = ControlPlane::start(ControlPlaneOptions { members: 2, ..Default::default() })
+            .await
+            .expect("control plane");
+        let specs: Vec<RealNodeSpec> = plane
+            .members
+            .iter()
+            .map(|m| RealNodeSpec {
+                cluster: m.clone(),
+                name: real_node_name(m),
+                gpu_model: "rtx4090".into(),
+                gpus: GPUS,
+            })
+            .collect();
+        let started = Instant::now();
+        let mut nodes = RealNodes::start(&plane, specs).await.expect("real nodes start");
+        println!("two real nodes Ready with their GPUs in {:.1} s", started.elapsed().as_secs_f64());
+        let _schedulers: Vec<_> =
+            plane.members.iter().map(|m| start_scheduler(&plane, m).expect("pictor-scheduler")).collect();
+
+        device_plugin_phases(&plane.members[0], &mut nodes).await;
+        render_phases(&plane, &nodes).await;
+
+        let failures = nodes.stop();
+        assert!(failures.is_empty(), "could not undo: {failures:?}");
+    }
+    let after = HostSnapshot::take(Path::new(NODE_ROOT));
+    let left = before.differences(&after);
+    assert!(left.is_empty(), "real nodes left things behind:\n{}", left.join("\n"));
+}
+
+/// Capacity and labels, Allocate seen from inside a container, health, kubelet restart, gang.
+async fn device_plugin_phases(member: &Cluster, nodes: &mut RealNodes) {
+    let client = member.client().await.unwrap();
+    let node_api: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client, WORK);
+    let name = real_node_name(member);
+    let node = node_api.get(&name).await.unwrap();
+    assert_eq!(gpu_count(&node, "capacity").as_deref(), Some("2"), "the device plugin's GPUs in capacity");
+    let labels_of = |n: &Node| n.metadata.labels.clone().unwrap_or_default();
+    eventually("the labeller to label the real node", Duration::from_secs(30), || async {
+        let n = node_api.get(&name).await.ok()?;
+        labels_of(&n).get(node_labels::PRODUCT).filter(|p| p.contains("4090")).cloned()
+    })
+    .await;
+
+    // A pod asking for one GPU sees what Allocate returned: the id in NVIDIA_VISIBLE_DEVICES and
+    // that GPU's device file, and no other.
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&nodes.node(&name).inventory_file).unwrap()).unwrap();
+    let ids: Vec<String> =
+        inventory["gpus"].as_array().unwrap().iter().map(|g| g["id"].as_str().unwrap().to_string()).collect();
+    let dev_dir = nodes.node(&name).dir.join("dev");
+    let script = format!("echo visible=$NVIDIA_VISIBLE_DEVICES; ls {}", dev_dir.display());
+    pods.create(&PostParams::default(), &shell_pod("one-gpu", &script, 1, json!({}))).await.unwrap();
+    let log = succeeded_log(member, &pods, "one-gpu").await;
+    let visible = log.lines().find_map(|l| l.strip_prefix("visible=")).unwrap_or_default().to_string();
+    let index =
+        ids.iter().position(|id| *id == visible).unwrap_or_else(|| panic!("{visible:?} in {ids:?}: {log}"));
+    let files: Vec<&str> = log.lines().filter(|l| l.starts_with("gpu")).collect();
+    assert_eq!(files, [format!("gpu{index}")], "only the allocated GPU's device file: {log}");
+
+    // A GPU turned unhealthy leaves allocatable; healthy again, it comes back.
+    let set_health = |index: usize, health: &str| {
+        let mut inv = inventory.clone();
+        inv["gpus"][index]["health"] = json!(health);
+        std::fs::write(&nodes.node(&name).inventory_file, serde_json::to_vec(&inv).unwrap()).unwrap();
+    };
+    let turned = Instant::now();
+    set_health(1, "Unhealthy");
+    let allocatable = |want: &'static str| {
+        let (api, name) = (node_api.clone(), name.clone());
+        async move {
+            eventually(&format!("allocatable nvidia.com/gpu {want}"), Duration::from_secs(60), || async {
+                let n = api.get(&name).await.ok()?;
+                (gpu_count(&n, "allocatable").as_deref() == Some(want)).then_some(())
+            })
+            .await
+        }
+    };
+    allocatable("1").await;
+    println!("unhealthy GPU left the node's allocatable in {:.2} s", turned.elapsed().as_secs_f64());
+    let node = node_api.get(&name).await.unwrap();
+    assert_eq!(gpu_count(&node, "capacity").as_deref(), Some("2"), "capacity keeps the unhealthy GPU");
+    set_health(1, "Healthy");
+    allocatable("2").await;
+
+    // The kubelet restarts: the plugin sees its socket go, registers again, the GPUs return.
+    let registrations = nodes.node(&name).device_plugin_registrations();
+    assert!(registrations >= 1, "the plugin registered with the kubelet");
+    nodes.node_mut(&name).stop_kubelet();
+    nodes.node_mut(&name).start_kubelet().unwrap();
+    let restarted = Instant::now();
+    eventually("the plugin registered with the new kubelet", Duration::from_secs(60), || async {
+        (nodes.node(&name).device_plugin_registrations() > registrations).then_some(())
+    })
+    .await;
+    eventually("the kubelet back with the plugin's GPUs", Duration::from_secs(90), || async {
+        let n = node_api.get(&name).await.ok()?;
+        let ready =
+            n.status.as_ref()?.conditions.as_ref()?.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        (ready && gpu_count(&n, "allocatable").as_deref() == Some("2")).then_some(())
+    })
+    .await;
+    println!(
+        "after a kubelet restart the GPUs were allocatable again in {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    pods.create(
+        &PostParams::default(),
+        &shell_pod("after-restart", "echo $NVIDIA_VISIBLE_DEVICES", 1, json!({})),
+    )
+    .await
+    .unwrap();
+    succeeded_log(member, &pods, "after-restart").await;
+
+    // A gang of two binds whole on the real node and both run.
+    for i in 0..2 {
+        let gang = json!({"labels": {labels::GANG: "pair"}, "annotations": {annotations::GANG_SIZE: "2"}});
+        pods.create(
+            &PostParams::default(),
+            &shell_pod(&format!("pair-{i}"), "echo $NVIDIA_VISIBLE_DEVICES", 1, gang),
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen = vec![];
+    for i in 0..2 {
+        let pod_name = format!("pair-{i}");
+        let log = succeeded_log(member, &pods, &pod_name).await;
+        let pod = pods.get(&pod_name).await.unwrap();
+        assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(name.as_str()));
+        seen.push(log.trim().to_string());
+    }
+    assert_ne!(seen[0], seen[1], "the gang's two pods got different GPUs: {seen:?}");
+    for pod in ["one-gpu", "after-restart", "pair-0", "pair-1"] {
+        let _ = pods.delete(pod, &DeleteParams::default()).await;
+    }
+}
+
+const SCENE: &str = "s3://renders/scenes/anim.blend";
+const WIDTH: u32 = 160;
+const HEIGHT: u32 = 90;
+
+fn render_job(name: &str, last_frame: i64) -> RenderJob {
+    serde_json::from_value(json!({
+        "apiVersion": "pictor.network/v1alpha1", "kind": "RenderJob",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"scene": SCENE, "frames": {"start": 1, "end": last_frame}, "chunkSize": 2,
+                 "output": {"location": format!("s3://renders/{name}/")}, "gpu": {"vendor": "nvidia", "count": 1},
+                 "credentialsSecret": "render-store", "verificationPercent": 100, "retriesPerChunk": 2,
+                 "unitTimeoutSeconds": 600}
+    }))
+    .expect("a RenderJob")
+}
+
+fn judgement(unit: &WorkUnit) -> Option<Judgement> {
+    let text = unit.metadata.annotations.as_ref()?.get(annotations::JUDGEMENT)?;
+    serde_json::from_str(text).ok()
+}
+
+fn is_check(unit: &WorkUnit) -> bool {
+    unit.metadata.labels.as_ref().is_some_and(|l| l.contains_key(labels::VERIFIES))
+}
+
+fn member_of(unit: &WorkUnit) -> String {
+    unit.metadata.namespace.clone().unwrap_or_default()
+}
+
+/// The hub, both members' agents and the S3 test server on the node bridge; a RenderJob renders
+/// with Blender on the real nodes, every chunk is re-rendered on the other member and judged;
+/// a frame altered in storage after its render is caught.
+async fn render_phases(plane: &ControlPlane, nodes: &RealNodes) {
+    plane.install_crds().await.unwrap();
+    let s3 = S3TestServer::start(nodes.nodes()[0].ip.into(), plane.run_dir()).expect("the S3 test server");
+    s3.create_bucket("renders").unwrap();
+    let scene = plane.run_dir().join("anim.blend");
+    let made = std::process::Command::new("blender")
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scenes/make-scene.py"))
+        .arg("--")
+        .arg(&scene)
+        .args([WIDTH.to_string(), HEIGHT.to_string(), "4".into()])
+        .output()
+        .expect("blender runs");
+    assert!(scene.exists(), "the scene script made no scene: {}", String::from_utf8_lossy(&made.stdout));
+    s3.put(SCENE, std::fs::read(&scene).unwrap()).await.unwrap();
+
+    let hub = plane.hub.client().await.unwrap();
+    // What the hub reads the frames with (the judge); the pods get the member's own settings.
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "render-store", "namespace": "default"},
+        "stringData": s3.environment().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(hub.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
+    let _operator =
+        network::start_operator(plane, 6, None, &[&format!("--render-image={RENDER_WORKER_IMAGE}")]).unwrap();
+    let work_env: Vec<String> =
+        s3.environment().into_iter().map(|(k, v)| format!("--work-env={k}={v}")).collect();
+    let mut agents = vec![];
+    for member in &plane.members {
+        let kubeconfig = network::agent_kubeconfig_path(plane, member);
+        network::member_add(
+            &plane.hub,
+            &member.name,
+            "0xfeed",
+            &["NVIDIA-GeForce-RTX-4090=40000000"],
+            &kubeconfig,
+        )
+        .unwrap();
+        agents.push(
+            network::start_agent_with(plane, member, &kubeconfig, "pictor-scheduler", &work_env).unwrap(),
+        );
+    }
+    network::wait_for_members(plane, Duration::from_secs(90)).await.unwrap();
+
+    let jobs: Api<RenderJob> = Api::namespaced(hub.clone(), "default");
+    let units: Api<WorkUnit> = Api::all(hub.clone());
+    let started = Instant::now();
+    let job = jobs.create(&PostParams::default(), &render_job("anim", 4)).await.unwrap();
+    let uid = job.metadata.uid.unwrap();
+    eventually("RenderJob anim Succeeded", Duration::from_secs(420), || async {
+        let j = jobs.get("anim").await.ok()?;
+        let phase = j.status.as_ref()?.phase;
+        assert_ne!(phase, Some(RenderJobPhase::Failed), "anim failed: {:?}", j.status);
+        (phase == Some(RenderJobPhase::Succeeded)).then_some(())
+    })
+    .await;
+    println!("4 frames rendered and verified on real nodes in {:.0} s", started.elapsed().as_secs_f64());
+
+    let of_job: Vec<WorkUnit> = units
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|u| u.spec.job_ref.uid == uid)
+        .collect();
+    let renders: Vec<&WorkUnit> = of_job
+        .iter()
+        .filter(|u| !is_check(u) && u.status.as_ref().and_then(|s| s.phase) == Some(WorkUnitPhase::Succeeded))
+        .collect();
+    let checks: Vec<&WorkUnit> = of_job.iter().filter(|u| is_check(u)).collect();
+    assert_eq!(renders.len(), 2, "two chunks of two frames");
+    for render in &renders {
+        let name = render.metadata.name.clone().unwrap();
+        let check = checks
+            .iter()
+            .find(|c| c.metadata.labels.as_ref().unwrap()[labels::VERIFIES] == name)
+            .unwrap_or_else(|| panic!("a verification of {name}"));
+        assert_ne!(member_of(check), member_of(render), "{name} was verified on another member");
+        let judged = judgement(check).unwrap_or_else(|| panic!("the hub judged {:?}", check.metadata.name));
+        assert_eq!(judged.finding, Finding::Reproduced, "{judged:?}");
+        // Every frame exists where the member reported it, is a PNG of the requested size, and
+        // its bytes are what the member reported.
+        for output in &render.status.as_ref().unwrap().outputs {
+            let bytes = s3.get(&output.url).await.unwrap();
+            assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), output.sha256, "{}", output.url);
+            let image =
+                image::load_from_memory(&bytes).unwrap_or_else(|e| panic!("{} decodes: {e}", output.url));
+            assert_eq!((image.width(), image.height()), (WIDTH, HEIGHT), "{}", output.url);
+        }
+    }
+
+    // The units' logs, as `pictor logs` prints them from what the agents copied: Blender's own.
+    let logs = std::process::Command::new(workspace_binary("pictor-cli", "pictor"))
+        .args(["logs", "anim", "-n", "default", "--kubeconfig"])
+        .arg(&plane.hub.kubeconfig)
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("Blender") && logs.contains("Fra:"), "Blender's output in pictor logs:\n{logs}");
+
+    // A frame changed in storage after its render (as a member overwriting what it delivered
+    // would) is caught when the hub judges the verification.
+    let job = jobs.create(&PostParams::default(), &render_job("tampered", 2)).await.unwrap();
+    let uid = job.metadata.uid.unwrap();
+    let check = eventually("a verification unit of tampered", Duration::from_secs(300), || async {
+        let list = units.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|u| u.spec.job_ref.uid == uid && is_check(u))
+    })
+    .await;
+    let frame: i64 = check.spec.frames.parse().unwrap();
+    let rendered = units.list(&ListParams::default()).await.unwrap().items.into_iter().find(|u| {
+        u.spec.job_ref.uid == uid
+            && !is_check(u)
+            && u.status.as_ref().and_then(|s| s.phase) == Some(WorkUnitPhase::Succeeded)
+    });
+    let rendered = rendered.expect("the rendered chunk");
+    let frame_url = rendered
+        .status
+        .unwrap()
+        .outputs
+        .iter()
+        .map(|o| o.url.clone())
+        .find(|u| u.contains(&format!("{frame:04}")));
+    let frame_url = frame_url.unwrap_or_else(|| panic!("frame {frame} among the outputs"));
+    let mut image = image::load_from_memory(&s3.get(&frame_url).await.unwrap()).unwrap().to_rgb8();
+    for pixel in image.pixels_mut().take((WIDTH * HEIGHT / 3) as usize) {
+        pixel.0 = [255 - pixel.0[0], 255 - pixel.0[1], 255 - pixel.0[2]];
+    }
+    let mut altered = std::io::Cursor::new(vec![]);
+    image.write_to(&mut altered, image::ImageFormat::Png).unwrap();
+    s3.put(&frame_url, altered.into_inner()).await.unwrap();
+    let check_name = check.metadata.name.clone().unwrap();
+    let check_namespace = member_of(&check);
+    let judged =
+        eventually("the hub's judgement of the tampered frame", Duration::from_secs(300), || async {
+            let unit =
+                Api::<WorkUnit>::namespaced(hub.clone(), &check_namespace).get(&check_name).await.ok()?;
+            judgement(&unit)
+        })
+        .await;
+    assert_eq!(judged.finding, Finding::Differs, "the altered frame {frame} is caught: {judged:?}");
+    println!("a frame altered after its render was caught: {}", judged.detail);
+    drop(agents);
+}
