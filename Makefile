@@ -65,3 +65,9 @@ bench-billing: deps
 .PHONY: bench-verification
 bench-verification: deps
 	$(CARGO) run --release -p pictor-e2e --bin bench-verification -- $(BENCH_ARGS)
+
+# The device plugin's Allocate latency and health propagation, in-process and through a real
+# kubelet on a real node where this machine can run one (not part of `make test`).
+.PHONY: bench-device-plugin
+bench-device-plugin: deps
+	$(CARGO) run -p pictor-e2e --bin bench-device-plugin -- $(BENCH_ARGS)

@@ -198,6 +198,7 @@ impl RealNodes {
         if let Some(saved) = self.saved.take() {
             failures.extend(saved.restore());
         }
+        let _ = std::fs::remove_dir(NODE_ROOT);
         failures
     }
 }
@@ -237,7 +238,8 @@ fn make_bridge(nodes: usize) -> Result<(), RealNodeError> {
 /// chains are removed by name.
 fn clean_leftovers(root: &Path) {
     let leftovers = HostSnapshot::take(root);
-    if leftovers.node_processes.is_empty() && leftovers.node_cgroups.is_empty() && !root.exists() {
+    let folders_left = std::fs::read_dir(root).is_ok_and(|mut entries| entries.next().is_some());
+    if leftovers.node_processes.is_empty() && leftovers.node_cgroups.is_empty() && !folders_left {
         return;
     }
     eprintln!("real nodes: cleaning up after an earlier run that did not stop: {leftovers:?}");
