@@ -19,6 +19,8 @@ lint:
 test: deps lint
 	$(CARGO) test --workspace
 	cd charts/pictor/argocd && $(GO) test ./...
+	# The demo once, as `make demo` runs it: it exits non-zero when its end is wrong.
+	$(CARGO) run -p pictor-e2e --bin pictor-local -- demo
 
 crds:
 	$(CARGO) run -p pictor-crds --bin crdgen

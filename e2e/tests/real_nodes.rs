@@ -262,7 +262,7 @@ async fn render_phases(plane: &ControlPlane, nodes: &RealNodes) {
     let scene = plane.run_dir().join("anim.blend");
     let made = std::process::Command::new("blender")
         .args(["-b", "--factory-startup", "--python"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/scenes/make-scene.py"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-scene.py"))
         .arg("--")
         .arg(&scene)
         .args([WIDTH.to_string(), HEIGHT.to_string(), "4".into()])

@@ -76,6 +76,10 @@ pub mod annotations {
     pub const LOG_FINAL: &str = "pictor.network/log-final";
     /// Local networks on kwok only: the pod "runs" this many seconds, then kwok completes it.
     pub const FAKE_RUN_SECONDS: &str = "pictor.network/fake-run-seconds";
+    /// Local networks that play pods on kwok (`--fake-run-seconds`) only: a RenderJob annotated
+    /// `true` runs its pods for real (on real nodes) and the hub judges its frames from storage.
+    /// It can only make a job stricter: on a real network every job runs and is judged so.
+    pub const REAL_RUN: &str = "pictor.network/real-run";
     /// Local networks on kwok only: what kwok writes as the pod's termination message.
     pub const FAKE_RESULT: &str = "pictor.network/fake-result";
 }

@@ -1,11 +1,25 @@
 //! `pictor-local`: the local Pictor network on this machine — a hub and two members with fake
-//! GPU nodes on a real control plane — for the demo and for development.
+//! GPU nodes on a real control plane, and where the machine can run them (root, containerd,
+//! runc), two more members with a real node each that render a short animation with Blender —
+//! for the demo and for development. The demo exits non-zero, saying why, when its end is wrong:
+//! a job not Succeeded, a provider not paid exactly what the hub metered.
 
 use clap::{Parser, Subcommand};
 use pictor_crds::contract::{BillingState, labels};
 use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
+use pictor_e2e::real_node::{RENDER_WORKER_IMAGE, RealNodeSpec, RealNodes};
+use pictor_e2e::s3::S3TestServer;
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes, network, workspace_binary};
 use std::time::Duration;
+
+/// Prices of the real-node members: above what examples/renderjob.yaml pays per GPU-hour, so
+/// the kwok jobs stay on the kwok members and only the real animation runs here.
+const REAL_PRICES: [&str; 1] = ["NVIDIA-GeForce-RTX-4090=100000000"];
+/// The product the real nodes' (fake-catalogue) GPUs are labelled with; no kwok node has it.
+const REAL_MODEL: &str = "NVIDIA-GeForce-RTX-4090";
+/// The animation the real nodes render.
+const ANIMATION: &str = "anim";
+const SCENE: &str = "s3://renders/scenes/anim.blend";
 
 /// Prices of the demo's members, in octas per GPU-hour.
 const PRICES: [&str; 4] = [
@@ -32,6 +46,9 @@ enum Command {
         /// Keep the network running until Ctrl-C, printing how to reach each cluster.
         #[arg(long)]
         hold: bool,
+        /// Play every pod on kwok, even where this machine could run real nodes.
+        #[arg(long)]
+        no_real_nodes: bool,
     },
 }
 
@@ -65,20 +82,52 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
         )
         .init();
-    let Command::Demo { hold } = Cli::parse().command;
+    let Command::Demo { hold, no_real_nodes } = Cli::parse().command;
+    let real = match RealNodes::unavailable() {
+        _ if no_real_nodes => None,
+        Some(reason) => {
+            println!("real nodes: not on this machine ({reason}); every pod is played by kwok");
+            None
+        }
+        None => Some(()),
+    };
 
     let started = std::time::Instant::now();
-    let plane = ControlPlane::start(ControlPlaneOptions { members: 2, kube_scheduler: false }).await?;
+    let members = if real.is_some() { 4 } else { 2 };
+    let plane = ControlPlane::start(ControlPlaneOptions { members, kube_scheduler: false }).await?;
     plane.install_crds().await?;
     let model = |short| fake_nodes::model(short).expect("a catalogue model");
-    let fleets = [
-        vec![(model("h100"), 2), (model("rtx4090"), 3)],
-        vec![(model("mi300x"), 1), (model("rx7900xtx"), 2)],
-    ];
+    let fleets = [vec![(model("h100"), 4)], vec![(model("mi300x"), 1), (model("rx7900xtx"), 2)]];
     for (member, fleet) in plane.members.iter().zip(&fleets) {
         plane.add_nodes(member, fake_nodes::fleet(&member.name, fleet)).await?;
     }
     println!("local network up in {:.1?}: hub and {} members", started.elapsed(), plane.members.len());
+    // Members c and d: a real node each (kubelet, containerd, runc; the device plugin serving two
+    // fake RTX 4090s as device files), so the animation renders on one and is verified on the other.
+    let real_nodes = match real {
+        Some(()) => {
+            let specs = plane.members[2..]
+                .iter()
+                .map(|m| RealNodeSpec {
+                    cluster: m.clone(),
+                    name: format!("{}-real", m.name),
+                    gpu_model: "rtx4090".into(),
+                    gpus: 2,
+                })
+                .collect();
+            let nodes = RealNodes::start(&plane, specs).await?;
+            println!(
+                "real nodes Ready: {}",
+                nodes.nodes().iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            Some(nodes)
+        }
+        None => None,
+    };
+    let storage = match &real_nodes {
+        Some(nodes) => Some(real_storage(&plane, nodes).await?),
+        None => None,
+    };
 
     // The chain: a local Aptos test node (a test double of a fullnode's REST API; no network
     // here), the hub's treasury funded at genesis, its key in a Secret on the hub.
@@ -101,17 +150,32 @@ async fn main() -> anyhow::Result<()> {
     for member in &plane.members {
         processes.push(network::start_scheduler(&plane, member)?);
     }
-    // A community member with NVIDIA GPUs and a partner farm with AMD GPUs.
-    for (member, (tier, payout)) in plane.members.iter().zip([("community", "0xa11ce"), ("partner", "0xb0b")])
-    {
+    // A community member with NVIDIA GPUs and a partner farm with AMD GPUs; with real nodes, two
+    // more community members whose agents tell their pods where the storage is.
+    let roles =
+        [("community", "0xa11ce"), ("partner", "0xb0b"), ("community", "0xc4201"), ("community", "0xd0d0")];
+    for (index, (member, (tier, payout))) in plane.members.iter().zip(roles).enumerate() {
         let agent_kubeconfig = network::agent_kubeconfig_path(&plane, member);
         println!(
             "$ pictor member add {} --tier {tier} --payout {payout} --region local -o {}",
             member.name,
             agent_kubeconfig.display()
         );
-        network::member_add_with_tier(&plane.hub, &member.name, tier, payout, &PRICES, &agent_kubeconfig)?;
-        processes.push(network::start_agent(&plane, member, &agent_kubeconfig, "pictor-scheduler")?);
+        let prices: &[&str] = if index < 2 { &PRICES } else { &REAL_PRICES };
+        network::member_add_with_tier(&plane.hub, &member.name, tier, payout, prices, &agent_kubeconfig)?;
+        let work_env: Vec<String> = match (&storage, index >= 2) {
+            (Some(s3), true) => {
+                s3.environment().into_iter().map(|(k, v)| format!("--work-env={k}={v}")).collect()
+            }
+            _ => vec![],
+        };
+        processes.push(network::start_agent_with(
+            &plane,
+            member,
+            &agent_kubeconfig,
+            "pictor-scheduler",
+            &work_env,
+        )?);
     }
     network::wait_for_members(&plane, std::time::Duration::from_secs(120))
         .await
@@ -120,6 +184,11 @@ async fn main() -> anyhow::Result<()> {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     for example in ["renderjob.yaml", "trainingjob.yaml"] {
         pictor(&plane.hub, &["submit", "-f", &examples.join(example).display().to_string()])?;
+    }
+    if storage.is_some() {
+        let animation = plane.run_dir().join("anim.yaml");
+        std::fs::write(&animation, animation_job())?;
+        pictor(&plane.hub, &["submit", "-f", &animation.display().to_string()])?;
     }
     for member in &plane.members {
         show(
@@ -137,7 +206,11 @@ async fn main() -> anyhow::Result<()> {
 
     // The jobs run: chunks and the training gang are placed on the members, their pods "run" on
     // kwok's fake GPUs for a few seconds each; `pictor watch` follows them until both finish.
-    pictor(&plane.hub, &["watch", "-n", "default", "classroom", "llama-finetune"])?;
+    let mut watched = vec!["watch", "-n", "default", "classroom", "llama-finetune"];
+    if storage.is_some() {
+        watched.push(ANIMATION);
+    }
+    pictor(&plane.hub, &watched)?;
     show("where the work ran", &plane.hub, &["get", "workunits", "-A"])?;
 
     // Billing pays each provider once the units' dispute window has closed.
@@ -162,10 +235,45 @@ async fn main() -> anyhow::Result<()> {
             .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
     };
-    let total_cost = job_cost("renderjob", "classroom")? + job_cost("trainingjob", "llama-finetune")?;
+    let mut jobs = vec![("renderjob", "classroom"), ("trainingjob", "llama-finetune")];
+    if storage.is_some() {
+        jobs.push(("renderjob", ANIMATION));
+    }
+    let mut failures = vec![];
+    let mut total_cost = 0;
+    for (kind, name) in &jobs {
+        let out = plane
+            .hub
+            .kubectl()
+            .args(["get", kind, name, "-n", "default", "-o", "jsonpath={.status.phase}"])
+            .output()?;
+        let phase = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if phase != "Succeeded" {
+            failures.push(format!("{kind} {name} ended {phase:?}, not Succeeded"));
+        }
+        total_cost += job_cost(kind, name)?;
+    }
     println!(
-        "\nOutputs: the RenderJob writes its frames under file:///var/lib/pictor/renders/classroom/ (on kwok no pod really renders)."
+        "\nOutputs: classroom writes its frames under file:///var/lib/pictor/renders/classroom/ (played by kwok: no pod really renders it)."
     );
+    // Kept after the network stops (its run folder does not survive it).
+    let sheet = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/demo/anim-contact-sheet.png");
+    std::fs::create_dir_all(sheet.parent().expect("a folder"))?;
+    let _ = std::fs::remove_file(&sheet);
+    if let Some(s3) = &storage {
+        // The submitter's view of the real frames: `pictor preview` reads them with the
+        // submitter's storage settings (here, the environment) and draws a contact sheet.
+        println!("\n$ pictor preview {ANIMATION} -n default -o {}", sheet.display());
+        let status = std::process::Command::new(workspace_binary("pictor-cli", "pictor"))
+            .args(["preview", ANIMATION, "-n", "default", "-o"])
+            .arg(&sheet)
+            .env("PICTOR_HUB_KUBECONFIG", &plane.hub.kubeconfig)
+            .envs(s3.environment())
+            .status()?;
+        if !status.success() || !sheet.exists() {
+            failures.push(format!("pictor preview {ANIMATION} drew no contact sheet"));
+        }
+    }
     show(
         "settlements on Aptos",
         &plane.hub,
@@ -191,9 +299,19 @@ async fn main() -> anyhow::Result<()> {
                 pictor_crds::contract::format_apt(settled),
                 if total_cost == settled { ", exactly" } else { " (they differ!)" }
             );
+            if total_cost != settled {
+                failures
+                    .push(format!("the jobs cost {total_cost} octas but the providers were paid {settled}"));
+            }
+            for (payout, earned) in earned_by_payout(&hub_client).await? {
+                let paid = by_address_paid(&settlements, &payout);
+                if paid != earned {
+                    failures.push(format!("provider {payout} earned {earned} octas but was paid {paid}"));
+                }
+            }
         }
         Err(_) => {
-            println!("\nNot every provider was paid within 2 minutes: see the settlements' conditions above.")
+            failures.push("not every provider was paid within 2 minutes: see the settlements above".into())
         }
     }
     println!(
@@ -209,7 +327,106 @@ async fn main() -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await?;
     }
     drop(processes);
+    drop(storage);
+    if let Some(nodes) = real_nodes {
+        let left = nodes.stop();
+        failures.extend(left.into_iter().map(|l| format!("real nodes: could not undo {l}")));
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("the demo ended wrong:\n  {}", failures.join("\n  "));
+    }
+    if sheet.exists() {
+        println!("\nContact sheet of the real frames: {}", sheet.display());
+    }
     Ok(())
+}
+
+/// The S3 test server on the real nodes' bridge, the scene made by scripts/make-scene.py
+/// in it, and the submitter's credentials Secret on the hub (what the hub reads frames with).
+async fn real_storage(plane: &ControlPlane, nodes: &RealNodes) -> anyhow::Result<S3TestServer> {
+    let s3 = S3TestServer::start(nodes.nodes()[0].ip.into(), plane.run_dir()).map_err(anyhow::Error::msg)?;
+    s3.create_bucket("renders").map_err(anyhow::Error::msg)?;
+    let scene = plane.run_dir().join("anim.blend");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-scene.py");
+    let made = std::process::Command::new("blender")
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(&script)
+        .arg("--")
+        .arg(&scene)
+        .args(["160", "90", "8"])
+        .output()?;
+    anyhow::ensure!(scene.exists(), "Blender made no scene: {}", String::from_utf8_lossy(&made.stdout));
+    s3.put(SCENE, std::fs::read(&scene)?).await.map_err(anyhow::Error::msg)?;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "render-store", "namespace": "default"},
+        "stringData": s3.environment().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    }))?;
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(plane.hub.client().await?, "default")
+        .create(&kube::api::PostParams::default(), &secret)
+        .await?;
+    println!("S3 test server at {} holds {SCENE} (made by {})", s3.endpoint, script.display());
+    Ok(s3)
+}
+
+/// The animation's RenderJob: eight frames in chunks of two on the real nodes' GPUs, every chunk
+/// re-rendered on the other member and judged from storage.
+fn animation_job() -> String {
+    format!(
+        r#"apiVersion: pictor.network/v1alpha1
+kind: RenderJob
+metadata:
+  name: {ANIMATION}
+  namespace: default
+  annotations:
+    pictor.network/real-run: "true"
+spec:
+  scene: {SCENE}
+  renderer:
+    image: {RENDER_WORKER_IMAGE}
+  frames:
+    start: 1
+    end: 8
+  chunkSize: 2
+  output:
+    location: s3://renders/{ANIMATION}/
+  credentialsSecret: render-store
+  gpu:
+    vendor: nvidia
+    models: [{REAL_MODEL}]
+  budget:
+    maxPricePerGpuHour: 100000000
+  verificationPercent: 100
+  unitTimeoutSeconds: 600
+"#
+    )
+}
+
+/// What each payout address earned: the hub's metered amounts of its members' accrued units.
+async fn earned_by_payout(hub: &kube::Client) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
+    let clusters: kube::Api<pictor_crds::v1alpha1::GpuCluster> = kube::Api::all(hub.clone());
+    let units: kube::Api<pictor_crds::v1alpha1::WorkUnit> = kube::Api::all(hub.clone());
+    let mut earned = std::collections::BTreeMap::new();
+    let units = units.list(&kube::api::ListParams::default()).await?.items;
+    for cluster in clusters.list(&kube::api::ListParams::default()).await?.items {
+        let namespace = pictor_crds::contract::members::member_namespace(
+            cluster.metadata.name.as_deref().unwrap_or_default(),
+        );
+        let amount: i64 = units
+            .iter()
+            .filter(|u| u.metadata.namespace.as_deref() == Some(namespace.as_str()))
+            .filter(|u| pictor_crds::contract::billing_marks::billing_state(u).is_some())
+            .map(pictor_crds::contract::billing_marks::amount_octas)
+            .sum();
+        if amount > 0 {
+            *earned.entry(cluster.spec.payout_address.clone()).or_default() += amount as u64;
+        }
+    }
+    Ok(earned)
+}
+
+/// What the confirmed Settlements paid `payout`.
+fn by_address_paid(settlements: &[pictor_crds::v1alpha1::Settlement], payout: &str) -> u64 {
+    billing::confirmed(settlements).0.get(payout).copied().unwrap_or(0)
 }
 
 /// Units accrued to a provider and in no confirmed Settlement yet.

@@ -46,7 +46,10 @@ impl JobKind for RenderJobs {
     }
 
     async fn inspect(&self, job: &RenderJob, units: &[&WorkUnit], hub: &Hub) -> Vec<UnitMark> {
-        judge::judge_awaiting(&self.judge, &hub.client, job, units).await
+        // A local network's fake judge never judges a job that really ran.
+        static STORAGE: judge::FrameJudge = judge::FrameJudge::Storage;
+        let judge = if plan::runs_for_real(job) { &STORAGE } else { &self.judge };
+        judge::judge_awaiting(judge, &hub.client, job, units).await
     }
 
     fn budget_octas(job: &RenderJob) -> Option<i64> {

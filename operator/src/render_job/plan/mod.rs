@@ -93,6 +93,16 @@ pub struct RenderSettings {
     pub verification_key: VerificationKey,
 }
 
+/// Whether the job runs for real on a local network that plays pods on kwok
+/// ([`pictor_crds::contract::annotations::REAL_RUN`]).
+pub fn runs_for_real(job: &RenderJob) -> bool {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(pictor_crds::contract::annotations::REAL_RUN))
+        .is_some_and(|v| v == "true")
+}
+
 /// What the controller does for one job.
 #[derive(Debug, Default)]
 pub struct RenderPlan {

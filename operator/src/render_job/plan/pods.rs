@@ -17,7 +17,7 @@ fn api_name(value: impl Serialize) -> String {
 fn worker_pod(job: &RenderJob, name: &str, vendor: GpuVendor, settings: &RenderSettings) -> PodTemplate {
     let spec = &job.spec;
     let mut annotations = BTreeMap::new();
-    if let Some(seconds) = settings.fake_run_seconds {
+    if let Some(seconds) = settings.fake_run_seconds.filter(|_| !super::runs_for_real(job)) {
         annotations.insert(FAKE_RUN_SECONDS.to_string(), seconds.to_string());
     }
     PodTemplate {
@@ -79,6 +79,7 @@ pub(super) fn verify_pod(
 mod tests {
     use super::*;
     use crate::render_job::plan::fixtures::{job, settings};
+    use pictor_crds::contract::annotations::REAL_RUN;
     use serde_json::json;
 
     #[test]
@@ -95,6 +96,10 @@ mod tests {
             assert!(pod.args.contains(&arg.to_string()), "{arg} in {:?}", pod.args);
         }
         assert_eq!(pod.annotations[FAKE_RUN_SECONDS], "3");
+        let mut real = job(20, json!({}));
+        real.metadata.annotations = Some([(REAL_RUN.to_string(), "true".to_string())].into());
+        let pod = render_pod(&real, &chunk, GpuVendor::Any, &settings());
+        assert!(!pod.annotations.contains_key(FAKE_RUN_SECONDS), "a real-run job's pods really run");
     }
 
     #[test]

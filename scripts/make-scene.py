@@ -3,7 +3,7 @@
 # and no denoiser (Debian's Blender has no OpenImageDenoise), so a frame renders in a second or
 # two on a laptop core.
 #
-#   blender -b --factory-startup --python examples/scenes/make-scene.py -- OUT.blend [WIDTH HEIGHT FRAMES]
+#   blender -b --factory-startup --python scripts/make-scene.py -- OUT.blend [WIDTH HEIGHT FRAMES]
 import sys
 
 import bpy
