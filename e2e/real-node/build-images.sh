@@ -3,21 +3,22 @@
 # registry: the pod sandbox's pause image (pause/main.go) and the render worker (Debian with the
 # packages of images/render-worker.packages, and the workspace's pictor-render-worker).
 #
-#   build-images.sh WORKER_BINARY
+#   build-images.sh WORKER_BINARY PAUSE_IMAGE WORKER_IMAGE
 #
+# The image names are what the nodes' containerd will call them (e2e/src/real_node names them).
 # Prints two lines, `pause=ARCHIVE` and `render-worker=ARCHIVE`. Everything is cached under
 # $PICTOR_CACHE/images: the Debian root filesystem by its package list (building it takes a few
 # minutes and about 1 GB), each archive by what went into it, so a second run takes seconds.
 set -euo pipefail
 
 worker_binary=$1
+PAUSE_IMAGE=$2
+WORKER_IMAGE=$3
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 CACHE=${PICTOR_CACHE:-$HOME/.cache/pictor}/images
 SUITE=${PICTOR_IMAGE_SUITE:-bookworm}
 MIRROR=${PICTOR_IMAGE_MIRROR:-http://deb.debian.org/debian}
-PAUSE_IMAGE=pictor.network/pause:local
-WORKER_IMAGE=pictor.network/render-worker:local
 WORKER_UID=65532
 mkdir -p "$CACHE"
 export GOWORK=off CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -66,7 +67,7 @@ layer_from() {
 started=$(date +%s)
 
 # The pause image: one static Go binary.
-pause_key=$(cat "$here/pause/main.go" "$here/pause/go.mod" | sha256sum | cut -c1-16)
+pause_key=$({ cat "$here/pause/main.go" "$here/pause/go.mod"; echo "$PAUSE_IMAGE"; } | sha256sum | cut -c1-16)
 pause_archive=$CACHE/pause-$pause_key.oci.tar
 if [ ! -f "$pause_archive" ]; then
   log "building the pause image"
@@ -96,7 +97,7 @@ if [ ! -f "$base.sha256" ]; then
 fi
 
 # The workspace's worker, on top: a layer of its own, so a new build re-tars only that.
-worker_key=$(sha "$worker_binary" | cut -c1-16)
+worker_key=$({ sha "$worker_binary"; echo "$WORKER_IMAGE"; } | sha256sum | cut -c1-16)
 worker_archive=$CACHE/render-worker-$base_key-$worker_key.oci.tar
 if [ ! -f "$worker_archive" ]; then
   log "building the render-worker image around $worker_binary"

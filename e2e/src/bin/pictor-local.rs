@@ -371,6 +371,7 @@ async fn real_storage(plane: &ControlPlane, nodes: &RealNodes) -> anyhow::Result
 /// The animation's RenderJob: eight frames in chunks of two on the real nodes' GPUs, every chunk
 /// re-rendered on the other member and judged from storage.
 fn animation_job() -> String {
+    let real_run = pictor_crds::contract::annotations::REAL_RUN;
     format!(
         r#"apiVersion: pictor.network/v1alpha1
 kind: RenderJob
@@ -378,7 +379,7 @@ metadata:
   name: {ANIMATION}
   namespace: default
   annotations:
-    pictor.network/real-run: "true"
+    {real_run}: "true"
 spec:
   scene: {SCENE}
   renderer:

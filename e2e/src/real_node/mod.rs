@@ -31,8 +31,8 @@ pub const NODE_ROOT: &str = "/var/tmp/pictor-nodes";
 /// The bridge that carries the nodes' addresses.
 pub const NODE_BRIDGE: &str = "pictor0";
 /// Image names as the nodes know them (imported, never pulled).
-pub const PAUSE_IMAGE: &str = "pictor.network/pause:local";
-pub const RENDER_WORKER_IMAGE: &str = "pictor.network/render-worker:local";
+pub const PAUSE_IMAGE: &str = "localhost/pictor/pause:local";
+pub const RENDER_WORKER_IMAGE: &str = "localhost/pictor/render-worker:local";
 /// The prefix of the nodes' cgroups in every hierarchy.
 const CGROUP_PREFIX: &str = "pictor-node-";
 /// The variable that lets a machine without what real nodes need skip their tests.
@@ -72,6 +72,7 @@ impl NodeImages {
         let output = Command::new("bash")
             .arg(&script)
             .arg(&worker)
+            .args([PAUSE_IMAGE, RENDER_WORKER_IMAGE])
             .output()
             .map_err(|e| RealNodeError::Images(format!("run {}: {e}", script.display())))?;
         if !output.status.success() {
