@@ -16,7 +16,7 @@ use pictor_crds::contract::verification::{Finding, Judgement};
 use pictor_crds::contract::{annotations, labels, node_labels};
 use pictor_crds::v1alpha1::{RenderJob, RenderJobPhase, WorkUnit, WorkUnitPhase};
 use pictor_e2e::network::{self, eventually, start_scheduler};
-use pictor_e2e::real_node::{HostSnapshot, NODE_ROOT, RENDER_WORKER_IMAGE, RealNodeSpec, RealNodes};
+use pictor_e2e::real_node::{HostSnapshot, NODE_ROOT, NVML, RENDER_WORKER_IMAGE, RealNodeSpec, RealNodes};
 use pictor_e2e::s3::S3TestServer;
 use pictor_e2e::workspace_binary;
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions};
@@ -77,11 +77,15 @@ async fn succeeded_log(cluster: &Cluster, pods: &Api<Pod>, name: &str) -> String
     log
 }
 
+/// The machine's bridge, iptables and sysctls are shared: one real-node test at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_nodes_run_pods_render_and_verify_and_leave_nothing_behind() {
     if !RealNodes::required("real_nodes") {
         return;
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
     let before = HostSnapshot::take(Path::new(NODE_ROOT));
     {
         let plane = ControlPlane::start(ControlPlaneOptions { members: 2, ..Default::default() })
@@ -400,4 +404,52 @@ async fn render_phases(plane: &ControlPlane, nodes: &RealNodes) {
     assert_eq!(judged.finding, Finding::Differs, "the altered frame {frame} is caught: {judged:?}");
     println!("a frame altered after its render was caught: {}", judged.detail);
     drop(agents);
+}
+
+/// The NVIDIA GPUs of this machine, by NVML's device files; `None` (with the reason) without.
+fn nvidia_gpus() -> Result<usize, String> {
+    if !Path::new("/dev/nvidiactl").exists() {
+        return Err("no NVIDIA GPU on this machine (/dev/nvidiactl is missing)".into());
+    }
+    let gpus = std::fs::read_dir("/dev")
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_prefix("nvidia")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count();
+    if gpus == 0 { Err("/dev/nvidiactl but no /dev/nvidiaN".into()) } else { Ok(gpus) }
+}
+
+/// On a machine with NVIDIA GPUs: a real node whose device plugin reads them through NVML has
+/// them in its capacity, and a pod given one sees its device file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_node_with_nvml_serves_the_machines_gpus() {
+    let gpus = match nvidia_gpus() {
+        Ok(gpus) => gpus,
+        Err(reason) => {
+            eprintln!("a_real_node_with_nvml_serves_the_machines_gpus: skipped: {reason}");
+            return;
+        }
+    };
+    if !RealNodes::required("real_nodes (nvml)") {
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 1, ..Default::default() }).await.unwrap();
+    let member = plane.members[0].clone();
+    let name = real_node_name(&member);
+    let spec = RealNodeSpec { cluster: member.clone(), name: name.clone(), gpu_model: NVML.into(), gpus };
+    let nodes = RealNodes::start(&plane, vec![spec]).await.expect("a real node with NVML's GPUs in capacity");
+    let _scheduler = start_scheduler(&plane, &member).unwrap();
+    let pods: Api<Pod> = Api::namespaced(member.client().await.unwrap(), WORK);
+    let script = "echo visible=$NVIDIA_VISIBLE_DEVICES; ls /dev | grep '^nvidia[0-9]'";
+    pods.create(&PostParams::default(), &shell_pod("nvml-gpu", script, 1, json!({}))).await.unwrap();
+    let log = succeeded_log(&member, &pods, "nvml-gpu").await;
+    println!("a pod on the NVML node:\n{log}");
+    assert!(log.lines().any(|l| l.starts_with("visible=GPU-")), "a GPU UUID from NVML: {log}");
+    assert_eq!(log.lines().filter(|l| l.starts_with("nvidia")).count(), 1, "one GPU's device file: {log}");
+    assert!(nodes.stop().is_empty());
 }

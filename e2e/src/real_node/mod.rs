@@ -17,7 +17,7 @@ mod host;
 mod node;
 
 pub use host::HostSnapshot;
-pub use node::{RealNode, RealNodeSpec};
+pub use node::{NVML, RealNode, RealNodeSpec};
 
 use crate::control_plane::ControlPlane;
 use crate::workspace_binaries::workspace_binary;

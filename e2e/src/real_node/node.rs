@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// [`RealNodeSpec::gpu_model`] for a node whose device plugin serves the real GPUs.
+pub const NVML: &str = "nvml";
+
 /// What a real node is to be.
 #[derive(Clone, Debug)]
 pub struct RealNodeSpec {
@@ -27,9 +30,10 @@ pub struct RealNodeSpec {
     pub cluster: Cluster,
     /// Node name (also the device plugin's `--node-name`).
     pub name: String,
-    /// A model of the fake catalogue (`rtx4090`, `h100`, …) the device plugin serves.
+    /// A model of the fake catalogue (`rtx4090`, `h100`, …) the device plugin serves, or
+    /// [`NVML`]: the machine's own NVIDIA GPUs, read through NVML.
     pub gpu_model: String,
-    /// How many.
+    /// How many (with [`NVML`], how many the machine has).
     pub gpus: usize,
 }
 
@@ -91,7 +95,7 @@ impl RealNode {
         node.start_containerd()?;
         node.import(images)?;
         node.start_kubelet()?;
-        node.start_device_plugin()?;
+        node.start_device_plugin(spec.gpu_model == NVML)?;
         Ok(node)
     }
 
@@ -105,6 +109,9 @@ impl RealNode {
         }
         for path in BOUND_HOST_PATHS {
             std::fs::create_dir_all(self.bound(path)).map_err(io("create a bound folder"))?;
+        }
+        if spec.gpu_model == NVML {
+            return self.write_configs(index);
         }
         // Fake GPUs whose device files exist: character devices with /dev/null's numbers, made
         // here, so the container runtime can hand them to a pod as it would /dev/nvidia0.
@@ -125,6 +132,15 @@ impl RealNode {
         inventory["sharedDeviceNodes"] = serde_json::json!([]);
         std::fs::write(&self.inventory_file, serde_json::to_vec_pretty(&inventory).expect("json"))
             .map_err(io("write the GPU inventory"))?;
+        self.write_configs(index)
+    }
+
+    /// The CNI, containerd and kubelet configurations, and the node's cgroup root.
+    fn write_configs(&self, index: u8) -> Result<(), RealNodeError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| RealNodeError::Host(format!("{what}: {e}"))
+        };
 
         let subnet = format!("10.89.{}.0/24", index + 1);
         let cni = serde_json::json!({
@@ -405,16 +421,22 @@ fileCheckFrequency: 5s
         self.kubelet = None;
     }
 
-    fn start_device_plugin(&mut self) -> Result<(), RealNodeError> {
+    fn start_device_plugin(&mut self, nvml: bool) -> Result<(), RealNodeError> {
         let binary = workspace_binary("pictor-device-plugins", "pictor-device-plugins");
-        let args = vec![
+        let mut args = vec![
             format!("--node-name={}", self.name),
-            "--backend=fake".into(),
-            format!("--fake-inventory={}", self.inventory_file.display()),
             format!("--socket-dir={}", self.bound("/var/lib/kubelet").join("device-plugins").display()),
             "--label-interval=2".into(),
             "--metrics-addr=127.0.0.1:0".into(),
         ];
+        if nvml {
+            args.push("--backend=nvml".into());
+        } else {
+            args.extend([
+                "--backend=fake".into(),
+                format!("--fake-inventory={}", self.inventory_file.display()),
+            ]);
+        }
         let plugin = ManagedProcess::spawn_with_env(
             &format!("{}-device-plugin", self.name),
             &binary,
