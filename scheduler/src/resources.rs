@@ -162,6 +162,16 @@ impl Resources {
 
     /// The first dimension where `self` asks for more than `free` has, if any.
     pub fn first_shortfall(&self, free: &Self) -> Option<ResourceName> {
+        // Every decision asks this of every node; most of the time everything fits, and that
+        // answer needs no iterator.
+        let within = |want: i64, have: i64| want <= 0 || want <= have;
+        if within(self.cpu_milli, free.cpu_milli)
+            && within(self.memory, free.memory)
+            && within(self.pods, free.pods)
+            && self.gpus.0.iter().zip(free.gpus.0.iter()).all(|(w, h)| within(*w, *h))
+        {
+            return None;
+        }
         self.dimensions()
             .zip(free.dimensions())
             .find(|((_, want), (_, have))| *want > 0 && want > have)
