@@ -28,7 +28,7 @@ use pictor_e2e::{
 use pictor_scheduler::resources::Resources;
 use pictor_scheduler::view::{NodeInfo, PodInfo};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -714,6 +714,8 @@ struct BacklogResult {
     gangs_whole: usize,
     /// From the contender's start until the last gang had every member bound.
     gangs_s: f64,
+    /// Nodes seen with a NoSchedule or NoExecute taint while it drained.
+    tainted_nodes: usize,
     audit: Audit,
 }
 
@@ -730,6 +732,26 @@ impl BacklogResult {
     fn stranded_share(&self) -> f64 {
         self.audit.stranded_gpus as f64 / self.audit.free_gpus_8gpu_nodes.max(1) as f64
     }
+}
+
+/// Names of the nodes seen with a NoSchedule or NoExecute taint from now on. On a loaded machine
+/// kwok's heartbeats can fall behind and the node controller marks nodes unreachable: a
+/// scheduler then has fewer nodes, and every change to them sends it back over its refused pods.
+fn watch_tainted_nodes(client: &kube::Client) -> (Arc<Mutex<HashSet<String>>>, tokio::task::JoinHandle<()>) {
+    let tainted = Arc::new(Mutex::new(HashSet::new()));
+    let seen = tainted.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let watch = tokio::spawn(async move {
+        let stream = watcher(nodes, watcher::Config::default()).default_backoff().applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(node)) = stream.next().await {
+            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            if taints.iter().any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute") {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).insert(node.metadata.name.unwrap_or_default());
+            }
+        }
+    });
+    (tainted, watch)
 }
 
 /// Creates the whole gpu-mix workload with no scheduler running, then starts `which` and
@@ -754,6 +776,7 @@ async fn run_backlog(args: &Args, which: Which) -> anyhow::Result<BacklogResult>
     let early = timeline.lock().unwrap_or_else(|e| e.into_inner()).bound.len();
     anyhow::ensure!(early == 0, "{early} pods were bound before any scheduler ran");
 
+    let tainted = watch_tainted_nodes(&client);
     let started = Instant::now();
     let process = match which {
         Which::Ceiling => spawn_against(&plane, &member, "round-robin-binder", &[])?,
@@ -773,16 +796,20 @@ async fn run_backlog(args: &Args, which: Which) -> anyhow::Result<BacklogResult>
     let peak = peak_memory_mib(pid);
     drop(process);
     watch.abort();
+    tainted.1.abort();
+    let tainted_nodes = tainted.0.lock().unwrap_or_else(|e| e.into_inner()).len();
 
-    let t = timeline.lock().unwrap_or_else(|e| e.into_inner());
+    // Bindings as seconds since the contender started, taken out of the lock at once.
+    let bound: HashMap<String, Instant> =
+        std::mem::take(&mut timeline.lock().unwrap_or_else(|e| e.into_inner()).bound);
     let since = |i: &Instant| i.saturating_duration_since(started).as_secs_f64();
-    let times: Vec<f64> = measured.iter().filter_map(|p| t.bound.get(&p.name)).map(since).collect();
+    let times: Vec<f64> = measured.iter().filter_map(|p| bound.get(&p.name)).map(since).collect();
     let first = times.iter().copied().fold(f64::INFINITY, f64::min);
     let last = times.iter().copied().fold(0.0, f64::max);
     let mut gang_done: HashMap<&str, Vec<Option<f64>>> = HashMap::new();
     for p in &measured {
         if let Some(g) = &p.gang {
-            gang_done.entry(g).or_default().push(t.bound.get(&p.name).map(since));
+            gang_done.entry(g).or_default().push(bound.get(&p.name).map(since));
         }
     }
     let whole: Vec<f64> = gang_done
@@ -790,7 +817,6 @@ async fn run_backlog(args: &Args, which: Which) -> anyhow::Result<BacklogResult>
         .filter(|m| m.iter().all(Option::is_some))
         .map(|m| m.iter().flatten().copied().fold(0.0, f64::max))
         .collect();
-    drop(t);
     let audit = audit(&client).await?;
     drop(plane);
     let result = BacklogResult {
@@ -805,6 +831,7 @@ async fn run_backlog(args: &Args, which: Which) -> anyhow::Result<BacklogResult>
         gangs: gang_done.len(),
         gangs_whole: whole.len(),
         gangs_s: whole.iter().copied().fold(0.0, f64::max),
+        tainted_nodes,
         audit,
     };
     print_backlog_row(&result, None);
@@ -813,7 +840,7 @@ async fn run_backlog(args: &Args, which: Which) -> anyhow::Result<BacklogResult>
 
 fn print_backlog_header() {
     println!(
-        "{:<17} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6} {:>7}",
+        "{:<17} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6} {:>7} {:>7}",
         "contender",
         "bound",
         "first s",
@@ -824,7 +851,8 @@ fn print_backlog_header() {
         "cpu ms/pod",
         "peak MiB",
         "over",
-        "partial"
+        "partial",
+        "tainted"
     );
 }
 
@@ -838,7 +866,7 @@ fn print_backlog_row(r: &BacklogResult, ceiling: Option<f64>) {
         (r.audit.over_committed.to_string(), r.audit.partial_gangs.to_string())
     };
     println!(
-        "{:<17} {:>12} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>8.2} {:>10.3} {:>8.0} {:>6} {:>7}",
+        "{:<17} {:>12} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>8.2} {:>10.3} {:>8.0} {:>6} {:>7} {:>7}",
         r.which.name(),
         format!("{}/{}", r.bound, r.measured),
         r.first_bind_s,
@@ -849,7 +877,8 @@ fn print_backlog_row(r: &BacklogResult, ceiling: Option<f64>) {
         r.cpu_ms_per_pod(),
         r.peak_mib,
         over,
-        partial
+        partial,
+        r.tainted_nodes
     );
 }
 
