@@ -40,11 +40,14 @@ images:
 			-t $(IMAGE_REGISTRY)/$$image:$(IMAGE_TAG) . ; \
 	done
 
-# kube-scheduler against pictor-scheduler on fresh local control planes (not part of `make test`:
-# it takes minutes). Sizes are flags: make bench-scheduler BENCH_ARGS="--nodes 1000 --pods 4000"
+# kube-scheduler and pictor-scheduler draining a backlog, against the API server's ceiling (a
+# round-robin binder), on fresh local control planes (not part of `make test`: it takes minutes).
+# Sizes are flags: make bench-scheduler BENCH_ARGS="--nodes 1000 --pods 4000"; the arrival
+# workloads: BENCH_ARGS="--mode arrival".
 .PHONY: bench-scheduler
 bench-scheduler: deps
-	$(CARGO) build --release -p pictor-scheduler -p pictor-e2e --bin pictor-scheduler --bin scheduler-bench
+	$(CARGO) build --release -p pictor-scheduler -p pictor-e2e --bin pictor-scheduler \
+		--bin scheduler-bench --bin round-robin-binder
 	./target/release/scheduler-bench $(BENCH_ARGS)
 
 # How long the hub takes to place the 10,000 units of a 100,000-frame RenderJob on 50 members,

@@ -1,20 +1,25 @@
 //! pictor-scheduler against a real local control plane (kube-apiserver, controller manager,
 //! kwok nodes from the GPU catalogue), the scheduler running in-process: GPU pods land only
 //! where they fit, gangs bind whole or not at all, unschedulable pods are told why, and a bind
-//! conflict, a deleted node and a scheduler restart lose no pod and over-commit no node.
+//! conflict, a deleted node and a scheduler restart lose no pod and over-commit no node, and a
+//! leader killed mid-run (SIGKILL, the real binary) is replaced by one started cold.
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use pictor_crds::contract::{Vendor, annotations, labels, node_labels};
-use pictor_e2e::{ControlPlane, ControlPlaneOptions, fake_nodes};
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, ManagedProcess, fake_nodes, workspace_binary};
 use pictor_scheduler::api::{ApiError, ClusterWriter, KubeWriter};
 use pictor_scheduler::scheduling::{Binding, SchedulerConfig, UnschedulableReport};
 use pictor_scheduler::service::{ServiceConfig, ServiceError, run};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -492,4 +497,191 @@ async fn a_bind_conflict_a_deleted_node_and_a_restart_lose_no_pod_and_over_commi
     let p = pods.get("fill-24").await.unwrap();
     assert!(p.spec.unwrap().node_name.is_some());
     standby.stop().await;
+}
+
+/// The real pictor-scheduler binary (a debug build) against `cluster`, leader election on with
+/// a 3-second lease, `/metrics` on `port`.
+fn scheduler_process(plane: &ControlPlane, cluster: &Cluster, identity: &str, port: u16) -> ManagedProcess {
+    let binary = workspace_binary("pictor-scheduler", "pictor-scheduler");
+    let args = vec![
+        format!("--identity={identity}"),
+        "--lease-duration-seconds=3".to_string(),
+        format!("--http-addr=127.0.0.1:{port}"),
+    ];
+    let env: [(&str, &Path); 1] = [("KUBECONFIG", &cluster.kubeconfig)];
+    ManagedProcess::spawn_with_env(
+        &format!("pictor-scheduler-{identity}"),
+        &binary,
+        &args,
+        &env,
+        plane.run_dir(),
+    )
+    .unwrap()
+}
+
+/// A counter of `/metrics`, 0 when the series was never written.
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test]
+async fn a_leader_killed_mid_run_is_replaced_cold_losing_no_pod_binding_none_twice_and_gangs_whole() {
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: false }).await.unwrap();
+    let member = &plane.members[0];
+    // 12 × 8 H100s, exactly what the 40 pods below ask for: 32 one-GPU pods (packed onto 4
+    // nodes) and two 4×8 gangs. A lost pod, a reservation leaked across the restart or a double
+    // booking leaves a pod pending or a node over-committed.
+    plane
+        .add_nodes(member, fake_nodes::fleet("k", &[(fake_nodes::model("h100").unwrap(), 12)]))
+        .await
+        .unwrap();
+    let client = member.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let holder = || async {
+        let lease = leases.get_opt("pictor-scheduler").await.unwrap();
+        lease.and_then(|l| l.spec?.holder_identity)
+    };
+
+    // Every node each pod is ever seen on, from a watch that runs throughout.
+    let seen: Arc<Mutex<HashMap<String, BTreeSet<String>>>> = Arc::default();
+    let watch = {
+        let (seen, pods) = (seen.clone(), pods.clone());
+        tokio::spawn(async move {
+            let stream = watcher(pods, watcher::Config::default()).default_backoff().applied_objects();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(p)) = stream.next().await {
+                if let (Some(name), Some(node)) = (p.metadata.name, p.spec.and_then(|s| s.node_name)) {
+                    seen.lock().unwrap().entry(name).or_default().insert(node);
+                }
+            }
+        })
+    };
+
+    let first_port = free_port();
+    let mut first = scheduler_process(&plane, member, "first", first_port);
+    wait_until("the first replica holds the lease", Duration::from_secs(60), || async {
+        holder().await.as_deref() == Some("first")
+    })
+    .await;
+
+    // Before the kill: 24 one-GPU pods and gang g0 arrive at once, and 3 of g1's 4 members
+    // (g1's reservation lives only in the leader's memory). The leader dies while it binds.
+    let before: Vec<Pod> = (0..24)
+        .map(|i| pod(&format!("one-{i}"), "nvidia.com/gpu", 1, json!({})))
+        .chain((0..4).map(|i| gang_pod("g0", i, 4)))
+        .chain((0..3).map(|i| gang_pod("g1", i, 4)))
+        .collect();
+    let creating = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            futures::future::join_all(before.iter().map(|p| create(&pods, p))).await;
+        })
+    };
+    wait_until("the leader has bound some pods", Duration::from_secs(30), || async {
+        !placements(&pods).await.is_empty()
+    })
+    .await;
+    let status =
+        std::process::Command::new("kill").args(["-KILL", &first.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = first.exited() {
+            break exit;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the leader outlived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exit.signal(), Some(9), "the leader was killed, not stopped: {exit:?}");
+    let bound_when_killed = placements(&pods).await.len();
+    creating.await.unwrap();
+
+    // With no scheduler alive the rest arrive: 8 more one-GPU pods and g1's last member.
+    for i in 24..32 {
+        create(&pods, &pod(&format!("one-{i}"), "nvidia.com/gpu", 1, json!({}))).await;
+    }
+    create(&pods, &gang_pod("g1", 3, 4)).await;
+    let at_kill = placements(&pods).await;
+    eprintln!(
+        "the leader was killed with {bound_when_killed} pods bound ({} once it was gone)",
+        at_kill.len()
+    );
+    assert_eq!(holder().await.as_deref(), Some("first"), "a killed leader does not release its lease");
+
+    // A replica started cold (no warm view, nothing inherited) takes over once the lease expires.
+    let second_port = free_port();
+    let _second = scheduler_process(&plane, member, "second", second_port);
+    let started = Instant::now();
+    while placements(&pods).await.len() < 40 {
+        if started.elapsed() > Duration::from_secs(90) {
+            let waiting: Vec<String> = pods
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_none()))
+                .map(|p| {
+                    let why = p
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .find_map(|c| c.message);
+                    format!("{}: {why:?}", p.metadata.name.unwrap_or_default())
+                })
+                .collect();
+            panic!("after 90s these pods still wait: {waiting:#?}\nbound: {:?}", placements(&pods).await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(holder().await.as_deref(), Some("second"));
+    let placed = placements(&pods).await;
+    for (pod_name, node) in &at_kill {
+        assert_eq!(
+            placed.get(pod_name),
+            Some(node),
+            "{pod_name} kept the node it was bound to before the kill"
+        );
+    }
+    for gang in ["g0", "g1"] {
+        let nodes: BTreeSet<&String> =
+            placed.iter().filter(|(k, _)| k.starts_with(gang)).map(|(_, n)| n).collect();
+        assert_eq!(nodes.len(), 4, "gang {gang} is whole, one member per node: {placed:?}");
+    }
+    assert_no_node_over_committed(&client).await;
+
+    // The successor bound exactly the pods left, each once: none of its bindings conflicted
+    // with one the dead leader had made.
+    let remaining = (40 - at_kill.len()) as u64;
+    let started = Instant::now();
+    let metrics = loop {
+        let metrics = http_get(second_port, "/metrics").await;
+        if counter(&metrics, "pictor_scheduler_scheduling_latency_seconds_count") >= remaining {
+            break metrics;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the successor counted too few bindings:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let scheduled = "pictor_scheduler_schedule_attempts_total{result=\"scheduled\"}";
+    let failed = "pictor_scheduler_schedule_attempts_total{result=\"error\"}";
+    assert_eq!(counter(&metrics, scheduled), remaining, "{metrics}");
+    assert_eq!(counter(&metrics, failed), 0, "{metrics}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    watch.abort();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 40);
+    for (pod_name, nodes) in seen.iter() {
+        assert_eq!(nodes.len(), 1, "{pod_name} was seen on {nodes:?}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -53,11 +53,16 @@ fn best_node(
     gang_nodes: &[usize],
 ) -> Result<usize, Unschedulable> {
     let mut best: Option<(i64, usize)> = None;
-    let mut reasons: BTreeMap<Reason, usize> = BTreeMap::new();
+    // A handful of distinct reasons at most, counted for every rejected node: a short list is
+    // cheaper than a map, which is built only when nothing fits.
+    let mut reasons: Vec<(Reason, usize)> = Vec::new();
     for (position, node) in view.nodes().iter().enumerate() {
         let free = if planned.is_empty() { node.free() } else { free_after_planned(view, position, planned) };
         if let Err(reason) = profile.filter(pod, node, &free) {
-            *reasons.entry(reason).or_default() += 1;
+            match reasons.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, n)) => *n += 1,
+                None => reasons.push((reason, 1)),
+            }
             continue;
         }
         let cx = ScoreContext { gang_nodes, node_position: position };
@@ -67,7 +72,11 @@ fn best_node(
             best = Some((score, position));
         }
     }
-    best.map(|(_, p)| p).ok_or(Unschedulable { nodes: view.nodes().len(), reasons, gang: None })
+    best.map(|(_, p)| p).ok_or_else(|| Unschedulable {
+        nodes: view.nodes().len(),
+        reasons: reasons.into_iter().collect(),
+        gang: None,
+    })
 }
 
 /// Where one pod goes, as a position in [`ClusterView::nodes`].

@@ -162,10 +162,19 @@ impl Resources {
 
     /// The first dimension where `self` asks for more than `free` has, if any.
     pub fn first_shortfall(&self, free: &Self) -> Option<ResourceName> {
-        self.dimensions()
-            .zip(free.dimensions())
-            .find(|((_, want), (_, have))| *want > 0 && want > have)
-            .map(|((name, _), _)| name)
+        // Every decision asks this of every node: plain comparisons in the order of
+        // `dimensions()`, no iterator chain.
+        let short = |want: i64, have: i64| want > 0 && want > have;
+        if short(self.cpu_milli, free.cpu_milli) {
+            return Some(ResourceName::Cpu);
+        }
+        if short(self.memory, free.memory) {
+            return Some(ResourceName::Memory);
+        }
+        if let Some(vendor) = Vendor::ALL.into_iter().find(|v| short(self.gpus[*v], free.gpus[*v])) {
+            return Some(ResourceName::Gpu(vendor));
+        }
+        short(self.pods, free.pods).then_some(ResourceName::Pods)
     }
 
     /// GPUs of every vendor together.
@@ -239,6 +248,14 @@ mod tests {
         assert_eq!(want.first_shortfall(&free), Some(ResourceName::Gpu(Vendor::Nvidia)));
         let enough = Resources { gpus: nvidia(2), ..free };
         assert_eq!(want.first_shortfall(&enough), None);
+        let no_slot = Resources { pods: 0, ..enough };
+        assert_eq!(want.first_shortfall(&no_slot), Some(ResourceName::Pods));
+        let no_cpu_no_slot = Resources { cpu_milli: 500, ..no_slot };
+        assert_eq!(
+            want.first_shortfall(&no_cpu_no_slot),
+            Some(ResourceName::Cpu),
+            "the first one short is named"
+        );
     }
 
     #[test]

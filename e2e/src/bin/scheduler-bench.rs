@@ -8,6 +8,13 @@
 //! one). Per run: pods bound per second (creation to bound), p50/p99 latency, the scheduler's
 //! CPU-seconds and peak memory from /proc, and afterwards how many 4×8-GPU gangs still fit.
 //! Each run is checked: no node over-committed, no gang partly bound.
+//!
+//! The default mode is a backlog: every gpu-mix pod is created first with no scheduler running,
+//! then the scheduler under test starts cold and is timed to its last binding — a queue of jobs
+//! meeting a scheduler after an outage or a burst. The same backlog is drained, on its own fresh
+//! control plane, by `round-robin-binder`, which binds without deciding: the API server's
+//! ceiling, against which each scheduler's pods/s is read. `--mode arrival` runs the schedulers
+//! while the pods are created (where the creation rate bounds what can be seen).
 
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
@@ -15,12 +22,14 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use pictor_crds::contract::{Vendor, annotations, labels};
-use pictor_e2e::{ComponentFlags, ControlPlane, ControlPlaneOptions, GpuModel, ManagedProcess, fake_nodes};
+use pictor_e2e::{
+    Cluster, ComponentFlags, ControlPlane, ControlPlaneOptions, GpuModel, ManagedProcess, fake_nodes,
+};
 use pictor_scheduler::resources::Resources;
 use pictor_scheduler::view::{NodeInfo, PodInfo};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,11 +53,16 @@ struct Args {
     /// Pods measured in SchedulingBasic.
     #[arg(long, default_value_t = 1000)]
     basic_measured_pods: usize,
-    /// Workloads to run, comma-separated: gpu-mix, basic.
+    /// `backlog`: the gpu-mix pods are all created before the scheduler under test starts,
+    /// against the API server's ceiling (a no-decision binder). `arrival`: the schedulers run
+    /// while the pods are created (the `--workloads`).
+    #[arg(long, default_value = "backlog")]
+    mode: String,
+    /// Workloads of the arrival mode, comma-separated: gpu-mix, basic.
     #[arg(long, default_value = "gpu-mix,basic")]
     workloads: String,
-    /// Schedulers to run, comma-separated: kube-scheduler, pictor-scheduler.
-    #[arg(long, default_value = "kube-scheduler,pictor-scheduler")]
+    /// What to run, comma-separated: ceiling (backlog only), pictor-scheduler, kube-scheduler.
+    #[arg(long, default_value = "ceiling,pictor-scheduler,kube-scheduler")]
     schedulers: String,
     /// Pod creations in flight at once.
     #[arg(long, default_value_t = 32)]
@@ -65,6 +79,8 @@ struct Args {
 enum Which {
     Kube,
     Pictor,
+    /// The no-decision binder (`round-robin-binder`): the API server's ceiling.
+    Ceiling,
 }
 
 impl Which {
@@ -72,6 +88,7 @@ impl Which {
         match self {
             Self::Kube => "kube-scheduler",
             Self::Pictor => "pictor-scheduler",
+            Self::Ceiling => "ceiling",
         }
     }
 }
@@ -189,7 +206,7 @@ fn pod_json(plan: &PodPlan, which: Which) -> Value {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": plan.name, "namespace": NS},
         "spec": {
-            "schedulerName": if which == Which::Pictor { "pictor-scheduler" } else { "default-scheduler" },
+            "schedulerName": if which == Which::Kube { "default-scheduler" } else { "pictor-scheduler" },
             "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10.2",
                 "resources": {"requests": requests, "limits": requests}}],
             "terminationGracePeriodSeconds": 0,
@@ -338,8 +355,14 @@ async fn create_pods(
     Ok(())
 }
 
-/// Waits until every measured pod is bound, or none was bound for `stall`.
-async fn wait_bound(timeline: &Arc<Mutex<Timeline>>, expected: usize, stall: Duration, limit: Duration) {
+/// Waits until every measured pod is bound, or none was bound for `stall` (`first_stall`
+/// before the first binding: a scheduler meeting a backlog lists it first).
+async fn wait_bound(
+    timeline: &Arc<Mutex<Timeline>>,
+    expected: usize,
+    (first_stall, stall): (Duration, Duration),
+    limit: Duration,
+) {
     let started = Instant::now();
     let mut last = (0, Instant::now());
     loop {
@@ -349,7 +372,7 @@ async fn wait_bound(timeline: &Arc<Mutex<Timeline>>, expected: usize, stall: Dur
         }
         if bound != last.0 {
             last = (bound, Instant::now());
-        } else if last.1.elapsed() > stall {
+        } else if last.1.elapsed() > if bound == 0 { first_stall } else { stall } {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -363,8 +386,26 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
-/// Over-committed nodes, whole free 8-GPU nodes, 4×8 gangs that fit, partial and whole gangs.
-async fn audit(client: &kube::Client) -> anyhow::Result<(usize, usize, usize, usize, usize)> {
+/// What a run left behind, read from the API server after it.
+struct Audit {
+    /// Nodes holding more than they have.
+    over_committed: usize,
+    /// 8-GPU nodes with no GPU in use.
+    whole_free_8gpu_nodes: usize,
+    /// 4×8-GPU gangs that still fit in those (per vendor).
+    gangs_that_fit: usize,
+    /// Gangs with some but not all members bound.
+    partial_gangs: usize,
+    /// Gangs with every member bound.
+    gangs_bound: usize,
+    /// GPUs of 8-GPU nodes, and those left free.
+    gpus_8gpu_nodes: u64,
+    free_gpus_8gpu_nodes: u64,
+    /// Free GPUs on partly used 8-GPU nodes: no 8-GPU gang member can use them.
+    stranded_gpus: u64,
+}
+
+async fn audit(client: &kube::Client) -> anyhow::Result<Audit> {
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
     let pods = Api::<Pod>::all(client.clone()).list(&ListParams::default()).await?;
     let mut used: HashMap<String, Resources> = HashMap::new();
@@ -382,6 +423,7 @@ async fn audit(client: &kube::Client) -> anyhow::Result<(usize, usize, usize, us
     }
     let mut over = 0;
     let mut free_whole: BTreeMap<Vendor, usize> = BTreeMap::new();
+    let (mut total8, mut free8, mut stranded) = (0u64, 0u64, 0u64);
     for n in &nodes.items {
         let Some(info) = NodeInfo::from_node(n) else { continue };
         let u = used.get(&info.name).copied().unwrap_or_default();
@@ -389,16 +431,29 @@ async fn audit(client: &kube::Client) -> anyhow::Result<(usize, usize, usize, us
             over += 1;
         }
         for (vendor, cap) in info.allocatable.gpus.iter() {
-            if cap == 8 && u.gpus[vendor] == 0 {
+            if cap != 8 {
+                continue;
+            }
+            let in_use = u.gpus[vendor].clamp(0, 8);
+            total8 += 8;
+            free8 += (8 - in_use) as u64;
+            if in_use == 0 {
                 *free_whole.entry(vendor).or_default() += 1;
+            } else {
+                stranded += (8 - in_use) as u64;
             }
         }
     }
-    let whole: usize = free_whole.values().sum();
-    let fit: usize = free_whole.values().map(|n| n / 4).sum();
-    let partial = gangs.values().filter(|n| **n > 0 && **n < 4).count();
-    let complete = gangs.values().filter(|n| **n >= 4).count();
-    Ok((over, whole, fit, partial, complete))
+    Ok(Audit {
+        over_committed: over,
+        whole_free_8gpu_nodes: free_whole.values().sum(),
+        gangs_that_fit: free_whole.values().map(|n| n / 4).sum(),
+        partial_gangs: gangs.values().filter(|n| **n > 0 && **n < 4).count(),
+        gangs_bound: gangs.values().filter(|n| **n >= 4).count(),
+        gpus_8gpu_nodes: total8,
+        free_gpus_8gpu_nodes: free8,
+        stranded_gpus: stranded,
+    })
 }
 
 fn readyz(port: u16) -> bool {
@@ -414,8 +469,68 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<RunResult> {
-    eprintln!("== {workload} on {}: starting a fresh control plane", which.name());
+/// A binary built next to this one (`make bench-scheduler` builds them together).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let binary = exe.parent().expect("a folder").join(name);
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it first (make bench-scheduler)",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// Starts a workspace binary against `member`'s API server, logging into the run folder.
+fn spawn_against(
+    plane: &ControlPlane,
+    member: &Cluster,
+    binary: &str,
+    args: &[String],
+) -> anyhow::Result<ManagedProcess> {
+    let path = sibling_binary(binary)?;
+    let env: [(&str, &Path); 2] = [("KUBECONFIG", &member.kubeconfig), ("RUST_LOG", Path::new("warn"))];
+    Ok(ManagedProcess::spawn_with_env(binary, &path, args, &env, plane.run_dir())?)
+}
+
+/// pictor-scheduler as deployed with one replica, its HTTP endpoints on `port`.
+fn spawn_pictor(plane: &ControlPlane, member: &Cluster, port: u16) -> anyhow::Result<ManagedProcess> {
+    let args = vec![
+        "--no-leader-elect".to_string(),
+        format!("--http-addr=127.0.0.1:{port}"),
+        format!("--identity=bench-{}", std::process::id()),
+    ];
+    spawn_against(plane, member, "pictor-scheduler", &args)
+}
+
+/// kube-scheduler as the control plane starts it (same client QPS and burst, gangs on), but
+/// started by the benchmark, after the backlog is in place.
+fn spawn_kube_scheduler(plane: &ControlPlane, member: &Cluster) -> anyhow::Result<ManagedProcess> {
+    let config = plane.run_dir().join("backlog-kube-scheduler.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nleaderElection:\n  leaderElect: false\nclientConnection:\n  kubeconfig: {}\n  qps: 5000\n  burst: 10000\n",
+            member.kubeconfig.display()
+        ),
+    )?;
+    let args = vec![
+        format!("--config={}", config.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={}", free_port()?),
+        "--feature-gates=GenericWorkload=true".into(),
+    ];
+    Ok(ManagedProcess::spawn(
+        "kube-scheduler",
+        &plane.binaries.path("kube-scheduler"),
+        &args,
+        plane.run_dir(),
+    )?)
+}
+
+/// A fresh control plane with one member, kube-scheduler's gang scheduling allowed, and the
+/// benchmark's namespace.
+async fn fresh_plane(kube_scheduler: bool) -> anyhow::Result<(ControlPlane, Cluster, kube::Client)> {
     let flags = ComponentFlags {
         api_server: vec![
             "--feature-gates=GenericWorkload=true".into(),
@@ -423,73 +538,17 @@ async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<Ru
         ],
         kube_scheduler: vec!["--feature-gates=GenericWorkload=true".into()],
     };
-    let plane = ControlPlane::start_with_flags(
-        ControlPlaneOptions { members: 1, kube_scheduler: which == Which::Kube },
-        flags,
-    )
-    .await?;
+    let plane =
+        ControlPlane::start_with_flags(ControlPlaneOptions { members: 1, kube_scheduler }, flags).await?;
     let member = plane.members[0].clone();
     let client = member.client().await?;
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NS}}))?).await?;
+    Ok((plane, member, client))
+}
 
-    // Both schedulers run before the nodes arrive, so both pay for watching them.
-    let mut pictor: Option<ManagedProcess> = None;
-    let pid = match which {
-        Which::Kube => plane.pid_of(&format!("{}-kube-scheduler", member.name)).expect("kube-scheduler runs"),
-        Which::Pictor => {
-            let exe = std::env::current_exe()?;
-            let binary: PathBuf = exe.parent().expect("a folder").join("pictor-scheduler");
-            anyhow::ensure!(
-                binary.exists(),
-                "{} is missing: build it first (make bench-scheduler)",
-                binary.display()
-            );
-            let port = free_port()?;
-            let args = vec![
-                "--no-leader-elect".to_string(),
-                format!("--http-addr=127.0.0.1:{port}"),
-                format!("--identity=bench-{}", std::process::id()),
-            ];
-            let wrapper = plane.run_dir().join("pictor-scheduler.sh");
-            std::fs::write(
-                &wrapper,
-                format!(
-                    "#!/bin/sh\nexport KUBECONFIG={}\nexport RUST_LOG=warn\nexec {} \"$@\"\n",
-                    member.kubeconfig.display(),
-                    binary.display()
-                ),
-            )?;
-            std::process::Command::new("chmod").arg("+x").arg(&wrapper).status()?;
-            let process = ManagedProcess::spawn("pictor-scheduler", &wrapper, &args, plane.run_dir())?;
-            let started = Instant::now();
-            while !readyz(port) {
-                anyhow::ensure!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "pictor-scheduler never became ready"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            let pid = process.pid();
-            pictor = Some(process);
-            pid
-        }
-    };
-
-    let (nodes, init, measured) = match workload {
-        "gpu-mix" => (gpu_mix_nodes(args.nodes), Vec::new(), gpu_mix_pods(args.pods)),
-        "basic" => (
-            basic_nodes(args.basic_nodes),
-            basic_pods("init", args.basic_init_pods),
-            basic_pods("measured", args.basic_measured_pods),
-        ),
-        other => anyhow::bail!("unknown workload {other}"),
-    };
-    let node_count = nodes.len();
-    let t = Instant::now();
-    create_nodes(&client, nodes, args.create_concurrency).await?;
-    eprintln!("   {node_count} nodes Ready in {:.1}s", t.elapsed().as_secs_f64());
-
+/// Records when the benchmark's own watch first sees each pod of the namespace bound.
+fn watch_bindings(client: &kube::Client) -> (Arc<Mutex<Timeline>>, tokio::task::JoinHandle<()>) {
     let timeline = Arc::new(Mutex::new(Timeline::default()));
     let watch_timeline = timeline.clone();
     let pods_api: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -508,6 +567,50 @@ async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<Ru
             }
         }
     });
+    (timeline, watch)
+}
+
+async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<RunResult> {
+    eprintln!("== {workload} on {}: starting a fresh control plane", which.name());
+    let (plane, member, client) = fresh_plane(which == Which::Kube).await?;
+
+    // Both schedulers run before the nodes arrive, so both pay for watching them.
+    let mut pictor: Option<ManagedProcess> = None;
+    let pid = match which {
+        Which::Kube => plane.pid_of(&format!("{}-kube-scheduler", member.name)).expect("kube-scheduler runs"),
+        Which::Pictor => {
+            let port = free_port()?;
+            let process = spawn_pictor(&plane, &member, port)?;
+            let started = Instant::now();
+            while !readyz(port) {
+                anyhow::ensure!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "pictor-scheduler never became ready"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let pid = process.pid();
+            pictor = Some(process);
+            pid
+        }
+        Which::Ceiling => anyhow::bail!("the ceiling is measured on a backlog only"),
+    };
+
+    let (nodes, init, measured) = match workload {
+        "gpu-mix" => (gpu_mix_nodes(args.nodes), Vec::new(), gpu_mix_pods(args.pods)),
+        "basic" => (
+            basic_nodes(args.basic_nodes),
+            basic_pods("init", args.basic_init_pods),
+            basic_pods("measured", args.basic_measured_pods),
+        ),
+        other => anyhow::bail!("unknown workload {other}"),
+    };
+    let node_count = nodes.len();
+    let t = Instant::now();
+    create_nodes(&client, nodes, args.create_concurrency).await?;
+    eprintln!("   {node_count} nodes Ready in {:.1}s", t.elapsed().as_secs_f64());
+
+    let (timeline, watch) = watch_bindings(&client);
 
     if !init.is_empty() {
         let warmup = Arc::new(Mutex::new(Timeline::default()));
@@ -531,10 +634,11 @@ async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<Ru
     eprintln!("   creating {} measured pods", measured.len());
     create_pods(&client, &measured, which, &timeline, args.create_concurrency).await?;
     eprintln!("   created in {:.1}s", t.elapsed().as_secs_f64());
+    let stall = Duration::from_secs(args.stall_seconds);
     wait_bound(
         &timeline,
         measured.len() + init.len(),
-        Duration::from_secs(args.stall_seconds),
+        (stall, stall),
         Duration::from_secs(args.run_limit_seconds),
     )
     .await;
@@ -565,7 +669,7 @@ async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<Ru
             percentile(&latencies, 0.99),
         )
     };
-    let (over, whole, fit, partial, complete) = audit(&client).await?;
+    let audited = audit(&client).await?;
     drop(pictor);
     drop(plane);
     let result = RunResult {
@@ -579,11 +683,11 @@ async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<Ru
         cpu_seconds: cpu_after - cpu_before,
         cpu_seconds_total: cpu_after,
         peak_mib: peak,
-        whole_free_8gpu_nodes: whole,
-        gangs_that_fit: fit,
-        over_committed: over,
-        partial_gangs: partial,
-        gangs_bound: complete,
+        whole_free_8gpu_nodes: audited.whole_free_8gpu_nodes,
+        gangs_that_fit: audited.gangs_that_fit,
+        over_committed: audited.over_committed,
+        partial_gangs: audited.partial_gangs,
+        gangs_bound: audited.gangs_bound,
     };
     eprintln!(
         "   {}: {:.2} CPU-seconds during the measured phase, {:.2} since start (nodes included)",
@@ -593,6 +697,251 @@ async fn run_one(args: &Args, workload: &str, which: Which) -> anyhow::Result<Ru
     );
     print_row(&result);
     Ok(result)
+}
+
+/// One contender draining the backlog.
+struct BacklogResult {
+    which: Which,
+    measured: usize,
+    bound: usize,
+    /// From the contender's start to its first and last binding, as the benchmark's watch saw them.
+    first_bind_s: f64,
+    drain_s: f64,
+    pods_per_second: f64,
+    cpu_seconds: f64,
+    peak_mib: f64,
+    gangs: usize,
+    gangs_whole: usize,
+    /// From the contender's start until the last gang had every member bound.
+    gangs_s: f64,
+    /// Nodes seen with a NoSchedule or NoExecute taint while it drained.
+    tainted_nodes: usize,
+    audit: Audit,
+}
+
+impl BacklogResult {
+    fn cpu_ms_per_pod(&self) -> f64 {
+        self.cpu_seconds * 1000.0 / self.bound.max(1) as f64
+    }
+
+    fn gangs_per_second(&self) -> f64 {
+        if self.gangs_whole == 0 { 0.0 } else { self.gangs_whole as f64 / self.gangs_s }
+    }
+
+    /// Free GPUs of 8-GPU nodes that sit on partly used nodes, as a share of all free ones.
+    fn stranded_share(&self) -> f64 {
+        self.audit.stranded_gpus as f64 / self.audit.free_gpus_8gpu_nodes.max(1) as f64
+    }
+}
+
+/// Names of the nodes seen with a NoSchedule or NoExecute taint from now on. On a loaded machine
+/// kwok's heartbeats can fall behind and the node controller marks nodes unreachable: a
+/// scheduler then has fewer nodes, and every change to them sends it back over its refused pods.
+fn watch_tainted_nodes(client: &kube::Client) -> (Arc<Mutex<HashSet<String>>>, tokio::task::JoinHandle<()>) {
+    let tainted = Arc::new(Mutex::new(HashSet::new()));
+    let seen = tainted.clone();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let watch = tokio::spawn(async move {
+        let stream = watcher(nodes, watcher::Config::default()).default_backoff().applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(node)) = stream.next().await {
+            let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+            if taints.iter().any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute") {
+                seen.lock().unwrap_or_else(|e| e.into_inner()).insert(node.metadata.name.unwrap_or_default());
+            }
+        }
+    });
+    (tainted, watch)
+}
+
+/// Creates the whole gpu-mix workload with no scheduler running, then starts `which` and
+/// times it until the last binding (or a stall).
+async fn run_backlog(args: &Args, which: Which) -> anyhow::Result<BacklogResult> {
+    eprintln!("== backlog on {}: starting a fresh control plane", which.name());
+    let (plane, member, client) = fresh_plane(false).await?;
+    let nodes = gpu_mix_nodes(args.nodes);
+    let node_count = nodes.len();
+    let t = Instant::now();
+    create_nodes(&client, nodes, args.create_concurrency).await?;
+    eprintln!("   {node_count} nodes Ready in {:.1}s", t.elapsed().as_secs_f64());
+    let (timeline, watch) = watch_bindings(&client);
+    let measured = gpu_mix_pods(args.pods);
+    let t = Instant::now();
+    create_pods(&client, &measured, which, &timeline, args.create_concurrency).await?;
+    eprintln!(
+        "   {} pods created in {:.1}s with no scheduler running",
+        measured.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let early = timeline.lock().unwrap_or_else(|e| e.into_inner()).bound.len();
+    anyhow::ensure!(early == 0, "{early} pods were bound before any scheduler ran");
+
+    let tainted = watch_tainted_nodes(&client);
+    let started = Instant::now();
+    let process = match which {
+        Which::Ceiling => spawn_against(&plane, &member, "round-robin-binder", &[])?,
+        Which::Pictor => spawn_pictor(&plane, &member, free_port()?)?,
+        Which::Kube => spawn_kube_scheduler(&plane, &member)?,
+    };
+    let stall = Duration::from_secs(args.stall_seconds);
+    wait_bound(
+        &timeline,
+        measured.len(),
+        (Duration::from_secs(120), stall),
+        Duration::from_secs(args.run_limit_seconds),
+    )
+    .await;
+    let pid = process.pid();
+    let cpu = cpu_seconds(pid);
+    let peak = peak_memory_mib(pid);
+    drop(process);
+    watch.abort();
+    tainted.1.abort();
+    let tainted_nodes = tainted.0.lock().unwrap_or_else(|e| e.into_inner()).len();
+
+    // Bindings as seconds since the contender started, taken out of the lock at once.
+    let bound: HashMap<String, Instant> =
+        std::mem::take(&mut timeline.lock().unwrap_or_else(|e| e.into_inner()).bound);
+    let since = |i: &Instant| i.saturating_duration_since(started).as_secs_f64();
+    let times: Vec<f64> = measured.iter().filter_map(|p| bound.get(&p.name)).map(since).collect();
+    let first = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let last = times.iter().copied().fold(0.0, f64::max);
+    let mut gang_done: HashMap<&str, Vec<Option<f64>>> = HashMap::new();
+    for p in &measured {
+        if let Some(g) = &p.gang {
+            gang_done.entry(g).or_default().push(bound.get(&p.name).map(since));
+        }
+    }
+    let whole: Vec<f64> = gang_done
+        .values()
+        .filter(|m| m.iter().all(Option::is_some))
+        .map(|m| m.iter().flatten().copied().fold(0.0, f64::max))
+        .collect();
+    let audit = audit(&client).await?;
+    drop(plane);
+    let result = BacklogResult {
+        which,
+        measured: measured.len(),
+        bound: times.len(),
+        first_bind_s: first,
+        drain_s: last,
+        pods_per_second: times.len() as f64 / last,
+        cpu_seconds: cpu,
+        peak_mib: peak,
+        gangs: gang_done.len(),
+        gangs_whole: whole.len(),
+        gangs_s: whole.iter().copied().fold(0.0, f64::max),
+        tainted_nodes,
+        audit,
+    };
+    print_backlog_row(&result, None);
+    Ok(result)
+}
+
+fn print_backlog_header() {
+    println!(
+        "{:<17} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>8} {:>6} {:>7} {:>7}",
+        "contender",
+        "bound",
+        "first s",
+        "drain s",
+        "pods/s",
+        "ceiling",
+        "cpu s",
+        "cpu ms/pod",
+        "peak MiB",
+        "over",
+        "partial",
+        "tainted"
+    );
+}
+
+/// One line of the table; `ceiling` is the round-robin binder's pods/s, when measured.
+fn print_backlog_row(r: &BacklogResult, ceiling: Option<f64>) {
+    let share = ceiling.map_or_else(|| "-".to_string(), |c| format!("{:.0}%", 100.0 * r.pods_per_second / c));
+    // The round-robin binder ignores room and gangs: its over-commits are by design, not audited.
+    let (over, partial) = if r.which == Which::Ceiling {
+        ("-".to_string(), "-".to_string())
+    } else {
+        (r.audit.over_committed.to_string(), r.audit.partial_gangs.to_string())
+    };
+    println!(
+        "{:<17} {:>12} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>8.2} {:>10.3} {:>8.0} {:>6} {:>7} {:>7}",
+        r.which.name(),
+        format!("{}/{}", r.bound, r.measured),
+        r.first_bind_s,
+        r.drain_s,
+        r.pods_per_second,
+        share,
+        r.cpu_seconds,
+        r.cpu_ms_per_pod(),
+        r.peak_mib,
+        over,
+        partial,
+        r.tainted_nodes
+    );
+}
+
+fn print_gang_line(r: &BacklogResult) {
+    println!(
+        "gangs {:<17} {}/{} 4x8 gangs whole in {:.1}s: {:.2} gangs/s; {} partly bound; stranded: {} of the {} GPUs left free of {} on 8-GPU nodes ({:.0}%) sit on partly used nodes; {} nodes left whole",
+        r.which.name(),
+        r.gangs_whole,
+        r.gangs,
+        r.gangs_s,
+        r.gangs_per_second(),
+        r.audit.partial_gangs,
+        r.audit.stranded_gpus,
+        r.audit.free_gpus_8gpu_nodes,
+        r.audit.gpus_8gpu_nodes,
+        100.0 * r.stranded_share(),
+        r.audit.whole_free_8gpu_nodes
+    );
+}
+
+/// The backlog table: every contender, each against the ceiling, and the ratios.
+fn backlog_report(args: &Args, results: &[BacklogResult]) -> bool {
+    let find = |w: Which| results.iter().find(|r| r.which == w);
+    let ceiling = find(Which::Ceiling).map(|c| c.pods_per_second);
+    println!();
+    println!(
+        "backlog: {} pods ({} in 4x8-GPU gangs) created on {} GPU nodes before any scheduler ran; each contender on a fresh control plane; {} CPUs here",
+        results.first().map_or(args.pods, |r| r.measured),
+        results.first().map_or(0, |r| r.gangs * 4),
+        args.nodes,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    print_backlog_header();
+    results.iter().for_each(|r| print_backlog_row(r, ceiling));
+    println!();
+    for r in results.iter().filter(|r| r.which != Which::Ceiling) {
+        print_gang_line(r);
+    }
+    if let (Some(k), Some(p)) = (find(Which::Kube), find(Which::Pictor)) {
+        println!(
+            "pictor/kube: pods/s {:.2}x (aim >= 2x), CPU per pod {:.3}x (aim <= 0.25x), peak memory {:.2}x, gangs/s {:.2}x",
+            p.pods_per_second / k.pods_per_second,
+            p.cpu_ms_per_pod() / k.cpu_ms_per_pod(),
+            p.peak_mib / k.peak_mib,
+            p.gangs_per_second() / k.gangs_per_second()
+        );
+    }
+    if let (Some(c), Some(p)) = (ceiling, find(Which::Pictor)) {
+        println!("pictor-scheduler at {:.0}% of the ceiling (aim >= 80%)", 100.0 * p.pods_per_second / c);
+    }
+    let mut failed = false;
+    for r in results.iter().filter(|r| r.which != Which::Ceiling) {
+        if r.audit.over_committed > 0 || r.audit.partial_gangs > 0 {
+            println!(
+                "CHECK FAILED: backlog {}: {} over-committed nodes, {} partly bound gangs",
+                r.which.name(),
+                r.audit.over_committed,
+                r.audit.partial_gangs
+            );
+            failed = true;
+        }
+    }
+    failed
 }
 
 fn print_header() {
@@ -645,6 +994,25 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let wanted = |w: Which| args.schedulers.split(',').any(|s| s.trim() == w.name());
+    if args.mode == "backlog" {
+        println!(
+            "scheduler-bench backlog: gpu-mix {} nodes / {} pods; {} CPUs here",
+            args.nodes,
+            args.pods,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let mut results = Vec::new();
+        for which in [Which::Ceiling, Which::Pictor, Which::Kube].into_iter().filter(|w| wanted(*w)) {
+            print_backlog_header();
+            results.push(run_backlog(&args, which).await?);
+        }
+        if backlog_report(&args, &results) {
+            anyhow::bail!("a scheduler over-committed a node or left a gang partly bound");
+        }
+        return Ok(());
+    }
+    anyhow::ensure!(args.mode == "arrival", "unknown mode {}: backlog or arrival", args.mode);
     println!(
         "scheduler-bench: gpu-mix {} nodes / {} pods; basic {} nodes / {}+{} pods; {} CPUs here",
         args.nodes,
@@ -657,7 +1025,7 @@ async fn main() -> anyhow::Result<()> {
     let mut results = Vec::new();
     for workload in args.workloads.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         for which in [Which::Kube, Which::Pictor] {
-            if !args.schedulers.split(',').any(|s| s.trim() == which.name()) {
+            if !wanted(which) {
                 continue;
             }
             print_header();

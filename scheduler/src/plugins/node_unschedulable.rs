@@ -17,12 +17,14 @@ impl FilterPlugin for NodeUnschedulable {
     }
 
     fn filter(&self, pod: &PodInfo, node: &NodeInfo, _free: &Resources) -> Result<(), Reason> {
+        // Runs for every node on every decision: the implied taint is built (two allocations)
+        // only for a cordoned node.
+        if !node.unschedulable {
+            return Ok(());
+        }
         let implied =
             Taint { key: UNSCHEDULABLE_TAINT.into(), value: String::new(), effect: "NoSchedule".into() };
-        if node.unschedulable && !tolerates(&pod.tolerations, &implied) {
-            return Err(Reason::NodeUnschedulable);
-        }
-        Ok(())
+        if tolerates(&pod.tolerations, &implied) { Ok(()) } else { Err(Reason::NodeUnschedulable) }
     }
 }
 
