@@ -75,4 +75,4 @@ bench-verification: deps
 # kubelet on a real node where this machine can run one (not part of `make test`).
 .PHONY: bench-device-plugin
 bench-device-plugin: deps
-	$(CARGO) run -p pictor-e2e --bin bench-device-plugin -- $(BENCH_ARGS)
+	$(CARGO) run --release -p pictor-e2e --bin bench-device-plugin -- $(BENCH_ARGS)
