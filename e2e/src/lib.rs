@@ -6,6 +6,8 @@
 //! nodes. All of it is built from Go modules by `e2e/control-plane/build.sh` and started here
 //! from Rust, so a test needs no container runtime. Every process stops when the
 //! [`ControlPlane`] is dropped, on panic too; a failed run keeps its logs and prints where.
+//! Where the machine allows, [`real_node`] adds real nodes (kubelet, containerd, runc) beside
+//! kwok's, and [`s3`] the S3 test server their pods write to.
 #![forbid(unsafe_code)]
 
 pub mod billing;

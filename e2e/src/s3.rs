@@ -1,7 +1,11 @@
 //! The S3-compatible test server (moto, installed by `scripts/install-deps.sh`) on an address of
-//! this machine's choosing: real nodes' pods reach it on the node bridge's address.
+//! this machine's choosing: real nodes' pods reach it on the node bridge's address; and a
+//! render's storage made on it (bucket, scene, the hub's credentials Secret).
 
+use crate::control_plane::ControlPlane;
 use crate::process::ManagedProcess;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
 use pictor_render_worker::storage::{StorageObject, StorageSettings};
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
@@ -73,6 +77,11 @@ impl S3TestServer {
         .to_vec()
     }
 
+    /// The agent flags that give a member's pods this server.
+    pub fn work_env_flags(&self) -> Vec<String> {
+        self.environment().into_iter().map(|(k, v)| format!("--work-env={k}={v}")).collect()
+    }
+
     fn settings(&self) -> StorageSettings {
         StorageSettings::from_pairs(self.environment().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)))
             .expect("known settings")
@@ -89,4 +98,46 @@ impl S3TestServer {
         let object = StorageObject::open(url, &self.settings()).map_err(|e| e.to_string())?;
         object.read().await.map(|b| b.to_vec()).map_err(|e| e.to_string())
     }
+}
+
+/// A render's storage on the local network: the S3 test server on `address` with a bucket, the
+/// scene `scripts/make-scene.py` makes (`width`×`height`, `frames` frames) stored at `scene`, and
+/// on the hub the submitter's credentials Secret `secret` in `default` (what the hub reads the
+/// frames with). Members' pods get the server through their agent's `--work-env`.
+pub async fn render_store(
+    plane: &ControlPlane,
+    address: IpAddr,
+    scene: &str,
+    (width, height, frames): (u32, u32, u32),
+    secret: &str,
+) -> Result<S3TestServer, String> {
+    let s3 = S3TestServer::start(address, plane.run_dir())?;
+    let bucket =
+        scene.strip_prefix("s3://").and_then(|rest| rest.split('/').next()).ok_or("scene is no s3:// URL")?;
+    s3.create_bucket(bucket)?;
+    let file = plane.run_dir().join("scene.blend");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-scene.py");
+    let made = std::process::Command::new("blender")
+        .args(["-b", "--factory-startup", "--python"])
+        .arg(&script)
+        .arg("--")
+        .arg(&file)
+        .args([width, height, frames].map(|n| n.to_string()))
+        .output()
+        .map_err(|e| format!("run blender: {e}; scripts/install-deps.sh installs Debian's blender"))?;
+    if !file.exists() {
+        return Err(format!("{} made no scene: {}", script.display(), String::from_utf8_lossy(&made.stdout)));
+    }
+    s3.put(scene, std::fs::read(&file).map_err(|e| e.to_string())?).await?;
+    let credentials: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": "default"},
+        "stringData": s3.environment().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+    .map_err(|e| e.to_string())?;
+    let hub = plane.hub.client().await.map_err(|e| e.to_string())?;
+    Api::<Secret>::namespaced(hub, "default")
+        .create(&PostParams::default(), &credentials)
+        .await
+        .map_err(|e| format!("create Secret {secret}: {e}"))?;
+    Ok(s3)
 }

@@ -10,14 +10,14 @@
 //! and a frame altered in storage after its render is caught. Last, nothing of the nodes is
 //! left on the machine.
 
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use pictor_crds::contract::verification::{Finding, Judgement};
 use pictor_crds::contract::{annotations, labels, node_labels};
 use pictor_crds::v1alpha1::{RenderJob, RenderJobPhase, WorkUnit, WorkUnitPhase};
 use pictor_e2e::network::{self, eventually, start_scheduler};
 use pictor_e2e::real_node::{HostSnapshot, NODE_ROOT, NVML, RENDER_WORKER_IMAGE, RealNodeSpec, RealNodes};
-use pictor_e2e::s3::S3TestServer;
+use pictor_e2e::s3::render_store;
 use pictor_e2e::workspace_binary;
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions};
 use serde_json::json;
@@ -261,32 +261,13 @@ fn member_of(unit: &WorkUnit) -> String {
 /// a frame altered in storage after its render is caught.
 async fn render_phases(plane: &ControlPlane, nodes: &RealNodes) {
     plane.install_crds().await.unwrap();
-    let s3 = S3TestServer::start(nodes.nodes()[0].ip.into(), plane.run_dir()).expect("the S3 test server");
-    s3.create_bucket("renders").unwrap();
-    let scene = plane.run_dir().join("anim.blend");
-    let made = std::process::Command::new("blender")
-        .args(["-b", "--factory-startup", "--python"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-scene.py"))
-        .arg("--")
-        .arg(&scene)
-        .args([WIDTH.to_string(), HEIGHT.to_string(), "4".into()])
-        .output()
-        .expect("blender runs");
-    assert!(scene.exists(), "the scene script made no scene: {}", String::from_utf8_lossy(&made.stdout));
-    s3.put(SCENE, std::fs::read(&scene).unwrap()).await.unwrap();
-
+    let s3 = render_store(plane, nodes.nodes()[0].ip.into(), SCENE, (WIDTH, HEIGHT, 4), "render-store")
+        .await
+        .expect("the S3 test server with the scene");
     let hub = plane.hub.client().await.unwrap();
-    // What the hub reads the frames with (the judge); the pods get the member's own settings.
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "render-store", "namespace": "default"},
-        "stringData": s3.environment().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(hub.clone(), "default").create(&PostParams::default(), &secret).await.unwrap();
     let _operator =
         network::start_operator(plane, 6, None, &[&format!("--render-image={RENDER_WORKER_IMAGE}")]).unwrap();
-    let work_env: Vec<String> =
-        s3.environment().into_iter().map(|(k, v)| format!("--work-env={k}={v}")).collect();
+    let work_env = s3.work_env_flags();
     let mut agents = vec![];
     for member in &plane.members {
         let kubeconfig = network::agent_kubeconfig_path(plane, member);

@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand};
 use pictor_crds::contract::{BillingState, labels};
 use pictor_e2e::billing::{self, LOCAL_TREASURY_KEY};
 use pictor_e2e::real_node::{RENDER_WORKER_IMAGE, RealNodeSpec, RealNodes};
-use pictor_e2e::s3::S3TestServer;
+use pictor_e2e::s3::render_store;
 use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, fake_nodes, network, workspace_binary};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Prices of the real-node members: above what examples/renderjob.yaml pays per GPU-hour, so
@@ -125,7 +126,13 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let storage = match &real_nodes {
-        Some(nodes) => Some(real_storage(&plane, nodes).await?),
+        Some(nodes) => {
+            let s3 = render_store(&plane, nodes.nodes()[0].ip.into(), SCENE, (160, 90, 8), "render-store")
+                .await
+                .map_err(anyhow::Error::msg)?;
+            println!("S3 test server at {} holds {SCENE} (made by scripts/make-scene.py)", s3.endpoint);
+            Some(s3)
+        }
         None => None,
     };
 
@@ -164,9 +171,7 @@ async fn main() -> anyhow::Result<()> {
         let prices: &[&str] = if index < 2 { &PRICES } else { &REAL_PRICES };
         network::member_add_with_tier(&plane.hub, &member.name, tier, payout, prices, &agent_kubeconfig)?;
         let work_env: Vec<String> = match (&storage, index >= 2) {
-            (Some(s3), true) => {
-                s3.environment().into_iter().map(|(k, v)| format!("--work-env={k}={v}")).collect()
-            }
+            (Some(s3), true) => s3.work_env_flags(),
             _ => vec![],
         };
         processes.push(network::start_agent_with(
@@ -285,7 +290,7 @@ async fn main() -> anyhow::Result<()> {
             let (by_address, _) = billing::confirmed(&settlements);
             println!("\nBalances on the Aptos test node:");
             let settled: u64 = by_address.values().sum();
-            for (address, octas) in by_address {
+            for (address, &octas) in &by_address {
                 let balance = node.balance(address.parse()?);
                 println!(
                     "  {address}: {} (settled {})",
@@ -299,16 +304,7 @@ async fn main() -> anyhow::Result<()> {
                 pictor_crds::contract::format_apt(settled),
                 if total_cost == settled { ", exactly" } else { " (they differ!)" }
             );
-            if total_cost != settled {
-                failures
-                    .push(format!("the jobs cost {total_cost} octas but the providers were paid {settled}"));
-            }
-            for (payout, earned) in earned_by_payout(&hub_client).await? {
-                let paid = by_address_paid(&settlements, &payout);
-                if paid != earned {
-                    failures.push(format!("provider {payout} earned {earned} octas but was paid {paid}"));
-                }
-            }
+            failures.extend(payment_failures(total_cost, &by_address, &earned_by_payout(&hub_client).await?));
         }
         Err(_) => {
             failures.push("not every provider was paid within 2 minutes: see the settlements above".into())
@@ -339,33 +335,6 @@ async fn main() -> anyhow::Result<()> {
         println!("\nContact sheet of the real frames: {}", sheet.display());
     }
     Ok(())
-}
-
-/// The S3 test server on the real nodes' bridge, the scene made by scripts/make-scene.py
-/// in it, and the submitter's credentials Secret on the hub (what the hub reads frames with).
-async fn real_storage(plane: &ControlPlane, nodes: &RealNodes) -> anyhow::Result<S3TestServer> {
-    let s3 = S3TestServer::start(nodes.nodes()[0].ip.into(), plane.run_dir()).map_err(anyhow::Error::msg)?;
-    s3.create_bucket("renders").map_err(anyhow::Error::msg)?;
-    let scene = plane.run_dir().join("anim.blend");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/make-scene.py");
-    let made = std::process::Command::new("blender")
-        .args(["-b", "--factory-startup", "--python"])
-        .arg(&script)
-        .arg("--")
-        .arg(&scene)
-        .args(["160", "90", "8"])
-        .output()?;
-    anyhow::ensure!(scene.exists(), "Blender made no scene: {}", String::from_utf8_lossy(&made.stdout));
-    s3.put(SCENE, std::fs::read(&scene)?).await.map_err(anyhow::Error::msg)?;
-    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "render-store", "namespace": "default"},
-        "stringData": s3.environment().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-    }))?;
-    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(plane.hub.client().await?, "default")
-        .create(&kube::api::PostParams::default(), &secret)
-        .await?;
-    println!("S3 test server at {} holds {SCENE} (made by {})", s3.endpoint, script.display());
-    Ok(s3)
 }
 
 /// The animation's RenderJob: eight frames in chunks of two on the real nodes' GPUs, every chunk
@@ -425,9 +394,27 @@ async fn earned_by_payout(hub: &kube::Client) -> anyhow::Result<std::collections
     Ok(earned)
 }
 
-/// What the confirmed Settlements paid `payout`.
-fn by_address_paid(settlements: &[pictor_crds::v1alpha1::Settlement], payout: &str) -> u64 {
-    billing::confirmed(settlements).0.get(payout).copied().unwrap_or(0)
+/// What is wrong with the payments: the providers paid other than the jobs' cost in all, or
+/// any payout address paid other than what its members' metered units earned.
+fn payment_failures(
+    total_cost: u64,
+    paid: &BTreeMap<String, u64>,
+    earned: &BTreeMap<String, u64>,
+) -> Vec<String> {
+    let settled: u64 = paid.values().sum();
+    let mut failures = vec![];
+    if total_cost != settled {
+        failures.push(format!("the jobs cost {total_cost} octas but the providers were paid {settled}"));
+    }
+    let addresses: std::collections::BTreeSet<&String> = paid.keys().chain(earned.keys()).collect();
+    for address in addresses {
+        let (paid, earned) =
+            (paid.get(address).copied().unwrap_or(0), earned.get(address).copied().unwrap_or(0));
+        if paid != earned {
+            failures.push(format!("provider {address} earned {earned} octas but was paid {paid}"));
+        }
+    }
+    failures
 }
 
 /// Units accrued to a provider and in no confirmed Settlement yet.
@@ -446,4 +433,32 @@ async fn unpaid_units(
         .ok()?;
     let (_, paid) = billing::confirmed(settlements);
     Some(accrued.items.iter().filter(|u| u.metadata.uid.as_ref().is_none_or(|id| !paid.contains(id))).count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn octas(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs.iter().map(|(a, o)| (a.to_string(), *o)).collect()
+    }
+
+    #[test]
+    fn the_demo_fails_when_a_provider_is_paid_other_than_it_earned() {
+        let earned = octas(&[("0xa11ce", 300), ("0xb0b", 100)]);
+        assert!(payment_failures(400, &earned, &earned).is_empty());
+        let swapped = octas(&[("0xa11ce", 100), ("0xb0b", 300)]);
+        let failures = payment_failures(400, &swapped, &earned);
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].contains("0xa11ce earned 300 octas but was paid 100"), "{failures:?}");
+        let unpaid = octas(&[("0xa11ce", 300)]);
+        let failures = payment_failures(400, &unpaid, &earned);
+        assert!(
+            failures.iter().any(|f| f.contains("cost 400 octas but the providers were paid 300")),
+            "{failures:?}"
+        );
+        assert!(failures.iter().any(|f| f.contains("0xb0b earned 100 octas but was paid 0")), "{failures:?}");
+        let stranger = octas(&[("0xa11ce", 300), ("0xb0b", 100), ("0xe7e", 5)]);
+        assert!(payment_failures(405, &stranger, &earned).iter().any(|f| f.contains("0xe7e earned 0")));
+    }
 }

@@ -249,13 +249,16 @@ fn clean_leftovers(root: &Path) {
     if !pids.is_empty() {
         let _ = Command::new("kill").arg("-KILL").args(&pids).output();
     }
-    for cgroup in &leftovers.node_cgroups {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "for i in 1 2 3 4 5; do cat $(find {cgroup} -name cgroup.procs) 2>/dev/null | xargs -r kill -KILL; sleep 0.2; done; find {cgroup} -depth -type d -exec rmdir {{}} \\;"
-            ))
-            .output();
+    for cgroup in leftovers.node_cgroups.iter().map(Path::new) {
+        for _ in 0..50 {
+            let pids = node::processes_in_cgroup(cgroup);
+            if pids.is_empty() {
+                break;
+            }
+            let _ = Command::new("kill").arg("-KILL").args(&pids).output();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = node::remove_cgroup_tree(cgroup);
     }
     for link in leftovers.links.iter().filter(|l| l.starts_with("pictorcni") || l.as_str() == NODE_BRIDGE) {
         host::run_quiet("ip", &["link", "delete", link]);
@@ -269,11 +272,7 @@ async fn wait_ready(node: &mut RealNode, spec: &RealNodeSpec) -> Result<(), Real
     use kube::api::Api;
     let client = spec.cluster.client().await.map_err(|e| RealNodeError::Host(e.to_string()))?;
     let nodes: Api<Node> = Api::all(client);
-    let resource = if spec.gpu_model.starts_with("mi") || spec.gpu_model.starts_with("rx") {
-        "amd.com/gpu"
-    } else {
-        "nvidia.com/gpu"
-    };
+    let resource = spec.resource_name();
     let started = Instant::now();
     let limit = std::time::Duration::from_secs(90);
     loop {

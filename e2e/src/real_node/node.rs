@@ -14,6 +14,7 @@ use super::{CGROUP_PREFIX, NodeImages, RealNodeError};
 use crate::control_plane::Cluster;
 use crate::process::ManagedProcess;
 use crate::workspace_binaries::workspace_binary;
+use pictor_device_plugins::Vendor;
 use pictor_device_plugins::fake::FakeBackend;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,13 @@ pub struct RealNodeSpec {
     pub gpu_model: String,
     /// How many (with [`NVML`], how many the machine has).
     pub gpus: usize,
+}
+
+impl RealNodeSpec {
+    /// The extended resource the node's GPUs are advertised as.
+    pub fn resource_name(&self) -> &'static str {
+        FakeBackend::preset(&self.gpu_model, 1).map_or(Vendor::Nvidia, |i| i.vendor).resource_name()
+    }
 }
 
 /// A running real node. Stopped (every process killed, cgroups removed, folder deleted) by
@@ -73,7 +81,7 @@ impl RealNode {
     ) -> Result<Self, RealNodeError> {
         let dir = root.join(&spec.name);
         let _ = std::fs::remove_dir_all(&dir);
-        let node = RealNode {
+        let mut node = RealNode {
             name: spec.name.clone(),
             ip: Ipv4Addr::new(198, 18, 0, index + 1),
             inventory_file: dir.join("gpus.json"),
@@ -89,7 +97,6 @@ impl RealNode {
             kubelet: None,
             device_plugin: None,
         };
-        let mut node = node;
         node.lay_out(spec, index)?;
         node.start_namespace()?;
         node.start_containerd()?;
@@ -100,15 +107,11 @@ impl RealNode {
     }
 
     fn lay_out(&self, spec: &RealNodeSpec, index: u8) -> Result<(), RealNodeError> {
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |e: std::io::Error| RealNodeError::Host(format!("{what}: {e}"))
-        };
         for sub in ["b", "containerd/root", "containerd/state", "cni/net.d", "ipam", "dev", "opt"] {
-            std::fs::create_dir_all(self.dir.join(sub)).map_err(io("create the node folder"))?;
+            std::fs::create_dir_all(self.dir.join(sub)).map_err(host_error("create the node folder"))?;
         }
         for path in BOUND_HOST_PATHS {
-            std::fs::create_dir_all(self.bound(path)).map_err(io("create a bound folder"))?;
+            std::fs::create_dir_all(self.bound(path)).map_err(host_error("create a bound folder"))?;
         }
         if spec.gpu_model == NVML {
             return self.write_configs(index);
@@ -123,7 +126,7 @@ impl RealNode {
                 .arg(&device)
                 .args(["c", "1", "3"])
                 .status()
-                .map_err(io("mknod"))?;
+                .map_err(host_error("mknod"))?;
             if !status.success() {
                 return Err(RealNodeError::Host(format!("mknod {}: {status}", device.display())));
             }
@@ -131,17 +134,12 @@ impl RealNode {
         }
         inventory["sharedDeviceNodes"] = serde_json::json!([]);
         std::fs::write(&self.inventory_file, serde_json::to_vec_pretty(&inventory).expect("json"))
-            .map_err(io("write the GPU inventory"))?;
+            .map_err(host_error("write the GPU inventory"))?;
         self.write_configs(index)
     }
 
     /// The CNI, containerd and kubelet configurations, and the node's cgroup root.
     fn write_configs(&self, index: u8) -> Result<(), RealNodeError> {
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |e: std::io::Error| RealNodeError::Host(format!("{what}: {e}"))
-        };
-
         let subnet = format!("10.89.{}.0/24", index + 1);
         let cni = serde_json::json!({
             "cniVersion": "0.4.0",
@@ -161,20 +159,21 @@ impl RealNode {
             }]
         });
         std::fs::write(self.dir.join("cni/net.d/10-pictor.conflist"), cni.to_string())
-            .map_err(io("write the CNI config"))?;
+            .map_err(host_error("write the CNI config"))?;
         std::fs::write(self.dir.join("containerd.toml"), self.containerd_config())
-            .map_err(io("write containerd's config"))?;
+            .map_err(host_error("write containerd's config"))?;
         std::fs::write(self.dir.join("kubelet.yaml"), self.kubelet_config())
-            .map_err(io("write the kubelet config"))?;
+            .map_err(host_error("write the kubelet config"))?;
 
         // The kubelet wants its cgroup root to exist in every hierarchy; a new cpuset cgroup
         // has no CPUs until given its parent's.
         for hierarchy in cgroup_hierarchies() {
             let cgroup = hierarchy.join(&self.cgroup);
-            std::fs::create_dir_all(&cgroup).map_err(io("create the node's cgroup"))?;
+            std::fs::create_dir_all(&cgroup).map_err(host_error("create the node's cgroup"))?;
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 if let Ok(value) = std::fs::read_to_string(hierarchy.join(file)) {
-                    std::fs::write(cgroup.join(file), value.trim()).map_err(io("set the node's cpuset"))?;
+                    std::fs::write(cgroup.join(file), value.trim())
+                        .map_err(host_error("set the node's cpuset"))?;
                 }
             }
         }
@@ -553,7 +552,7 @@ fn processes_in_namespace(namespace: &Path) -> Vec<String> {
 }
 
 /// Pids in `cgroup` and every cgroup below it.
-fn processes_in_cgroup(cgroup: &Path) -> Vec<String> {
+pub(super) fn processes_in_cgroup(cgroup: &Path) -> Vec<String> {
     let mut pids: Vec<String> = std::fs::read_to_string(cgroup.join("cgroup.procs"))
         .unwrap_or_default()
         .lines()
@@ -568,7 +567,7 @@ fn processes_in_cgroup(cgroup: &Path) -> Vec<String> {
 }
 
 /// Removes a cgroup and those below it, deepest first (a cgroup is removed with rmdir).
-fn remove_cgroup_tree(cgroup: &Path) -> std::io::Result<()> {
+pub(super) fn remove_cgroup_tree(cgroup: &Path) -> std::io::Result<()> {
     if !cgroup.exists() {
         return Ok(());
     }
@@ -578,4 +577,9 @@ fn remove_cgroup_tree(cgroup: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::remove_dir(cgroup)
+}
+
+/// Turns an I/O error of `what` into the harness's error.
+fn host_error(what: &str) -> impl Fn(std::io::Error) -> RealNodeError + '_ {
+    move |e| RealNodeError::Host(format!("{what}: {e}"))
 }
