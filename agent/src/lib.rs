@@ -9,6 +9,8 @@
 //! logs` reads it ([`unit_logs`]). When the hub is unreachable the stores keep their last contents, pods keep
 //! running, and reports go out once the hub answers again.
 
+pub mod confinement;
+pub mod gang_network;
 mod heartbeat;
 pub mod inventory;
 pub mod metrics;
@@ -17,11 +19,12 @@ pub mod work_pods;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, LogParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use metrics::AgentMetrics;
-use pictor_crds::v1alpha1::{GpuCluster, GpuInventory, WorkUnit};
+use pictor_crds::v1alpha1::{GpuCluster, GpuInventory, WorkPolicy, WorkUnit};
 use pictor_telemetry::cluster::tolerate;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +53,8 @@ pub struct AgentConfig {
     /// Environment every work pod gets beside the hub's: this member's own settings (where its
     /// pods reach storage, a proxy), never the hub's to decide.
     pub work_env: Vec<(String, String)>,
+    /// What the provider runs (images, caps per pod) and its defaults; advertised to the hub.
+    pub policy: confinement::ProviderPolicy,
 }
 
 /// Why the agent stopped.
@@ -104,6 +109,7 @@ async fn run_agent(
         namespace: config.namespace.clone(),
         scheduler_name: config.scheduler_name.clone(),
         env: config.work_env.clone(),
+        policy: config.policy.clone(),
     };
     let (logs, log_writer) = reflector::store::<ConfigMap>();
     let log_watch = reflector(
@@ -129,7 +135,13 @@ async fn run_agent(
         changed.clone(),
         metrics.clone(),
     );
-    let inventory = inventory_loop(hub.clone(), config.member.clone(), nodes, pods, metrics.clone());
+    let inventory = inventory_loop(
+        hub.clone(),
+        config.member.clone(),
+        config.policy.advertised.clone(),
+        InventoryStores { nodes, pods },
+        metrics.clone(),
+    );
     let heartbeat = heartbeat::renew_forever(hub, hub_namespace, config.clone(), metrics);
     tracing::info!(member = %config.member, namespace = %config.namespace, "agent started");
     tokio::join!(
@@ -165,8 +177,13 @@ where
 
 async fn ensure_namespace(member: &kube::Client, name: &str) -> Result<(), AgentError> {
     let api = Api::<Namespace>::all(member.clone());
+    // Strangers' code runs here: the API server holds every pod to the restricted standard.
     let namespace = Namespace {
-        metadata: kube::api::ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(confinement::pod_security_labels()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     tolerate(api.create(&PostParams::default(), &namespace).await, &[409])
@@ -198,7 +215,11 @@ async fn work_loop(
     let WorkClients { hub, member, hub_namespace } = clients;
     let WorkStores { units, pods, services } = stores;
     let local_pods = Api::<Pod>::namespaced(member.clone(), &settings.namespace);
-    let local_services = Api::<Service>::namespaced(member, &settings.namespace);
+    let local = WorkApis {
+        pods: local_pods.clone(),
+        services: Api::<Service>::namespaced(member.clone(), &settings.namespace),
+        policies: Api::<NetworkPolicy>::namespaced(member, &settings.namespace),
+    };
     let hub_units = Api::<WorkUnit>::namespaced(hub, &hub_namespace);
     loop {
         // Wake on any change, and at least every few seconds so a failed write is retried.
@@ -228,7 +249,7 @@ async fn work_loop(
         metrics.observe(&unit_refs, &unit_pods);
         for action in work_pods::plan(&unit_refs, &pod_refs, &service_refs, synced, &settings, &now()) {
             let reports = matches!(action, AgentAction::ReportStatus { .. });
-            let result = apply_action(&local_pods, &local_services, &hub_units, action).await;
+            let result = apply_action(&local, &hub_units, action).await;
             if reports {
                 metrics.status_reported(result.is_ok());
             }
@@ -250,15 +271,24 @@ impl<F: std::future::Future<Output = Result<(), reflector::store::WriterDropped>
     }
 }
 
+/// The work namespace's objects the work loop writes.
+struct WorkApis {
+    pods: Api<Pod>,
+    services: Api<Service>,
+    policies: Api<NetworkPolicy>,
+}
+
 async fn apply_action(
-    pods: &Api<Pod>,
-    services: &Api<Service>,
+    local: &WorkApis,
     units: &Api<WorkUnit>,
     action: AgentAction,
 ) -> Result<(), kube::Error> {
+    let WorkApis { pods, services, policies } = local;
     match action {
-        AgentAction::CreateService(service) => {
-            tolerate(services.create(&PostParams::default(), &service).await, &[409])
+        AgentAction::CreateGangNetwork(network) => {
+            // The policy first: the Service's existence is what says the gang's network is done.
+            tolerate(policies.create(&PostParams::default(), &network.policy).await, &[409])?;
+            tolerate(services.create(&PostParams::default(), &network.service).await, &[409])
         }
         AgentAction::CreatePod(pod) => match pods.create(&PostParams::default(), &pod).await {
             Ok(created) => {
@@ -387,15 +417,23 @@ async fn copy_log(
     }
 }
 
-/// Writes the member's inventory into its GpuCluster status whenever it changes. Checking once
-/// a second over the in-memory stores debounces bursts of node and pod events into one write.
+/// What the inventory loop reads: the member's nodes and every pod on them.
+struct InventoryStores {
+    nodes: reflector::Store<Node>,
+    pods: reflector::Store<Pod>,
+}
+
+/// Writes the member's inventory, with the provider's work policy beside it (one apply owns
+/// both), into its GpuCluster status whenever the inventory changes. Checking once a second over
+/// the in-memory stores debounces bursts of node and pod events into one write.
 async fn inventory_loop(
     hub: kube::Client,
     member: String,
-    nodes: reflector::Store<Node>,
-    pods: reflector::Store<Pod>,
+    policy: WorkPolicy,
+    stores: InventoryStores,
     metrics: Arc<AgentMetrics>,
 ) {
+    let InventoryStores { nodes, pods } = stores;
     let clusters = Api::<GpuCluster>::all(hub);
     let mut written: Option<GpuInventory> = None;
     let _ = nodes.wait_until_ready().await;
@@ -409,7 +447,7 @@ async fn inventory_loop(
             let body = serde_json::json!({
                 "apiVersion": "pictor.network/v1alpha1",
                 "kind": "GpuCluster",
-                "status": {"inventory": inventory},
+                "status": {"inventory": inventory, "workPolicy": policy},
             });
             let written_now = clusters
                 .patch_status(&member, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))

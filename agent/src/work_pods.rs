@@ -2,11 +2,12 @@
 //! and what the agent must do to bring the two together. All pure, so every branch is tested
 //! without a cluster.
 
+use crate::confinement::{ProviderPolicy, Refusal, confine};
+use crate::gang_network::{GangNetwork, gang_network};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvVar, Pod, PodSpec, ResourceRequirements, Service,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use pictor_crds::contract::{annotations, labels};
 use pictor_crds::v1alpha1::{CONDITION_READY, OutputObject, WorkUnit, WorkUnitPhase, WorkUnitStatus};
@@ -25,6 +26,8 @@ pub struct PodSettings {
     pub scheduler_name: String,
     /// The member's own variables, added to every container after the template's.
     pub env: Vec<(String, String)>,
+    /// What the provider runs, and the CPU, memory and disk a pod gets by default.
+    pub policy: ProviderPolicy,
 }
 
 /// Why a unit cannot run here; it becomes the unit's Failed message.
@@ -36,6 +39,9 @@ pub enum UnitRefused {
     /// The unit has no UID yet (never from a real API server).
     #[error("the WorkUnit has no UID")]
     NoUid,
+    /// The provider's policy does not run it.
+    #[error("refused by this provider: {0}")]
+    Policy(#[from] Refusal),
 }
 
 fn uid(unit: &WorkUnit) -> Result<&str, UnitRefused> {
@@ -72,15 +78,9 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                 labels.insert(labels::GANG.to_string(), uid.to_string());
                 annotations.insert(annotations::GANG_SIZE.to_string(), unit.spec.pods.len().to_string());
             }
-            let mut requests = BTreeMap::new();
-            if let Some(cpu) = &template.cpu {
-                requests.insert("cpu".to_string(), Quantity(cpu.clone()));
-            }
-            if let Some(memory) = &template.memory {
-                requests.insert("memory".to_string(), Quantity(memory.clone()));
-            }
+            let resources = settings.policy.admit(template)?;
             let limits = BTreeMap::from([(resource.to_string(), Quantity(template.gpus.to_string()))]);
-            Ok(Pod {
+            let mut pod = Pod {
                 metadata: ObjectMeta {
                     name: Some(pod_name(unit, &template.name)),
                     namespace: Some(settings.namespace.clone()),
@@ -107,7 +107,6 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                     subdomain: unit.spec.rendezvous_port.and(unit.metadata.name.clone()),
                     scheduler_name: Some(settings.scheduler_name.clone()),
                     restart_policy: Some("Never".into()),
-                    automount_service_account_token: Some(false),
                     containers: vec![Container {
                         name: "work".into(),
                         image: Some(template.image.clone()),
@@ -122,17 +121,17 @@ pub fn pods_for_unit(unit: &WorkUnit, settings: &PodSettings) -> Result<Vec<Pod>
                                 ..Default::default()
                             }]
                         }),
-                        resources: Some(ResourceRequirements {
-                            limits: Some(limits),
-                            requests: Some(requests).filter(|r| !r.is_empty()),
-                            ..Default::default()
-                        }),
+                        resources: Some(ResourceRequirements { limits: Some(limits), ..Default::default() }),
                         ..Default::default()
                     }],
                     ..Default::default()
                 }),
                 status: None,
-            })
+            };
+            if let Some(spec) = pod.spec.as_mut() {
+                confine(spec, &resources);
+            }
+            Ok(pod)
         })
         .collect()
 }
@@ -152,41 +151,6 @@ fn container_env(template: &pictor_crds::v1alpha1::PodTemplate, member: &[(Strin
             ..Default::default()
         })
         .collect()
-}
-
-/// The headless Service of a rendezvous gang, owned by the gang's first pod so the member's
-/// garbage collector removes it with the pods.
-pub fn service_for_unit(unit: &WorkUnit, settings: &PodSettings, first_pod: &Pod) -> Option<Service> {
-    let port = unit.spec.rendezvous_port?;
-    let uid = unit.metadata.uid.clone()?;
-    let owner = OwnerReference {
-        api_version: "v1".into(),
-        kind: "Pod".into(),
-        name: first_pod.metadata.name.clone()?,
-        uid: first_pod.metadata.uid.clone()?,
-        ..Default::default()
-    };
-    Some(Service {
-        metadata: ObjectMeta {
-            name: unit.metadata.name.clone(),
-            namespace: Some(settings.namespace.clone()),
-            labels: Some(BTreeMap::from([(labels::WORK_UNIT_UID.to_string(), uid.clone())])),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            selector: Some(BTreeMap::from([(labels::WORK_UNIT_UID.to_string(), uid)])),
-            ports: Some(vec![ServicePort {
-                name: Some("rendezvous".into()),
-                port: port as i32,
-                ..Default::default()
-            }]),
-            publish_not_ready_addresses: Some(true),
-            ..Default::default()
-        }),
-        status: None,
-    })
 }
 
 fn pod_phase(pod: &Pod) -> &str {
@@ -348,8 +312,9 @@ pub enum AgentAction {
     CreatePod(Box<Pod>),
     /// Delete a pod whose unit is gone or Lost.
     DeletePod(String),
-    /// Create the headless Service of a rendezvous gang.
-    CreateService(Box<Service>),
+    /// Create what a rendezvous gang talks over: the NetworkPolicy that lets its pods reach
+    /// each other (and nothing else more), then its headless Service.
+    CreateGangNetwork(Box<GangNetwork>),
     /// Write a unit's status on the hub.
     ReportStatus { unit: String, status: Box<WorkUnitStatus> },
 }
@@ -398,8 +363,8 @@ pub fn plan(
             let name = pod_name(unit, &t.name);
             unit_pods.iter().find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
         });
-        if !has_service && let Some(service) = first_pod.and_then(|p| service_for_unit(unit, settings, p)) {
-            actions.push(AgentAction::CreateService(Box::new(service)));
+        if !has_service && let Some(network) = first_pod.and_then(|p| gang_network(unit, settings, p)) {
+            actions.push(AgentAction::CreateGangNetwork(Box::new(network)));
         }
         let may_start = matches!(current.phase, None | Some(WorkUnitPhase::Pending));
         if !may_start {
@@ -454,6 +419,7 @@ mod tests {
             namespace: "pictor-work".into(),
             scheduler_name: "pictor-scheduler".into(),
             env: vec![],
+            policy: ProviderPolicy::permissive(Default::default()),
         }
     }
 
@@ -511,7 +477,9 @@ mod tests {
             env,
             [
                 ("MODE".to_string(), Some("hub".to_string())),
-                ("AWS_ENDPOINT_URL".into(), Some("http://store:9000".into()))
+                ("AWS_ENDPOINT_URL".into(), Some("http://store:9000".into())),
+                ("HOME".into(), Some("/tmp".into())),
+                ("TMPDIR".into(), Some("/tmp".into())),
             ]
         );
     }
@@ -656,7 +624,7 @@ mod tests {
         let service = actions
             .iter()
             .find_map(|a| match a {
-                AgentAction::CreateService(s) => Some(s.clone()),
+                AgentAction::CreateGangNetwork(n) => Some(n.service.clone()),
                 _ => None,
             })
             .expect("a Service");
@@ -664,6 +632,29 @@ mod tests {
         assert_eq!(svc_spec.cluster_ip.as_deref(), Some("None"));
         assert_eq!(svc_spec.ports.unwrap()[0].port, 23456);
         assert_eq!(service.metadata.owner_references.unwrap()[0].uid, "pod-uid");
+    }
+
+    #[test]
+    fn a_unit_the_provider_does_not_run_fails_at_once_with_the_providers_reason() {
+        let mut strict = settings();
+        strict.policy = ProviderPolicy::new(
+            pictor_crds::v1alpha1::WorkPolicy {
+                images: vec!["ghcr.io/pictor-network/*".into()],
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .unwrap();
+        let actions = plan(&[&unit(1, None)], &[], &[], true, &strict, &at(0));
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        let AgentAction::ReportStatus { status, .. } = &actions[0] else { panic!("{actions:?}") };
+        assert_eq!(status.phase, Some(WorkUnitPhase::Failed));
+        assert_eq!(
+            status.message.as_deref(),
+            Some(
+                "refused by this provider: pod worker-0: image img is not allowed by this provider (it runs: ghcr.io/pictor-network/*)"
+            )
+        );
     }
 
     #[test]

@@ -103,6 +103,8 @@ pub fn fake_node(name: &str, model: &GpuModel) -> Node {
         ("cpu".to_string(), Quantity(model.cpu.to_string())),
         ("memory".to_string(), Quantity(model.memory.to_string())),
         ("pods".to_string(), Quantity("110".to_string())),
+        // Unit pods ask for scratch disk, as on any real node.
+        ("ephemeral-storage".to_string(), Quantity("1Ti".to_string())),
         (model.vendor.resource_name().to_string(), Quantity(model.gpus.to_string())),
     ]);
     Node {

@@ -83,7 +83,8 @@ pub fn start_agent(
     start_agent_with(plane, member, hub_kubeconfig, scheduler, &[])
 }
 
-/// [`start_agent`] with more of the agent's flags (`--work-env=NAME=VALUE`, …).
+/// [`start_agent`] with more of the agent's flags (`--work-env=NAME=VALUE`, …). Without an
+/// `--allow-image` among them the member runs any image.
 pub fn start_agent_with(
     plane: &ControlPlane,
     member: &Cluster,
@@ -102,6 +103,10 @@ pub fn start_agent_with(
         "--metrics-addr=127.0.0.1:0".into(),
     ];
     args.extend(extra.iter().cloned());
+    // Test members run any image unless the test gives a policy: their pods are kwok's.
+    if !extra.iter().any(|a| a.starts_with("--allow-image")) {
+        args.push("--allow-image=*".into());
+    }
     ManagedProcess::spawn(&format!("{}-agent", member.name), &agent, &args, plane.run_dir())
 }
 

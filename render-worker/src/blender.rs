@@ -225,6 +225,9 @@ impl RenderInvocation {
         let mut args: Vec<OsString> = vec![
             // Preferences of whoever built the image must not change the render.
             "--factory-startup".into(),
+            // A scene is a stranger's file: the Python it carries (registered text blocks,
+            // driver expressions) must never run on the provider's machine.
+            "--disable-autoexec".into(),
             "-b".into(),
             self.scene.clone().into(),
             "-E".into(),
@@ -372,7 +375,7 @@ mod tests {
             invocation.arguments().iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             args.join(" "),
-            "--factory-startup -b /tmp/chunk/scene.blend -E CYCLES -o //frame_###### -F PNG -x 1 \
+            "--factory-startup --disable-autoexec -b /tmp/chunk/scene.blend -E CYCLES -o //frame_###### -F PNG -x 1 \
              -s 1 -e 10 -j 2 -a -- --cycles-device OPTIX"
         );
         let eevee = RenderInvocation { engine: RenderEngine::Eevee, ..invocation };

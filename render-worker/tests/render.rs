@@ -329,14 +329,15 @@ fn a_report_too_big_for_a_termination_message_is_stored_as_a_manifest() {
     assert_eq!(serde_json::from_slice::<Value>(&manifest).unwrap(), report);
 }
 
-/// A Blender that exits 0 having written only the first frame: a crash the exit code hides.
+/// A Blender that exits 0 having written only the first frame: a crash the exit code hides (the
+/// scene is its fourth argument).
 #[cfg(unix)]
 #[test]
 fn a_frame_blender_did_not_write_fails_the_chunk() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let fake_blender = dir.path().join("blender");
-    std::fs::write(&fake_blender, "#!/bin/sh\n: > \"$(dirname \"$3\")/frame_000001.png\"\nexit 0\n").unwrap();
+    std::fs::write(&fake_blender, "#!/bin/sh\n: > \"$(dirname \"$4\")/frame_000001.png\"\nexit 0\n").unwrap();
     std::fs::set_permissions(&fake_blender, std::fs::Permissions::from_mode(0o755)).unwrap();
     let scene = dir.path().join("scene.blend");
     std::fs::write(&scene, "not really a scene").unwrap();
@@ -549,4 +550,77 @@ fn a_scene_over_http_renders_to_open_exr_and_verifies() {
     );
     assert!(run.status.success(), "verify failed");
     assert_eq!(stdout_json(&run)["passed"], true);
+}
+
+/// A scene that carries Python set to run when the file loads (a registered text block, the way
+/// add-ons and rigs ship scripts) writes `marker` if it ever runs.
+fn scene_with_autorun_script(blender: &Path, dir: &Path, marker: &Path) -> std::path::PathBuf {
+    let armed = dir.join("armed.blend");
+    let script = format!(
+        "import bpy\n\
+         text = bpy.data.texts.new('autorun.py')\n\
+         text.write('open({marker:?}, \"w\").write(\"ran\")\\n')\n\
+         text.use_module = True\n\
+         bpy.ops.wm.save_as_mainfile(filepath={armed:?})\n",
+        marker = marker.to_str().unwrap(),
+        armed = armed.to_str().unwrap(),
+    );
+    let made = std::process::Command::new(blender)
+        .args(["-b", "--factory-startup"])
+        .arg(scene(blender))
+        .args(["--python-expr", &script])
+        .output()
+        .unwrap();
+    assert!(armed.exists(), "Blender saved no armed scene: {}", String::from_utf8_lossy(&made.stdout));
+    assert!(!marker.exists(), "saving the scene ran its script");
+    armed
+}
+
+#[test]
+fn python_in_a_submitted_scene_never_runs() {
+    let Some(blender) = blender() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("the-scene-ran-code");
+    let armed = scene_with_autorun_script(&blender, dir.path(), &marker);
+    // The control: with Blender's auto-run allowed, loading the scene runs its script, so the
+    // scene is armed and the check below can fail.
+    let allowed = std::process::Command::new(&blender)
+        .args(["-b", "--factory-startup", "--enable-autoexec"])
+        .arg(&armed)
+        .args(["--python-expr", "pass"])
+        .output()
+        .unwrap();
+    assert!(
+        marker.exists(),
+        "the armed scene did not run its script even with --enable-autoexec: {}",
+        String::from_utf8_lossy(&allowed.stdout)
+    );
+    std::fs::remove_file(&marker).unwrap();
+
+    let output = dir.path().join("out");
+    let run = run_worker(
+        &[
+            "render",
+            "--scene",
+            &file_url(&armed),
+            "--first",
+            "1",
+            "--last",
+            "1",
+            "--output",
+            &file_url(&output),
+            "--format",
+            "PNG",
+            "--engine",
+            "Cycles",
+            "--device",
+            "auto",
+            "--blender",
+            blender.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(run.status.success(), "render failed");
+    assert!(output.join("frame_000001.png").exists(), "the frame was rendered");
+    assert!(!marker.exists(), "the worker's Blender ran the scene's script");
 }

@@ -1,9 +1,14 @@
 //! `pictor-agent`: the member agent, run in each member cluster by the pictor-provider chart.
 
 use clap::Parser;
+use pictor_agent::confinement::ProviderPolicy;
 use pictor_agent::{self as agent, AgentConfig};
+use pictor_crds::v1alpha1::{PodResources, WorkPolicy};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The network's render worker, which every member runs unless its provider says otherwise.
+const NETWORK_RENDER_IMAGE: &str = "ghcr.io/pictor-network/render-worker";
 
 #[derive(Parser)]
 #[command(about = "Connects a member cluster to the Pictor hub: heartbeat, inventory, WorkUnits as pods")]
@@ -27,6 +32,29 @@ struct Args {
     /// this member's settings, such as the endpoint its pods reach storage at. Repeat it.
     #[arg(long = "work-env", value_name = "NAME=VALUE", value_parser = parse_env)]
     work_env: Vec<(String, String)>,
+    /// An image this member runs: `*`, `registry/path/*`, a repository (any tag), or
+    /// `repository@sha256:<digest>` (that content only). Repeat it. Units with other images are
+    /// refused, and the hub places no such work here.
+    #[arg(long = "allow-image", value_name = "PATTERN", default_value = NETWORK_RENDER_IMAGE)]
+    allow_image: Vec<String>,
+    /// Most CPU one unit pod may ask for (a quantity: `8`, `500m`). Unset: no cap.
+    #[arg(long)]
+    max_cpu: Option<String>,
+    /// Most memory one unit pod may ask for (`32Gi`). Unset: no cap.
+    #[arg(long)]
+    max_memory: Option<String>,
+    /// Most scratch disk one unit pod may ask for (`100Gi`). Unset: no cap.
+    #[arg(long)]
+    max_ephemeral_storage: Option<String>,
+    /// CPU of a unit pod whose job leaves it out (request and limit).
+    #[arg(long, default_value = "1")]
+    default_cpu: String,
+    /// Memory of a unit pod whose job leaves it out (request and limit).
+    #[arg(long, default_value = "4Gi")]
+    default_memory: String,
+    /// Scratch disk of a unit pod whose job leaves it out (request and limit).
+    #[arg(long, default_value = "10Gi")]
+    default_ephemeral_storage: String,
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 2)]
     heartbeat_seconds: u64,
@@ -57,6 +85,19 @@ async fn main() -> anyhow::Result<()> {
     let member = pictor_telemetry::cluster::client(args.kubeconfig.as_deref()).await?;
     let heartbeat = Duration::from_secs(args.heartbeat_seconds.max(1));
     let identity = format!("{}-{}", args.member, std::process::id());
+    let policy = ProviderPolicy::new(
+        WorkPolicy {
+            images: args.allow_image,
+            max_cpu: args.max_cpu,
+            max_memory: args.max_memory,
+            max_ephemeral_storage: args.max_ephemeral_storage,
+        },
+        PodResources {
+            cpu: Some(args.default_cpu),
+            memory: Some(args.default_memory),
+            ephemeral_storage: Some(args.default_ephemeral_storage),
+        },
+    )?;
     let config = AgentConfig {
         member: args.member,
         namespace: args.namespace,
@@ -65,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         lease_duration: heartbeat * 5,
         identity,
         work_env: args.work_env,
+        policy,
     };
     tokio::select! {
         result = agent::run(hub, member, config, metrics) => result?,

@@ -10,14 +10,21 @@
 //! - [`billing_marks`]: how accrued, held and forfeited units are read.
 //! - [`render_output`]: the names and extensions of the frames a render worker stores.
 //! - [`verification`]: the verdict a verification render reports.
+//! - [`runtime_env`]: the variables that steer the GPU runtime or the loader, which no unit sets.
+//! - [`work_policy`]: what a provider runs (images, caps per pod), judged the same by agent and
+//!   placement.
+//! - [`quantity`]: Kubernetes resource quantities as numbers.
 
 pub mod billing_marks;
 pub mod keys;
 pub mod members;
 pub mod money;
+pub mod quantity;
 pub mod render_output;
+pub mod runtime_env;
 pub mod vendor;
 pub mod verification;
+pub mod work_policy;
 
 pub use billing_marks::BillingState;
 pub use keys::{MISMATCH, annotations, finalizers, labels, node_labels};

@@ -1,7 +1,7 @@
 //! GpuCluster: one member cluster of the network, as the hub knows it.
 
 use super::conditions::conditions_schema;
-use super::requirements::{GpuVendor, Tier};
+use super::requirements::{GpuVendor, QUANTITY_RULE, Tier};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -104,6 +104,34 @@ pub struct GpuInventory {
     pub pools: Vec<GpuPool>,
 }
 
+/// What the member runs, as its provider set it (the chart's `work` values): the agent refuses
+/// any other unit, and placement skips the member for work it would refuse.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkPolicy {
+    /// Images it runs: `*`, `registry/path/*`, a repository (any tag), or
+    /// `repository@sha256:<digest>` (that content only). Empty runs nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(i, size(i) >= 1 && size(i) <= 256)").message("workPolicy.images entries are image patterns of 1 to 256 characters"))]
+    pub images: Vec<String>,
+    /// Most CPU one pod may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(QUANTITY_RULE).message("workPolicy.maxCpu must be a Kubernetes quantity"))]
+    pub max_cpu: Option<String>,
+    /// Most memory one pod may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(QUANTITY_RULE).message("workPolicy.maxMemory must be a Kubernetes quantity"))]
+    pub max_memory: Option<String>,
+    /// Most scratch disk one pod may ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(QUANTITY_RULE).message("workPolicy.maxEphemeralStorage must be a Kubernetes quantity"))]
+    pub max_ephemeral_storage: Option<String>,
+}
+
 /// A member's record, counted by the hub.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -139,6 +167,9 @@ pub struct GpuClusterStatus {
     /// The member's GPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<GpuInventory>,
+    /// What the member runs, as its agent advertises it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_policy: Option<WorkPolicy>,
     /// The member's record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reputation: Option<Reputation>,

@@ -1,7 +1,7 @@
 //! RenderJob: a Blender render split into chunks of frames that members render in parallel.
 
 use super::conditions::conditions_schema;
-use super::requirements::{Budget, GpuRequirements, STORAGE_URL_RULE, Tier};
+use super::requirements::{Budget, GpuRequirements, PodResources, STORAGE_URL_RULE, Tier, is_default};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -60,6 +60,11 @@ pub struct RenderJobSpec {
     /// GPUs each chunk needs.
     #[serde(default)]
     pub gpu: GpuRequirements,
+
+    /// CPU, memory and scratch disk of each chunk's pod; what is left out is the member's
+    /// default.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resources: PodResources,
 
     /// What the job may spend.
     #[serde(default)]

@@ -129,8 +129,36 @@ impl Default for GpuRequirements {
     }
 }
 
+/// For `skip_serializing_if`: a field left at its default is not written back.
+pub(crate) fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 pub(crate) fn one() -> i64 {
     1
+}
+
+/// CPU, memory and scratch disk of each pod of a job, as Kubernetes quantities. What is left out
+/// is the member's default (its provider sets one within its own caps); a pod gets these as both
+/// requests and limits, and a member whose caps are lower is skipped by placement.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodResources {
+    /// CPU, e.g. `4` or `500m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(QUANTITY_RULE).message("resources.cpu must be a Kubernetes quantity such as 4 or 500m"))]
+    pub cpu: Option<String>,
+    /// Memory, e.g. `16Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(QUANTITY_RULE).message("resources.memory must be a Kubernetes quantity such as 16Gi"))]
+    pub memory: Option<String>,
+    /// Scratch disk for the pod's writable folders, e.g. `20Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(QUANTITY_RULE).message("resources.ephemeralStorage must be a Kubernetes quantity such as 20Gi"))]
+    pub ephemeral_storage: Option<String>,
 }
 
 /// What a job may spend, in octas (1 APT = 100,000,000 octas). Integers only: money is never a
@@ -148,6 +176,11 @@ pub struct Budget {
     #[x_kube(validation = Rule::new("self >= 1").message("budget.maxTotal is a whole number of octas and must be at least 1"))]
     pub max_total: Option<i64>,
 }
+
+/// CEL rule of every field that holds a resource quantity: a non-negative number with an optional
+/// Kubernetes suffix, as `contract::quantity` reads it.
+pub(crate) const QUANTITY_RULE: &str =
+    "self.matches('^([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][0-9]+|[numkMGTPE]|[KMGTPE]i)?$')";
 
 /// CEL rule shared by every field that holds an object-storage URL.
 pub(crate) const STORAGE_URL_RULE: &str = "self.matches('^(file|s3|gs|az|http|https)://.+$')";

@@ -1,7 +1,8 @@
 //! TrainingJob: distributed PyTorch training run as one gang of workers inside one member.
 
 use super::conditions::conditions_schema;
-use super::requirements::{Budget, GpuRequirements, STORAGE_URL_RULE, Tier};
+use super::requirements::{Budget, GpuRequirements, PodResources, STORAGE_URL_RULE, Tier, is_default};
+use crate::contract::runtime_env;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -88,6 +89,10 @@ pub struct TrainingJobSpec {
     #[x_kube(validation = Rule::new("self >= 1024 && self <= 65535").message("spec.masterPort must be an unprivileged port, 1024 to 65535"))]
     pub master_port: i64,
 
+    /// CPU, memory and scratch disk of each worker; what is left out is the member's default.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resources: PodResources,
+
     /// What the job may spend.
     #[serde(default)]
     pub budget: Budget,
@@ -126,6 +131,7 @@ pub struct EnvVar {
     /// Variable name.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_]*$')").message("env names are letters, digits and underscores, not starting with a digit"))]
+    #[x_kube(validation = Rule::new(runtime_env::RULE).message(runtime_env::MESSAGE))]
     pub name: String,
     /// Value.
     #[serde(default)]

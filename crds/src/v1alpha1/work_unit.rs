@@ -1,7 +1,7 @@
 //! WorkUnit: what the hub hands to one member — a render chunk or a training gang.
 
 use super::conditions::conditions_schema;
-use super::requirements::GpuVendor;
+use super::requirements::{GpuVendor, PodResources};
 use super::training_job::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -136,14 +136,10 @@ pub struct PodTemplate {
     pub gpu_vendor: GpuVendor,
     /// GPUs of the pod.
     pub gpus: i64,
-    /// CPU request, as a Kubernetes quantity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32))]
-    pub cpu: Option<String>,
-    /// Memory request, as a Kubernetes quantity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32))]
-    pub memory: Option<String>,
+    /// CPU, memory and scratch disk of the pod (`cpu`, `memory`, `ephemeralStorage`); what is
+    /// left out is the member's default.
+    #[serde(flatten)]
+    pub resources: PodResources,
     /// Pod annotations, only under `pictor.network/` (the network may not steer a member's
     /// other controllers through them).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

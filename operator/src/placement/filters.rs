@@ -4,7 +4,8 @@
 //! the one counted.
 
 use super::{Need, Offer};
-use pictor_crds::v1alpha1::{GpuCluster, GpuVendor, Tier};
+use pictor_crds::contract::work_policy::{image_allowed, over_caps};
+use pictor_crds::v1alpha1::{GpuCluster, GpuVendor, Tier, WorkPolicy};
 use std::fmt;
 
 /// Why a member or one of its GPU pools cannot take the work.
@@ -18,6 +19,10 @@ pub enum Refusal {
     Excluded,
     /// The job asks for the other tier.
     OtherTier,
+    /// The provider does not run the job's image.
+    ImageNotAllowed,
+    /// A pod asks for more CPU, memory or scratch disk than the provider allows one pod.
+    OverProviderCaps,
     /// No pool of the vendor, model and memory asked for.
     NoMatchingGpus,
     /// The member sets no price for the pool's model.
@@ -44,6 +49,8 @@ impl fmt::Display for Refusal {
             Refusal::Cordoned => "cordoned",
             Refusal::Excluded => "excluded for this job",
             Refusal::OtherTier => "other tier",
+            Refusal::ImageNotAllowed => "image not allowed by the provider",
+            Refusal::OverProviderCaps => "pod over the provider's CPU, memory or disk limits",
             Refusal::NoMatchingGpus => "no matching GPUs",
             Refusal::NotPriced => "model not priced",
             Refusal::TooExpensive => "too expensive",
@@ -60,7 +67,8 @@ pub type MemberFilter = fn(&Need<'_>, &GpuCluster) -> Result<(), Refusal>;
 pub type OfferFilter = fn(&Need<'_>, &Offer<'_>) -> Result<(), Refusal>;
 
 /// The member filters, in the order they run.
-pub const MEMBER_FILTERS: &[MemberFilter] = &[ready, not_cordoned, not_excluded, in_tier];
+pub const MEMBER_FILTERS: &[MemberFilter] =
+    &[ready, not_cordoned, not_excluded, in_tier, runs_the_image, within_provider_caps];
 
 /// The pool filters, in the order they run.
 pub const OFFER_FILTERS: &[OfferFilter] = &[gpu_kind, priced, within_budget, free_gpus];
@@ -88,6 +96,27 @@ pub fn not_excluded(need: &Need<'_>, member: &GpuCluster) -> Result<(), Refusal>
 /// The member is of the tier the job accepts.
 pub fn in_tier(need: &Need<'_>, member: &GpuCluster) -> Result<(), Refusal> {
     if need.tier == Tier::Any || need.tier == member.spec.tier { Ok(()) } else { Err(Refusal::OtherTier) }
+}
+
+/// The member's advertised policy allows the work's image. A member that advertises none (an
+/// agent from before policies) is left to refuse for itself.
+pub fn runs_the_image(need: &Need<'_>, member: &GpuCluster) -> Result<(), Refusal> {
+    match work_policy(member) {
+        Some(policy) if !image_allowed(policy, need.image) => Err(Refusal::ImageNotAllowed),
+        _ => Ok(()),
+    }
+}
+
+/// Each pod's CPU, memory and scratch disk are within the member's advertised caps.
+pub fn within_provider_caps(need: &Need<'_>, member: &GpuCluster) -> Result<(), Refusal> {
+    match work_policy(member) {
+        Some(policy) if over_caps(policy, need.resources).is_some() => Err(Refusal::OverProviderCaps),
+        _ => Ok(()),
+    }
+}
+
+fn work_policy(member: &GpuCluster) -> Option<&WorkPolicy> {
+    member.status.as_ref()?.work_policy.as_ref()
 }
 
 /// The pool's GPUs are of the vendor, a model and the memory the work asks for.
@@ -131,7 +160,7 @@ pub fn free_gpus(need: &Need<'_>, offer: &Offer<'_>) -> Result<(), Refusal> {
 mod tests {
     use super::*;
     use pictor_crds::contract::Vendor;
-    use pictor_crds::v1alpha1::{Budget, GpuPool, GpuRequirements};
+    use pictor_crds::v1alpha1::{Budget, GpuPool, GpuRequirements, PodResources};
     use serde_json::json;
 
     fn member(ready: &str, cordoned: bool, tier: &str) -> GpuCluster {
@@ -165,8 +194,18 @@ mod tests {
         }
     }
 
+    const NO_RESOURCES: &PodResources = &PodResources { cpu: None, memory: None, ephemeral_storage: None };
+
     fn need<'a>(gpu: &'a GpuRequirements, budget: &'a Budget, excluded: &'a [String]) -> Need<'a> {
-        Need { gpu, pods: 1, budget, tier: Tier::Any, excluded }
+        Need {
+            gpu,
+            pods: 1,
+            budget,
+            tier: Tier::Any,
+            excluded,
+            image: "pictor/render-worker:1",
+            resources: NO_RESOURCES,
+        }
     }
 
     fn offer<'a>(member: &'a GpuCluster, pool: &'a GpuPool, price: Option<i64>, free: i64) -> Offer<'a> {
@@ -195,6 +234,28 @@ mod tests {
         partner.tier = Tier::Partner;
         assert_eq!(in_tier(&partner, &member("True", false, "community")), Err(Refusal::OtherTier));
         assert_eq!(in_tier(&partner, &member("True", false, "partner")), Ok(()));
+    }
+
+    #[test]
+    fn a_member_is_skipped_for_an_image_or_a_pod_size_its_provider_refuses() {
+        let (g, b) = (gpu(GpuVendor::Any, &[], None, 1), Budget::default());
+        let mut strict = member("True", false, "community");
+        strict.status.as_mut().unwrap().work_policy = Some(WorkPolicy {
+            images: vec!["docker.io/pictor/*".into()],
+            max_memory: Some("8Gi".into()),
+            ..Default::default()
+        });
+        let mut n = need(&g, &b, &[]);
+        assert_eq!(runs_the_image(&n, &strict), Ok(()));
+        n.image = "ghcr.io/someone/miner:latest";
+        assert_eq!(runs_the_image(&n, &strict), Err(Refusal::ImageNotAllowed));
+        assert_eq!(runs_the_image(&n, &member("True", false, "community")), Ok(()), "no policy advertised");
+        let big = PodResources { memory: Some("9Gi".into()), ..Default::default() };
+        n.resources = &big;
+        assert_eq!(within_provider_caps(&n, &strict), Err(Refusal::OverProviderCaps));
+        let small = PodResources { memory: Some("8Gi".into()), cpu: Some("64".into()), ..Default::default() };
+        n.resources = &small;
+        assert_eq!(within_provider_caps(&n, &strict), Ok(()), "no CPU cap");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Built like pictor-scheduler's plugins, at two extension points:
 //!
 //! - [`filters`]: whether a member ([`filters::MEMBER_FILTERS`]: Ready, not cordoned, not
-//!   excluded or blocklisted, tier), then each of its GPU pools ([`filters::OFFER_FILTERS`]:
+//!   excluded or blocklisted, tier, its provider's image allowlist and caps per pod), then each of its GPU pools ([`filters::OFFER_FILTERS`]:
 //!   vendor, model and memory; priced; price within budget; free GPUs less what is claimed), can
 //!   take the work. A refusal names its reason, and the job's condition counts them.
 //! - [`scores`]: among the pools that pass, the lowest price (the submitter's interest), then the
@@ -22,7 +22,7 @@ pub mod scores;
 
 use filters::{MEMBER_FILTERS, OFFER_FILTERS, Refusal};
 use pictor_crds::contract::format_apt;
-use pictor_crds::v1alpha1::{Budget, GpuCluster, GpuPool, GpuRequirements, GpuVendor, Tier};
+use pictor_crds::v1alpha1::{Budget, GpuCluster, GpuPool, GpuRequirements, GpuVendor, PodResources, Tier};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
@@ -39,6 +39,10 @@ pub struct Need<'a> {
     pub tier: Tier,
     /// Members this work must not go to (failed it before, blocklisted for the job).
     pub excluded: &'a [String],
+    /// The image its pods run, which the member's policy must allow.
+    pub image: &'a str,
+    /// CPU, memory and scratch disk of each pod, within the member's caps.
+    pub resources: &'a PodResources,
 }
 
 /// Where a unit goes.

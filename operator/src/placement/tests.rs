@@ -54,7 +54,16 @@ fn fleet() -> Vec<GpuCluster> {
 }
 
 fn need<'a>(gpu: &'a GpuRequirements, pods: i64, budget: &'a Budget, excluded: &'a [String]) -> Need<'a> {
-    Need { gpu, pods, budget, tier: Tier::Any, excluded }
+    const NO_RESOURCES: &PodResources = &PodResources { cpu: None, memory: None, ephemeral_storage: None };
+    Need {
+        gpu,
+        pods,
+        budget,
+        tier: Tier::Any,
+        excluded,
+        image: "pictor/render-worker:1",
+        resources: NO_RESOURCES,
+    }
 }
 
 #[test]

@@ -116,8 +116,15 @@ pub fn plan(
         current.filter(|u| matches!(phase(u), None | Some(WorkUnitPhase::Pending | WorkUnitPhase::Running)));
 
     let mut place_attempt = |attempt: i64, out: &mut TrainingPlan| -> Result<(), String> {
-        let need =
-            Need { gpu: &spec.gpu, pods: spec.workers, budget: &spec.budget, tier: spec.tier, excluded: &[] };
+        let need = Need {
+            gpu: &spec.gpu,
+            pods: spec.workers,
+            budget: &spec.budget,
+            tier: spec.tier,
+            excluded: &[],
+            image: &spec.image,
+            resources: &spec.resources,
+        };
         let placement = placement::place(&need, members, claims).map_err(|e| e.to_string())?;
         let name = attempt_name(job.metadata.name.as_deref().unwrap_or_default(), attempt);
         let pods = (0..spec.workers)
@@ -129,8 +136,7 @@ pub fn plan(
                 env: worker_env(job, &name, rank),
                 gpu_vendor: placement.vendor,
                 gpus: spec.gpu.count,
-                cpu: None,
-                memory: None,
+                resources: spec.resources.clone(),
                 annotations: fake_run_seconds
                     .map(|s| {
                         BTreeMap::from([(

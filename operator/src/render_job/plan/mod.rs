@@ -143,7 +143,16 @@ impl UnitPlacer<'_> {
     /// The member for one unit of the job's GPUs, on none of the `excluded` members.
     fn place(&self, excluded: &[String], claims: &Claims) -> Result<Placement, NoMemberFits> {
         let spec = &self.job.spec;
-        let need = Need { gpu: &spec.gpu, pods: 1, budget: &spec.budget, tier: spec.tier, excluded };
+        let image = spec.renderer.image.as_deref().unwrap_or(&self.settings.default_image);
+        let need = Need {
+            gpu: &spec.gpu,
+            pods: 1,
+            budget: &spec.budget,
+            tier: spec.tier,
+            excluded,
+            image,
+            resources: &spec.resources,
+        };
         placement::place(&need, self.members, claims)
     }
 

@@ -28,8 +28,7 @@ fn worker_pod(job: &RenderJob, name: &str, vendor: GpuVendor, settings: &RenderS
         env: vec![],
         gpu_vendor: vendor,
         gpus: spec.gpu.count,
-        cpu: None,
-        memory: None,
+        resources: spec.resources.clone(),
         annotations,
     }
 }
