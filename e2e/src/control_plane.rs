@@ -378,6 +378,9 @@ impl ControlPlane {
                 "--profiling=false".into(),
                 // kwok plays each node's kubelet on 127.0.0.1 (pod logs); node names resolve to nothing.
                 "--kubelet-preferred-address-types=InternalIP".into(),
+                // As kubeadm, k3s and the managed clusters providers run: privileged pods are
+                // allowed in general, and Pod Security admission confines a namespace.
+                "--allow-privileged=true".into(),
             ]
             .into_iter()
             .chain(self.flags.api_server.clone())

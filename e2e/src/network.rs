@@ -221,3 +221,12 @@ pub async fn wait_for_members(plane: &ControlPlane, limit: Duration) -> Result<(
     }
     Ok(())
 }
+
+/// Every WorkUnit of the job with `job_uid`, from wherever `units` lists.
+pub async fn units_of_job(
+    units: &kube::Api<pictor_crds::v1alpha1::WorkUnit>,
+    job_uid: &str,
+) -> Vec<pictor_crds::v1alpha1::WorkUnit> {
+    let all = units.list(&kube::api::ListParams::default()).await.expect("WorkUnits list");
+    all.items.into_iter().filter(|u| u.spec.job_ref.uid == job_uid).collect()
+}

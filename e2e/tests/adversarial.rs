@@ -231,6 +231,17 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
     assert_refused("8: 5000 outputs", result, "outputs");
     let result = patch_status(&mallory_units, &stalled, json!({"exitCodes": [9_999_999_999i64]})).await;
     assert_refused("8: an exit code no i32 holds", result, "exitCodes");
+    // Its advertised work policy is its own to write, within bounds.
+    for (what, policy, says) in [
+        ("1000 image patterns", json!({"images": vec!["*"; 1000]}), "images"),
+        ("a 10 kB image pattern", json!({"images": ["x".repeat(10_000)]}), "images"),
+        ("a memory cap that is no quantity", json!({"images": ["*"], "maxMemory": "lots"}), "maxMemory"),
+    ] {
+        let body = json!({"status": {"workPolicy": policy}});
+        let result =
+            mallory_cluster.patch_status(MALLORY, &PatchParams::default(), &Patch::Merge(body)).await;
+        assert_refused(&format!("8: a work policy with {what}"), result, says);
+    }
     let config_maps: Api<ConfigMap> = Api::namespaced(mallory.clone(), MALLORY_NS);
     let config_map = |name: &str, bytes: usize| -> ConfigMap {
         serde_json::from_value(json!({"metadata": {"name": name}, "data": {"render.log": "y".repeat(bytes)}}))

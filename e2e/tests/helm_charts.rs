@@ -211,6 +211,56 @@ fn lint_and_required_values(helm: &Helm, hub_kubeconfig: &str) {
     assert!(!kinds(&existing).contains(&"Secret".to_string()));
     assert!(existing.contains("secretName: hub"));
 
+    // Provider safety: the work namespace enforces the restricted standard, the agent gets the
+    // provider's images, caps and defaults, and unit pods reach DNS and storage only.
+    let namespace = object(&existing, "Namespace", "pictor-work");
+    assert_eq!(namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+    let agent = object(&existing, "Deployment", "p-pictor-provider-agent");
+    let agent_args = &agent["spec"]["template"]["spec"]["containers"][0]["args"];
+    for flag in [
+        "--allow-image=ghcr.io/pictor-network/render-worker",
+        "--max-cpu=16",
+        "--max-memory=64Gi",
+        "--default-ephemeral-storage=20Gi",
+    ] {
+        assert!(
+            agent_args.as_sequence().unwrap().iter().any(|a| a.as_str() == Some(flag)),
+            "{flag}: {agent_args:?}"
+        );
+    }
+    let policy = object(&existing, "NetworkPolicy", "p-pictor-provider-work");
+    let egress = policy["spec"]["egress"].as_sequence().unwrap();
+    assert_eq!(egress[0]["ports"][0]["port"], 53, "DNS first");
+    let everywhere = &egress[1]["to"][0]["ipBlock"];
+    assert_eq!(everywhere["cidr"], "0.0.0.0/0");
+    let except: Vec<&str> =
+        everywhere["except"].as_sequence().unwrap().iter().filter_map(|c| c.as_str()).collect();
+    assert!(except.contains(&"169.254.0.0/16") && except.contains(&"192.168.0.0/16"), "{except:?}");
+    // A store on the provider's LAN is listed by its own address, and only that is opened.
+    let lan = helm.ok(
+        None,
+        &[
+            &template[..],
+            &["--set", "member.name=member-a", "--set", "hubKubeconfig.existingSecret=hub"],
+            &["--set", "work.networkPolicy.storageEndpoints[0].cidr=192.168.1.20/32"],
+            &["--set", "work.networkPolicy.storageEndpoints[0].ports[0]=9000"],
+        ]
+        .concat(),
+    );
+    let lan_policy = object(&lan, "NetworkPolicy", "p-pictor-provider-work");
+    let lan_block = &lan_policy["spec"]["egress"][1]["to"][0]["ipBlock"];
+    assert_eq!((lan_block["cidr"].as_str(), lan_block.get("except")), (Some("192.168.1.20/32"), None));
+    let no_images = helm.run(
+        None,
+        &[
+            &template[..],
+            &["--set", "member.name=member-a", "--set", "hubKubeconfig.existingSecret=hub"],
+            &["--set-json", "work.allowedImages=[]"],
+        ]
+        .concat(),
+    );
+    assert!(!no_images.status.success(), "a provider that allows no image would refuse every unit");
+
     // Billing is on by default and needs an Aptos node: without one the hub chart says so.
     let hub_args = ["template", "pictor", hub.as_str(), "-n", NAMESPACE, "--kube-version", KUBE_VERSION];
     let template = |extra: &[&str]| helm.ok(None, &[&hub_args[..], extra].concat());
@@ -373,6 +423,7 @@ async fn helm_charts_lint_validate_install_and_uninstall() {
         "daemonset.apps/pictor-provider-node-labeller",
         "daemonset.apps/pictor-provider-nvidia-device-plugin",
         "daemonset.apps/pictor-provider-amd-device-plugin",
+        "networkpolicy.networking.k8s.io/pictor-provider-work",
     ] {
         assert!(applied.contains(&format!("{object} created (server dry run)")), "{object}: {applied}");
     }

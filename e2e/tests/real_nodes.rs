@@ -299,14 +299,7 @@ async fn render_phases(plane: &ControlPlane, nodes: &RealNodes) {
     .await;
     println!("4 frames rendered and verified on real nodes in {:.0} s", started.elapsed().as_secs_f64());
 
-    let of_job: Vec<WorkUnit> = units
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|u| u.spec.job_ref.uid == uid)
-        .collect();
+    let of_job = network::units_of_job(&units, &uid).await;
     let renders: Vec<&WorkUnit> = of_job
         .iter()
         .filter(|u| !is_check(u) && u.status.as_ref().and_then(|s| s.phase) == Some(WorkUnitPhase::Succeeded))
