@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use pictor_crds::contract::{annotations, labels};
-use pictor_crds::v1alpha1::{CONDITION_READY, OutputObject, WorkUnit, WorkUnitPhase, WorkUnitStatus};
+use pictor_crds::v1alpha1::{
+    CONDITION_READY, OutputObject, REASON_REFUSED, WorkUnit, WorkUnitPhase, WorkUnitStatus,
+};
 use pictor_crds::v1alpha1::{Observation, set_condition};
 use std::collections::{BTreeMap, HashMap};
 
@@ -387,7 +389,7 @@ pub fn plan(
                 let observation = Observation {
                     type_: CONDITION_READY,
                     status: false,
-                    reason: "Refused",
+                    reason: REASON_REFUSED,
                     message: refused.to_string(),
                 };
                 set_condition(&mut status.conditions, observation, unit.metadata.generation, now.clone());

@@ -148,6 +148,11 @@ pub struct PodTemplate {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Reason of the `Ready` condition of a unit its member refused before running it (its
+/// provider does not run the image, or a pod is over its caps): the hub places the work
+/// elsewhere, and a training job's restart limit does not count it.
+pub const REASON_REFUSED: &str = "Refused";
+
 /// Where a unit stands on its member.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum WorkUnitPhase {

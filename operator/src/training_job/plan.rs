@@ -8,8 +8,8 @@ use crate::unit_drafts::{self, UnitDraft};
 use k8s_openapi::jiff::Timestamp;
 use pictor_crds::contract::format_apt;
 use pictor_crds::v1alpha1::{
-    EnvVar, GpuCluster, JobKind, PodTemplate, RestartPolicy, TrainingJob, TrainingJobPhase,
-    TrainingJobStatus, WorkUnit, WorkUnitPhase,
+    CONDITION_READY, EnvVar, GpuCluster, JobKind, PodTemplate, REASON_REFUSED, RestartPolicy, TrainingJob,
+    TrainingJobPhase, TrainingJobStatus, WorkUnit, WorkUnitPhase,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -89,6 +89,16 @@ fn retryable(job: &TrainingJob, unit: &WorkUnit) -> bool {
     }
 }
 
+/// Whether the member refused the attempt before running it (its provider does not run the
+/// image, or the pods are over its caps): the gang goes elsewhere, and the restart is free.
+fn refused(unit: &WorkUnit) -> bool {
+    unit.status.as_ref().is_some_and(|s| {
+        s.phase == Some(WorkUnitPhase::Failed)
+            && s.start_time.is_none()
+            && s.conditions.iter().any(|c| c.type_ == CONDITION_READY && c.reason == REASON_REFUSED)
+    })
+}
+
 /// Plans the next step of a training job.
 pub fn plan(
     job: &TrainingJob,
@@ -103,7 +113,10 @@ pub fn plan(
     let mut out = TrainingPlan::default();
     let current = units.iter().max_by_key(|u| u.spec.attempt).copied();
     let attempt = current.map_or(0, |u| u.spec.attempt);
-    let restarts = (attempt - 1).max(0);
+    // Each earlier attempt led to a restart; those its member refused are not counted.
+    let restarts = units.iter().filter(|u| u.spec.attempt < attempt && !refused(u)).count() as i64;
+    let refused_by: Vec<String> =
+        units.iter().filter(|u| refused(u)).filter_map(|u| u.member().map(str::to_string)).collect();
     // GPU time of finished attempts is paid, whatever the outcome; a Lost attempt is not.
     let finished: Vec<&WorkUnit> = units
         .iter()
@@ -121,7 +134,7 @@ pub fn plan(
             pods: spec.workers,
             budget: &spec.budget,
             tier: spec.tier,
-            excluded: &[],
+            excluded: &refused_by,
             image: &spec.image,
             resources: &spec.resources,
         };
@@ -200,6 +213,20 @@ pub fn plan(
             Some(WorkUnitPhase::Succeeded) => {
                 (TrainingJobPhase::Succeeded, (true, "Succeeded", "every worker exited 0".to_string()))
             }
+            _ if refused(u) => match place_attempt(attempt + 1, &mut out) {
+                Ok(()) => (
+                    TrainingJobPhase::Restarting,
+                    (
+                        true,
+                        "Restarting",
+                        format!(
+                            "attempt {attempt} was refused by its member; attempt {} is placed elsewhere",
+                            attempt + 1
+                        ),
+                    ),
+                ),
+                Err(why) => (TrainingJobPhase::Restarting, (false, "NoMemberFits", why)),
+            },
             _ if !retryable(job, u) => (
                 TrainingJobPhase::Failed,
                 (
@@ -231,7 +258,8 @@ pub fn plan(
     out.status = TrainingJobStatus {
         observed_generation: job.metadata.generation,
         phase: Some(phase_now),
-        restarts: if out.create.is_empty() { restarts } else { attempt },
+        restarts: restarts
+            + i64::from(!out.create.is_empty() && attempt > 0 && !current.is_some_and(refused)),
         member: shown.and_then(|u| u.member().map(str::to_string)),
         work_unit: shown.and_then(|u| u.metadata.name.clone()),
         cost_octas: cost,

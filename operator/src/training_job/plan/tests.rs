@@ -91,3 +91,42 @@ fn no_member_holds_a_bigger_gang_and_the_job_says_why() {
     assert_eq!(p.ready.1, "NoMemberFits");
     assert!(p.ready.2.contains("5 pods × 8 GPUs in one member"), "{}", p.ready.2);
 }
+
+/// An attempt its member refused before running it, as the agent reports one.
+fn refused_unit(attempt: i64) -> WorkUnit {
+    let mut u = unit(attempt, "Failed", &[]);
+    let status = u.status.as_mut().unwrap();
+    status.gpu_seconds = 0;
+    status.conditions = vec![serde_json::from_value(json!({"type": "Ready", "status": "False", "reason": "Refused",
+        "message": "refused by this provider: pod worker-0: image i is not allowed", "lastTransitionTime": "2026-01-01T00:00:00Z"}))
+    .unwrap()];
+    u
+}
+
+#[test]
+fn a_gang_its_member_refused_goes_elsewhere_for_free_whatever_the_restart_policy() {
+    let never = job(json!({"restartPolicy": "Never", "workers": 1}));
+    let p = run(&never, &[refused_unit(1)]);
+    let next = p.create.first().expect("placed again despite restartPolicy Never");
+    assert_eq!(next.metadata.name.as_deref(), Some("llm-a2"));
+    assert_eq!(
+        next.metadata.namespace.as_deref(),
+        Some("pictor-member-small"),
+        "not back to the refusing member"
+    );
+    assert_eq!(p.status.restarts, 0, "a refusal is no restart");
+    assert!(p.ready.2.contains("refused by its member"), "{}", p.ready.2);
+
+    // A gang that ran and failed is no refusal, even with the reason: it counts.
+    let mut ran = refused_unit(1);
+    ran.status.as_mut().unwrap().start_time =
+        Some(pictor_crds::v1alpha1::Time(Timestamp::from_second(1_800_000_000).unwrap()));
+    assert_eq!(run(&never, &[ran]).status.phase, Some(TrainingJobPhase::Failed));
+
+    // Refusals do not use up the restart limit (2 here): two refusals and two failures restart again.
+    let limit = job(json!({"workers": 1}));
+    let units = [refused_unit(1), unit(2, "Failed", &[1]), refused_unit(3), unit(4, "Failed", &[1])];
+    let p = run(&limit, &units);
+    assert_eq!(p.create[0].metadata.name.as_deref(), Some("llm-a5"));
+    assert_eq!(p.status.restarts, 2);
+}
