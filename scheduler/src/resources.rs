@@ -1,17 +1,12 @@
-//! Amounts of the resources pictor-scheduler accounts for, and Kubernetes quantity parsing.
+//! Amounts of the resources pictor-scheduler accounts for. Quantities are read as the agent and
+//! placement read them (`pictor_crds::contract::quantity`).
 
 use pictor_crds::contract::Vendor;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{Index, IndexMut};
 
-/// Why a quantity could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum QuantityError {
-    /// Not a number with a known suffix.
-    #[error("{0:?} is not a Kubernetes quantity")]
-    Malformed(String),
-}
+pub use pictor_crds::contract::quantity::{QuantityError, parse_milli, parse_units};
 
 /// GPUs of each vendor (its device plugin's extended resource), indexed by [`Vendor`]. A fixed
 /// array rather than a map: [`Resources`] stays `Copy` and its arithmetic never allocates, and a
@@ -183,62 +178,9 @@ impl Resources {
     }
 }
 
-/// Splits `12.5Gi` into the number and its multiplier.
-fn split_quantity(text: &str) -> Result<(f64, f64), QuantityError> {
-    let text = text.trim();
-    let malformed = || QuantityError::Malformed(text.to_string());
-    const SUFFIXES: [(&str, f64); 14] = [
-        ("Ki", 1024.0),
-        ("Mi", 1_048_576.0),
-        ("Gi", 1_073_741_824.0),
-        ("Ti", 1_099_511_627_776.0),
-        ("Pi", 1_125_899_906_842_624.0),
-        ("Ei", 1_152_921_504_606_846_976.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-    ];
-    for (suffix, factor) in SUFFIXES.iter().chain([("E", 1e18)].iter()) {
-        if let Some(number) = text.strip_suffix(suffix) {
-            return number.parse::<f64>().map(|n| (n, *factor)).map_err(|_| malformed());
-        }
-    }
-    // Plain numbers and decimal exponents (`1e3`) parse as floats directly.
-    text.parse::<f64>().map(|n| (n, 1.0)).map_err(|_| malformed())
-}
-
-/// A quantity in whole units, rounded up as Kubernetes does (`1.5` GPUs is never 1).
-pub fn parse_units(text: &str) -> Result<i64, QuantityError> {
-    let (n, factor) = split_quantity(text)?;
-    Ok((n * factor).ceil() as i64)
-}
-
-/// A quantity in thousandths (CPU millicores), rounded up.
-pub fn parse_milli(text: &str) -> Result<i64, QuantityError> {
-    let (n, factor) = split_quantity(text)?;
-    Ok((n * factor * 1000.0).round() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantities_parse_in_every_form_kubernetes_writes() {
-        assert_eq!(parse_milli("100m"), Ok(100));
-        assert_eq!(parse_milli("2"), Ok(2000));
-        assert_eq!(parse_milli("1.5"), Ok(1500));
-        assert_eq!(parse_units("2048Gi"), Ok(2048 * 1024 * 1024 * 1024));
-        assert_eq!(parse_units("500M"), Ok(500_000_000));
-        assert_eq!(parse_units("1e3"), Ok(1000));
-        assert_eq!(parse_units("8"), Ok(8));
-        assert!(parse_units("eight").is_err());
-    }
 
     #[test]
     fn shortfall_names_the_first_missing_dimension() {
