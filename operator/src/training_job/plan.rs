@@ -220,7 +220,9 @@ pub fn plan(
                         true,
                         "Restarting",
                         format!(
-                            "attempt {attempt} was refused by its member; attempt {} is placed elsewhere",
+                            "attempt {attempt} was refused by {} ({}); attempt {} is placed elsewhere",
+                            u.member().unwrap_or("its member"),
+                            u.status.as_ref().and_then(|s| s.message.as_deref()).unwrap_or("no reason given"),
                             attempt + 1
                         ),
                     ),

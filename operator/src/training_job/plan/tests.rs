@@ -97,6 +97,7 @@ fn refused_unit(attempt: i64) -> WorkUnit {
     let mut u = unit(attempt, "Failed", &[]);
     let status = u.status.as_mut().unwrap();
     status.gpu_seconds = 0;
+    status.message = Some("refused by this provider: pod worker-0: image i is not allowed".into());
     status.conditions = vec![serde_json::from_value(json!({"type": "Ready", "status": "False", "reason": "Refused",
         "message": "refused by this provider: pod worker-0: image i is not allowed", "lastTransitionTime": "2026-01-01T00:00:00Z"}))
     .unwrap()];
@@ -115,7 +116,10 @@ fn a_gang_its_member_refused_goes_elsewhere_for_free_whatever_the_restart_policy
         "not back to the refusing member"
     );
     assert_eq!(p.status.restarts, 0, "a refusal is no restart");
-    assert!(p.ready.2.contains("refused by its member"), "{}", p.ready.2);
+    assert_eq!(
+        p.ready.2,
+        "attempt 1 was refused by farm (refused by this provider: pod worker-0: image i is not allowed); attempt 2 is placed elsewhere"
+    );
 
     // A gang that ran and failed is no refusal, even with the reason: it counts.
     let mut ran = refused_unit(1);
