@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane the e2e tests and the demo run: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl, the kubelet (for real nodes), kwok and helm,
-# from their Go modules at the
+# kube-controller-manager, kube-scheduler, kubectl, the kubelet (for real nodes), kwok, helm and
+# kubo's ipfs (the IPFS nodes of the local network), from their Go modules at the
 # versions pinned below, into a cache outside the repository. A binary whose version already
 # matches is kept, so a second run takes seconds.
 #
@@ -15,6 +15,7 @@ KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-v3.7.3}
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+KUBO_VERSION=${KUBO_VERSION:-v0.42.0}
 
 CACHE=${PICTOR_CACHE:-$HOME/.cache/pictor}
 BIN=${PICTOR_CONTROL_PLANE_BIN:-$CACHE/control-plane/$KUBE_VERSION/bin}
@@ -116,6 +117,21 @@ build_helm() {
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 }
 
+build_kubo() {
+  # kubo's go.mod excludes versions of its dependencies, which only a main module may do, so it
+  # is built as the main module from a writable copy of its source. (v0.43 replaces go-libp2p
+  # with a fork the module proxy does not serve.)
+  local dir=$WORK/kubo-$KUBO_VERSION src
+  src=$(go mod download -json "github.com/ipfs/kubo@$KUBO_VERSION" | grep '"Dir"' | cut -d'"' -f4)
+  [ -d "$src" ] || { log "github.com/ipfs/kubo@$KUBO_VERSION could not be downloaded"; exit 1; }
+  rm -rf "$dir"
+  cp -r "$src" "$dir"
+  chmod -R u+w "$dir"
+  log "building ipfs (kubo) $KUBO_VERSION"
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$BIN/ipfs" ./cmd/ipfs)
+  rm -rf "$dir"
+}
+
 if has_version kube-apiserver "$KUBE_VERSION" --version &&
   has_version kube-controller-manager "$KUBE_VERSION" --version &&
   has_version kube-scheduler "$KUBE_VERSION" --version &&
@@ -129,6 +145,7 @@ fi
 if has_version etcd "${ETCD_VERSION#v}" --version; then log "etcd $ETCD_VERSION: cached"; else build_etcd; built_any=1; fi
 if [ -x "$BIN/kwok" ] && [ -f "$BIN/.kwok-$KWOK_VERSION" ]; then log "kwok $KWOK_VERSION: cached"; else build_kwok && touch "$BIN/.kwok-$KWOK_VERSION"; built_any=1; fi
 if has_version helm "$HELM_VERSION" version --short; then log "helm $HELM_VERSION: cached"; else build_helm; built_any=1; fi
+if has_version ipfs "ipfs version ${KUBO_VERSION#v}" version; then log "kubo $KUBO_VERSION: cached"; else build_kubo; built_any=1; fi
 
 elapsed=$(($(date +%s) - started))
 if [ "$built_any" = 1 ]; then

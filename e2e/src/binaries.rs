@@ -24,8 +24,16 @@ pub enum BinariesError {
     Missing(&'static str, PathBuf),
 }
 
-const REQUIRED: [&str; 7] =
-    ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm"];
+const REQUIRED: [&str; 8] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+    "ipfs",
+];
 
 impl Binaries {
     /// The cache folder the build script uses by default.

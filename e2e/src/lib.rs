@@ -7,13 +7,14 @@
 //! from Rust, so a test needs no container runtime. Every process stops when the
 //! [`ControlPlane`] is dropped, on panic too; a failed run keeps its logs and prints where.
 //! Where the machine allows, [`real_node`] adds real nodes (kubelet, containerd, runc) beside
-//! kwok's, and [`s3`] the S3 test server their pods write to.
+//! kwok's, [`s3`] the S3 test server their pods write to, and [`ipfs`] real kubo nodes.
 #![forbid(unsafe_code)]
 
 pub mod billing;
 mod binaries;
 mod control_plane;
 pub mod fake_nodes;
+pub mod ipfs;
 mod kubeconfig;
 pub mod network;
 mod process;
