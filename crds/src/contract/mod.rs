@@ -20,7 +20,7 @@ pub mod vendor;
 pub mod verification;
 
 pub use billing_marks::BillingState;
-pub use keys::{MISMATCH, annotations, finalizers, labels, node_labels};
+pub use keys::{MISMATCH, annotations, finalizers, labels, node_conditions, node_labels};
 pub use members::{member_namespace, member_of_namespace};
 pub use money::{APT, OCTAS_PER_APT, cost_octas, format_apt};
 pub use vendor::Vendor;
