@@ -15,7 +15,7 @@ use pictor_device_plugins::metrics::DeviceMetrics;
 use pictor_device_plugins::sharing::SharingConfig;
 use pictor_device_plugins::{FakeBackend, GpuBackend, Health};
 use pictor_e2e::fake_nodes::{self, GpuModel};
-use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions};
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, ManagedProcess, workspace_binary};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -249,6 +249,37 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     stop_shared.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), shared_running).await.unwrap().unwrap().unwrap();
     eprintln!("a time-sliced node is labelled so: {expected_shared:?}");
+
+    // The shipped binary picks a node's sharing config by the node's label: a third node,
+    // labelled two-way, is labelled time-sliced two ways by it.
+    let picked = format!("{}-picked-0", member.name);
+    let mut picked_node = fake_nodes::fake_node(&picked, &h100);
+    let picked_labels = picked_node.metadata.labels.as_mut().unwrap();
+    picked_labels.retain(|k, _| !k.starts_with(node_labels::PREFIX));
+    picked_labels.insert(node_labels::SHARING_CONFIG.into(), "two-way".into());
+    plane.add_nodes(member, vec![picked_node]).await.unwrap();
+    let configs = plane.run_dir().join("gpu-sharing.yaml");
+    let text = "defaultConfig: whole\nconfigs:\n  whole: {}\n  two-way:\n    timeSlicing: {replicas: 2}\n";
+    std::fs::write(&configs, text).unwrap();
+    let args = [
+        format!("--node-name={picked}"),
+        "--backend=fake".into(),
+        "--fake-inventory=h100x8".into(),
+        "--no-device-plugin".into(),
+        "--label-interval=1".into(),
+        "--metrics-addr=127.0.0.1:0".into(),
+        format!("--sharing-config={}", configs.display()),
+    ];
+    let binary = workspace_binary("pictor-device-plugins", "pictor-device-plugins");
+    let env = [("KUBECONFIG", member.kubeconfig.as_path())];
+    let process =
+        ManagedProcess::spawn_with_env("picked-labeller", &binary, &args, &env, plane.run_dir()).unwrap();
+    let mut expected_picked = catalogue_labels(&h100);
+    expected_picked.insert(node_labels::SHARING.into(), "time-slicing".into());
+    expected_picked.insert(node_labels::REPLICAS.into(), "2".into());
+    until_labels(&nodes, &picked, &expected_picked).await;
+    drop(process);
+    eprintln!("the binary chose the node's two-way config by its label");
 
     // The GPUs are gone: so are the labels.
     let mut empty = FakeBackend::preset("rtx4090", 1).unwrap();
