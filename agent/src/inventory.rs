@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use pictor_crds::contract::{Vendor, node_labels};
-use pictor_crds::v1alpha1::{GpuInventory, GpuPool};
+use pictor_crds::v1alpha1::{GpuInventory, GpuPool, SharedGpuPool};
 use std::collections::{BTreeMap, HashMap};
 
 /// Whole units of an extended resource; GPUs are never fractional.
@@ -43,7 +43,9 @@ pub fn pod_gpus(pod: &Pod, resource: &str) -> i64 {
         .sum()
 }
 
-/// Summarises Ready, schedulable GPU nodes by vendor and model, with what bound pods hold.
+/// Summarises Ready, schedulable GPU nodes by vendor and model, with what bound pods hold. A
+/// node whose GPUs are time-sliced (labelled `pictor.network/gpu.sharing`) advertises replicas,
+/// not GPUs: it is counted in `sharedPools`, never in the whole-GPU pools placement reads.
 pub fn summarise<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     pods: impl IntoIterator<Item = &'a Pod>,
@@ -59,6 +61,7 @@ pub fn summarise<'a>(
         }
     }
     let mut pools: BTreeMap<(String, String), GpuPool> = BTreeMap::new();
+    let mut shared: BTreeMap<(String, String), SharedGpuPool> = BTreeMap::new();
     for node in nodes.into_iter().filter(|n| is_ready(n)) {
         let name = node.metadata.name.as_deref().unwrap_or_default();
         let labels = node.metadata.labels.clone().unwrap_or_default();
@@ -74,6 +77,20 @@ pub fn summarise<'a>(
             let model = labels.get(node_labels::PRODUCT).cloned().unwrap_or_else(|| "unknown".into());
             let memory_mib = labels.get(node_labels::MEMORY_MIB).and_then(|m| m.parse().ok()).unwrap_or(0);
             let key = (vendor.label_value().to_string(), model.clone());
+            if labels.contains_key(node_labels::SHARING) {
+                let gpus = labels.get(node_labels::COUNT).and_then(|c| c.parse().ok()).unwrap_or(0);
+                let pool = shared.entry(key).or_insert_with(|| SharedGpuPool {
+                    vendor: vendor.into(),
+                    model,
+                    ..Default::default()
+                });
+                pool.nodes += 1;
+                pool.gpus += gpus;
+                pool.replicas += total;
+                pool.free_replicas += free;
+                pool.memory_mib = pool.memory_mib.max(memory_mib);
+                continue;
+            }
             let pool = pools.entry(key).or_insert_with(|| GpuPool {
                 vendor: vendor.into(),
                 model,
@@ -88,10 +105,11 @@ pub fn summarise<'a>(
     }
     let pools: Vec<GpuPool> = pools.into_values().collect();
     GpuInventory {
-        nodes: pools.iter().map(|p| p.nodes).sum(),
+        nodes: pools.iter().map(|p| p.nodes).sum::<i64>() + shared.values().map(|p| p.nodes).sum::<i64>(),
         total_gpus: pools.iter().map(|p| p.total).sum(),
         free_gpus: pools.iter().map(|p| p.free).sum(),
         pools,
+        shared_pools: shared.into_values().collect(),
     }
 }
 
@@ -142,5 +160,35 @@ mod tests {
         assert_eq!(h100.memory_mib, 81559);
         let amd = inventory.pools.iter().find(|p| p.vendor == GpuVendor::Only(Vendor::Amd)).unwrap();
         assert_eq!((amd.total, amd.free), (1, 1));
+    }
+
+    #[test]
+    fn time_sliced_replicas_are_counted_apart_from_whole_gpus() {
+        let mut shared = node("s", "nvidia.com/gpu", 8, "NVIDIA-GeForce-RTX-4090", true);
+        let labels = shared.metadata.labels.as_mut().unwrap();
+        labels.insert(node_labels::SHARING.into(), "time-slicing".into());
+        labels.insert(node_labels::REPLICAS.into(), "4".into());
+        labels.insert(node_labels::COUNT.into(), "2".into());
+        let nodes = [shared, node("w", "nvidia.com/gpu", 8, "NVIDIA-H100-80GB-HBM3", true)];
+        let pods = [pod("s", "nvidia.com/gpu", 3, "Running"), pod("w", "nvidia.com/gpu", 1, "Running")];
+        let inventory = summarise(&nodes, &pods);
+        assert_eq!(
+            (inventory.nodes, inventory.total_gpus, inventory.free_gpus),
+            (2, 8, 7),
+            "replicas are no GPUs"
+        );
+        assert_eq!(inventory.pools.len(), 1);
+        assert_eq!(
+            inventory.shared_pools,
+            [SharedGpuPool {
+                vendor: GpuVendor::Only(Vendor::Nvidia),
+                model: "NVIDIA-GeForce-RTX-4090".into(),
+                memory_mib: 81559,
+                nodes: 1,
+                gpus: 2,
+                replicas: 8,
+                free_replicas: 5,
+            }]
+        );
     }
 }

@@ -168,6 +168,8 @@ pub fn member_objects(request: &JoinRequest) -> MemberObjects {
             price_per_gpu_hour: request.prices.clone(),
             default_price_per_gpu_hour: request.default_price,
             cordoned: false,
+            // Slices of time-sliced GPUs are priced by the hub admin on the GpuCluster itself.
+            shared_price_per_gpu_hour: Default::default(),
         },
     );
     gpu_cluster.meta_mut().labels = meta(member, None, member).labels;

@@ -3,7 +3,7 @@
 //! [`FakeBackend::set_health`], or by editing the file, which a plugin in another process sees.
 
 use crate::backend::{BackendError, GpuBackend};
-use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent};
+use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent, MigDevice};
 use pictor_crds::contract::Vendor;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -86,9 +86,35 @@ impl FakeBackend {
                 })],
                 compute: compute.to_string(),
                 health: Health::Healthy,
+                mig_enabled: false,
+                mig_devices: Vec::new(),
             })
             .collect();
         Some(GpuInventory { vendor, driver_version: driver.to_string(), gpus, shared_device_nodes: None })
+    }
+
+    /// Puts GPU `index` of `inventory` in MIG mode, split into one MIG device per profile
+    /// (`1g.10gb`: its memory is read from the name), as `nvidia-smi mig -cgi … -C` would leave
+    /// it. A JSON inventory file says the same with `migEnabled` and `migDevices`.
+    pub fn split_mig(inventory: &mut GpuInventory, index: usize, profiles: &[&str]) {
+        let gpu = &mut inventory.gpus[index];
+        gpu.mig_enabled = true;
+        gpu.mig_devices = profiles
+            .iter()
+            .enumerate()
+            .map(|(n, profile)| {
+                let gib: u64 = profile
+                    .rsplit('.')
+                    .next()
+                    .and_then(|m| m.trim_end_matches("gb").parse().ok())
+                    .unwrap_or(1);
+                MigDevice {
+                    id: format!("MIG-{:08x}-0000-4000-8000-{:012x}", 0x319_0000 + index, n),
+                    profile: profile.to_string(),
+                    memory_mib: gib * 1024,
+                }
+            })
+            .collect();
     }
 
     /// Flips a GPU's health and tells whoever waits for health events, as a real XID would.
@@ -218,6 +244,22 @@ mod tests {
         let healths: Vec<_> = events.iter().map(|e| e.health).collect();
         assert_eq!(healths, [Health::Unhealthy, Health::Healthy]);
         assert!(fake.wait_health_events(Duration::from_millis(10)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_mig_split_reads_back_from_an_inventory_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inventory.json");
+        let mut inventory = FakeBackend::preset("h100", 2).unwrap();
+        FakeBackend::split_mig(&mut inventory, 1, &["3g.40gb", "1g.10gb"]);
+        let mig = &inventory.gpus[1];
+        assert!(mig.mig_enabled && !inventory.gpus[0].mig_enabled);
+        assert_eq!(mig.mig_devices.iter().map(|m| m.memory_mib).collect::<Vec<_>>(), [40 * 1024, 10 * 1024]);
+        assert_ne!(mig.mig_devices[0].id, mig.mig_devices[1].id);
+        let json = serde_json::to_string(&inventory).unwrap();
+        assert!(json.contains("\"migEnabled\":true") && json.contains("\"profile\":\"3g.40gb\""), "{json}");
+        std::fs::write(&path, json).unwrap();
+        assert_eq!(FakeBackend::from_file(path).unwrap().inventory().unwrap(), inventory);
     }
 
     #[test]

@@ -49,6 +49,25 @@ pub struct Gpu {
     pub compute: String,
     #[serde(default)]
     pub health: Health,
+    /// NVIDIA only: the GPU is in MIG mode, so it is served as its [`Gpu::mig_devices`], never
+    /// whole. Read from the driver; Pictor never changes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mig_enabled: bool,
+    /// The MIG devices the GPU is split into (empty unless [`Gpu::mig_enabled`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mig_devices: Vec<MigDevice>,
+}
+
+/// One MIG device (a hardware slice of a GPU in MIG mode), served as a resource of its own
+/// per profile (NVIDIA's "mixed" strategy): `nvidia.com/mig-1g.18gb`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigDevice {
+    /// The MIG device's UUID (`MIG-…`), what `NVIDIA_VISIBLE_DEVICES` names.
+    pub id: String,
+    /// The profile, e.g. `1g.18gb`: compute slices and memory.
+    pub profile: String,
+    pub memory_mib: u64,
 }
 
 /// All GPUs of one vendor on a node, and what they share.

@@ -3,6 +3,7 @@
 //! trait, and the node labeller that publishes `pictor.network/gpu.*` labels.
 #![forbid(unsafe_code)]
 
+pub mod advertise;
 pub mod allocation;
 pub mod backend;
 pub mod fake;
@@ -11,9 +12,11 @@ pub mod labeller;
 pub mod metrics;
 pub mod nvml;
 pub mod plugin;
+pub mod recovery;
 pub mod registration;
 #[cfg(feature = "rocm")]
 pub mod rocm;
+pub mod sharing;
 mod sysfs;
 pub mod topology;
 
@@ -32,6 +35,6 @@ pub mod v1beta1 {
 
 pub use backend::{BackendError, GpuBackend};
 pub use fake::FakeBackend;
-pub use inventory::{Gpu, GpuInventory, Health, HealthEvent};
+pub use inventory::{Gpu, GpuInventory, Health, HealthEvent, MigDevice};
 /// The GPU vendor of the hub–member contract, which [`GpuBackend::vendor`] returns.
 pub use pictor_crds::contract::Vendor;

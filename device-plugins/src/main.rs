@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, ValueEnum};
+use pictor_crds::contract::node_labels;
 use pictor_device_plugins::labeller::NodeLabeller;
 use pictor_device_plugins::metrics::DeviceMetrics;
 use pictor_device_plugins::nvml::NvmlBackend;
 use pictor_device_plugins::plugin::{self, PluginConfig};
+use pictor_device_plugins::sharing::{SharingConfig, SharingConfigs};
 use pictor_device_plugins::v1beta1::DEVICE_PLUGIN_DIR;
 use pictor_device_plugins::{BackendError, FakeBackend, GpuBackend};
 use std::path::PathBuf;
@@ -48,6 +50,11 @@ struct Args {
     /// Seconds between two looks at the GPUs by the node labeller.
     #[arg(long, env = "PICTOR_LABEL_INTERVAL", default_value_t = 30)]
     label_interval: u64,
+    /// The sharing config file (YAML: `defaultConfig` and named `configs`, each maybe with
+    /// `timeSlicing: {replicas: N}`); the Node label pictor.network/device-plugin.config picks
+    /// one. Without it every GPU is served whole. Read at start: restart after changing either.
+    #[arg(long, env = "PICTOR_SHARING_CONFIG")]
+    sharing_config: Option<PathBuf>,
     /// Do not serve the device plugin (label only).
     #[arg(long, env = "PICTOR_NO_DEVICE_PLUGIN")]
     no_device_plugin: bool,
@@ -131,6 +138,25 @@ async fn shutdown_signal(stop: watch::Sender<bool>) {
     let _ = stop.send(true);
 }
 
+/// The sharing config this node uses: the file's config that the Node's label names (or its
+/// default). The Node is read only when there is a file to choose from.
+async fn node_sharing(args: &Args) -> anyhow::Result<SharingConfig> {
+    let Some(path) = &args.sharing_config else { return Ok(SharingConfig::whole()) };
+    let configs = SharingConfigs::read(path)?;
+    let label = match &args.node_name {
+        Some(node) => {
+            let nodes =
+                kube::Api::<k8s_openapi::api::core::v1::Node>::all(kube::Client::try_default().await?);
+            let node = nodes.get(node).await?;
+            node.metadata.labels.unwrap_or_default().get(node_labels::SHARING_CONFIG).cloned()
+        }
+        None => None,
+    };
+    let (name, config) = configs.select(label.as_deref())?;
+    info!(config = %name, replicas = config.replicas(), "GPU sharing config chosen");
+    Ok(config)
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
@@ -157,12 +183,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let vendor = backend.vendor();
     info!(%vendor, "GPU backend chosen");
+    // A sharing config that names nothing is the provider's typo: fail loudly rather than serve
+    // the GPUs some other way than asked.
+    let sharing = node_sharing(&args).await?;
     readiness.set(true);
 
     let plugin_task = (!args.no_device_plugin).then(|| {
         let resource = args.resource_name.clone().unwrap_or_else(|| vendor.resource_name().to_string());
         let mut config = PluginConfig::new(resource, args.socket_dir.clone());
         config.metrics = metrics.clone();
+        config.sharing = sharing.clone();
         tokio::spawn(plugin::run(config, backend.clone(), stopped(stop_rx.clone())))
     });
     let labeller_task = if args.no_labeller {
@@ -176,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             client: kube::Client::try_default().await?,
             node_name,
             backend: backend.clone(),
+            sharing: sharing.clone(),
             interval: Duration::from_secs(args.label_interval.max(1)),
             resync: Duration::from_secs(600),
             metrics: metrics.clone(),

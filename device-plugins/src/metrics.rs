@@ -2,6 +2,7 @@
 //! the kubelet asked for and their outcome, registrations with the kubelet, and the node
 //! labeller's view of the node's GPUs and its label writes.
 
+use crate::advertise::ServedDevice;
 use crate::inventory::{GpuInventory, Health};
 use pictor_telemetry::NamedRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -126,9 +127,9 @@ impl DeviceMetrics {
     }
 
     /// Sets the devices a plugin serves for `resource` by health.
-    pub fn serving(&self, resource: &str, inventory: &GpuInventory) {
+    pub fn serving(&self, resource: &str, devices: &[ServedDevice]) {
         for health in [Health::Healthy, Health::Unhealthy] {
-            let n = inventory.gpus.iter().filter(|g| g.health == health).count() as i64;
+            let n = devices.iter().filter(|d| d.health == health).count() as i64;
             let labels = DeviceLabels { resource: resource.to_string(), health: health.as_str() };
             self.devices.get_or_create(&labels).set(n);
         }
@@ -153,20 +154,23 @@ impl DeviceMetrics {
 mod tests {
     use super::*;
     use crate::fake::FakeBackend;
+    use crate::sharing::SharingConfig;
 
     #[test]
     fn devices_by_health_and_allocations_are_exported() {
         let m = DeviceMetrics::new();
         let mut inventory = FakeBackend::preset("h100", 4).unwrap();
         inventory.gpus[0].health = Health::Unhealthy;
-        m.serving("nvidia.com/gpu", &inventory);
+        let served =
+            crate::advertise::advertise(&inventory, &SharingConfig::time_sliced(2), "nvidia.com/gpu");
+        m.serving("nvidia.com/gpu", &served["nvidia.com/gpu"]);
         m.labelled(&inventory);
         m.allocated("nvidia.com/gpu", "ok");
         m.allocated("nvidia.com/gpu", "unhealthy");
         let text = m.render().unwrap();
         for line in [
-            "pictor_device_plugin_devices{resource=\"nvidia.com/gpu\",health=\"Healthy\"} 3",
-            "pictor_device_plugin_devices{resource=\"nvidia.com/gpu\",health=\"Unhealthy\"} 1",
+            "pictor_device_plugin_devices{resource=\"nvidia.com/gpu\",health=\"Healthy\"} 6",
+            "pictor_device_plugin_devices{resource=\"nvidia.com/gpu\",health=\"Unhealthy\"} 2",
             "pictor_device_plugin_allocations_total{resource=\"nvidia.com/gpu\",result=\"ok\"} 1",
             "pictor_device_plugin_allocations_total{resource=\"nvidia.com/gpu\",result=\"unhealthy\"} 1",
             "pictor_node_labeller_gpus{vendor=\"nvidia\",health=\"Healthy\"} 3",

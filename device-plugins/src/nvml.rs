@@ -1,19 +1,22 @@
 //! NVIDIA GPUs through NVML (`nvml-wrapper`, which loads `libnvidia-ml.so` at run time, so the
 //! binary starts on nodes without the driver and says so). Health comes from NVML's critical
-//! XID and double-bit ECC events.
+//! XID and double-bit ECC events; a faulted GPU returns once it has been quiet and answers a
+//! probe ([`crate::recovery`]). MIG mode is read, never changed: a GPU in MIG mode is listed
+//! with its MIG devices.
 
 use crate::backend::{BackendError, GpuBackend};
-use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent};
+use crate::inventory::{Gpu, GpuInventory, Health, HealthEvent, MigDevice};
+use crate::recovery::{DEFAULT_QUIET, Recovery};
 use crate::sysfs;
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
-use nvml_wrapper::{EventSet, Nvml};
+use nvml_wrapper::{Device, EventSet, Nvml};
 use pictor_crds::contract::Vendor;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 const BACKEND: &str = "NVML";
@@ -31,8 +34,58 @@ pub struct NvmlBackend {
     nvml: &'static Nvml,
     /// Events of every GPU that supports them; `None` where none does (GeForce without ECC).
     events: Mutex<Option<EventSet<'static>>>,
-    /// GPUs an event marked unhealthy; NVML has no "recovered" event, so they stay so.
-    unhealthy: Mutex<BTreeSet<String>>,
+    /// GPUs an event marked unhealthy, until a probe after a quiet time finds them well
+    /// (NVML has no "recovered" event).
+    recovery: Mutex<Recovery>,
+}
+
+/// `nvmlDeviceGetMigMode`'s "enabled" (NVML_DEVICE_MIG_ENABLE).
+const MIG_ENABLED: u32 = 1;
+
+/// A MIG device's profile as NVIDIA names its resources: `<GPU slices>g.<GiB>gb`, with
+/// `<compute slices>c.` in front when the compute instance is smaller than its GPU instance.
+pub fn mig_profile(gpu_slices: u32, compute_slices: u32, memory_mb: u64) -> String {
+    let gib = memory_mb.div_ceil(1024);
+    if compute_slices != 0 && compute_slices != gpu_slices {
+        format!("{compute_slices}c.{gpu_slices}g.{gib}gb")
+    } else {
+        format!("{gpu_slices}g.{gib}gb")
+    }
+}
+
+/// Whether a GPU is in MIG mode now (not after the next reset); a GPU without MIG is not.
+fn mig_enabled(device: &Device<'_>, index: u32) -> Result<bool, BackendError> {
+    match device.mig_mode() {
+        Ok(mode) => Ok(mode.current == MIG_ENABLED),
+        Err(NvmlError::NotSupported | NvmlError::FunctionNotFound) => Ok(false),
+        Err(e) => Err(query(format!("MIG mode of GPU {index}"))(e)),
+    }
+}
+
+/// The MIG devices a GPU in MIG mode is split into now (empty slots skipped).
+fn mig_devices(device: &Device<'_>, index: u32) -> Result<Vec<MigDevice>, BackendError> {
+    let slots = device.mig_device_count().map_err(query(format!("MIG device count of GPU {index}")))?;
+    let mut found = Vec::new();
+    for slot in 0..slots {
+        let mig = match device.mig_device_by_index(slot) {
+            Ok(mig) => mig,
+            Err(NvmlError::NotFound | NvmlError::InvalidArg) => continue,
+            Err(e) => return Err(query(format!("MIG device {slot} of GPU {index}"))(e)),
+        };
+        let what = format!("MIG device {slot} of GPU {index}");
+        let id = mig.uuid().map_err(query(what.clone()))?;
+        let attributes = mig.attributes().map_err(query(what))?;
+        found.push(MigDevice {
+            id,
+            profile: mig_profile(
+                attributes.gpu_instance_slice_count,
+                attributes.compute_instance_slice_count,
+                attributes.memory_size_mb,
+            ),
+            memory_mib: attributes.memory_size_mb,
+        });
+    }
+    Ok(found)
 }
 
 fn unavailable(error: NvmlError) -> BackendError {
@@ -98,7 +151,11 @@ impl NvmlBackend {
             }
         };
         let events = Self::register_events(nvml);
-        Ok(NvmlBackend { nvml, events: Mutex::new(events), unhealthy: Mutex::new(BTreeSet::new()) })
+        Ok(NvmlBackend {
+            nvml,
+            events: Mutex::new(events),
+            recovery: Mutex::new(Recovery::new(DEFAULT_QUIET)),
+        })
     }
 
     fn register_events(nvml: &'static Nvml) -> Option<EventSet<'static>> {
@@ -139,7 +196,7 @@ impl GpuBackend for NvmlBackend {
             return Err(BackendError::Unavailable { backend: BACKEND, reason: "no NVIDIA GPU found".into() });
         }
         let driver_version = nvml.sys_driver_version().map_err(query("driver version"))?;
-        let unhealthy = self.unhealthy.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let recovery = self.recovery.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let mut gpus = Vec::new();
         // NVLink ends are reported as PCI bus ids; they become UUIDs once all GPUs are known.
         let mut links: Vec<Vec<String>> = Vec::new();
@@ -154,6 +211,8 @@ impl GpuBackend for NvmlBackend {
                 .map(|c| format!("{}.{}", c.major, c.minor))
                 .map_err(query(format!("compute capability of GPU {index}")))?;
             let minor = device.minor_number().map_err(query(format!("minor number of GPU {index}")))?;
+            let mig_enabled = mig_enabled(&device, index)?;
+            let mig_devices = if mig_enabled { mig_devices(&device, index)? } else { Vec::new() };
             let numa_node =
                 device.numa_node_id().ok().map(i64::from).or_else(|| sysfs::numa_node(&pci_bus_id));
             links.push(
@@ -165,7 +224,7 @@ impl GpuBackend for NvmlBackend {
                     .collect(),
             );
             gpus.push(Gpu {
-                health: if unhealthy.contains(&id) { Health::Unhealthy } else { Health::Healthy },
+                health: if recovery.is_faulted(&id) { Health::Unhealthy } else { Health::Healthy },
                 id,
                 name: device.name().map_err(query(format!("name of GPU {index}")))?,
                 memory_mib: memory.total / (1024 * 1024),
@@ -175,6 +234,8 @@ impl GpuBackend for NvmlBackend {
                 peers: Vec::new(),
                 device_nodes: vec![PathBuf::from(format!("/dev/nvidia{minor}"))],
                 compute,
+                mig_enabled,
+                mig_devices,
             });
         }
         let ids: Vec<(String, String)> = gpus.iter().map(|g| (g.id.clone(), g.pci_bus_id.clone())).collect();
@@ -185,6 +246,15 @@ impl GpuBackend for NvmlBackend {
     }
 
     fn wait_health_events(&self, timeout: Duration) -> Result<Vec<HealthEvent>, BackendError> {
+        let mut seen = self.wait_fault(timeout)?;
+        seen.extend(self.recovered());
+        Ok(seen)
+    }
+}
+
+impl NvmlBackend {
+    /// A fault NVML reports within `timeout`, as an event, if any.
+    fn wait_fault(&self, timeout: Duration) -> Result<Vec<HealthEvent>, BackendError> {
         let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(set) = events.as_ref() else {
             std::thread::sleep(timeout);
@@ -200,14 +270,40 @@ impl GpuBackend for NvmlBackend {
             return Ok(vec![]);
         };
         let id = data.device.uuid().map_err(query("UUID of the GPU of an event"))?;
-        self.unhealthy.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone());
+        self.recovery.lock().unwrap_or_else(PoisonError::into_inner).fault(&id, Instant::now());
         Ok(vec![HealthEvent { id, health: Health::Unhealthy, reason }])
+    }
+
+    /// Faulted GPUs, quiet long enough, that now answer NVML and have no page retirement
+    /// pending (a double-bit ECC error's repair needs a GPU reset first).
+    fn recovered(&self) -> Vec<HealthEvent> {
+        let mut recovery = self.recovery.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let mut healed = Vec::new();
+        for id in recovery.due(now) {
+            let well = self.nvml.device_by_uuid(id.as_str()).is_ok_and(|device| {
+                device.memory_info().is_ok() && !matches!(device.are_pages_pending_retired(), Ok(true))
+            });
+            if recovery.probed(&id, well, now) {
+                let reason = "quiet since its fault and answering again".to_string();
+                healed.push(HealthEvent { id, health: Health::Healthy, reason });
+            }
+        }
+        healed
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mig_profiles_are_named_as_nvidia_names_them() {
+        assert_eq!(mig_profile(1, 1, 18_176), "1g.18gb");
+        assert_eq!(mig_profile(3, 3, 71_424), "3g.70gb");
+        assert_eq!(mig_profile(7, 0, 143_360), "7g.140gb");
+        assert_eq!(mig_profile(4, 2, 47_616), "2c.4g.47gb");
+    }
 
     #[test]
     fn gpu_faults_make_it_unhealthy_application_faults_do_not() {

@@ -2,14 +2,18 @@
 //! socket, registers it with the kubelet, streams every health change, and starts over (fresh
 //! socket, new registration) whenever the kubelet restarts.
 //!
-//! The gRPC service is a thin adapter: allocation and topology are pure functions in
-//! [`crate::allocation`] and [`crate::topology`]; the state is one watched [`GpuInventory`].
+//! The gRPC service is a thin adapter: what is advertised, allocation and topology are pure
+//! functions in [`crate::advertise`], [`crate::allocation`] and [`crate::topology`]; the state is
+//! one watched [`GpuInventory`]. One health monitor feeds every resource served: the whole
+//! GPUs' (or their time-sliced replicas') and, for GPUs in MIG mode, one per MIG profile.
 
-use crate::allocation::{AllocationError, container_allocation};
+use crate::advertise::{ServedDevice, advertise, preferred_replicas};
+use crate::allocation::{AllocationError, served_allocation};
 use crate::backend::{BackendError, GpuBackend};
 use crate::inventory::{GpuInventory, Health};
 use crate::metrics::DeviceMetrics;
 use crate::registration::{RegistrationError, register};
+use crate::sharing::SharingConfig;
 use crate::topology::preferred_allocation;
 use crate::v1beta1::device_plugin_server::{DevicePlugin, DevicePluginServer};
 use crate::v1beta1::{
@@ -37,8 +41,10 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Where and as what the plugin serves.
 #[derive(Clone, Debug)]
 pub struct PluginConfig {
-    /// The extended resource, e.g. `nvidia.com/gpu`.
+    /// The extended resource of whole GPUs (or their replicas), e.g. `nvidia.com/gpu`.
     pub resource_name: String,
+    /// How the GPUs are shared (whole unless the node's sharing config says otherwise).
+    pub sharing: SharingConfig,
     /// The kubelet's device-plugin directory (its `kubelet.sock` and the plugins' sockets).
     pub socket_dir: PathBuf,
     /// How often to look whether the kubelet restarted or removed our socket.
@@ -51,6 +57,7 @@ impl PluginConfig {
     pub fn new(resource_name: impl Into<String>, socket_dir: impl Into<PathBuf>) -> Self {
         PluginConfig {
             resource_name: resource_name.into(),
+            sharing: SharingConfig::whole(),
             socket_dir: socket_dir.into(),
             poll_interval: Duration::from_secs(1),
             metrics: Arc::new(DeviceMetrics::new()),
@@ -61,12 +68,17 @@ impl PluginConfig {
         self.socket_dir.join(KUBELET_SOCKET)
     }
 
-    /// A fresh socket name per start, so a late connection to the previous one cannot land here.
-    fn endpoint(&self, generation: u64) -> String {
-        let resource: String =
-            self.resource_name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        format!("pictor-{resource}-{}-{generation}.sock", std::process::id())
+    /// The devices served under each resource.
+    fn served(&self, inventory: &GpuInventory) -> std::collections::BTreeMap<String, Vec<ServedDevice>> {
+        advertise(inventory, &self.sharing, &self.resource_name)
     }
+}
+
+/// A fresh socket name per start, so a late connection to the previous one cannot land here.
+fn endpoint(resource: &str, generation: u64) -> String {
+    let resource: String =
+        resource.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("pictor-{resource}-{}-{generation}.sock", std::process::id())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +99,9 @@ pub enum PluginError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Serves `backend`'s GPUs to the kubelet until `shutdown` completes.
+/// Serves `backend`'s GPUs to the kubelet until `shutdown` completes: every resource the
+/// inventory has at start (whole GPUs always, MIG profiles where GPUs are in MIG mode), each on
+/// its own socket with its own registration. MIG devices made later need a restart.
 pub async fn run(
     config: PluginConfig,
     backend: Arc<dyn GpuBackend>,
@@ -98,27 +112,60 @@ pub async fn run(
         move || backend.inventory()
     })
     .await??;
-    info!(
-        resource = %config.resource_name,
-        gpus = inventory.gpus.len(),
-        "serving {} {} GPU(s)",
-        inventory.gpus.len(),
-        inventory.vendor
-    );
-    config.metrics.serving(&config.resource_name, &inventory);
+    let served = config.served(&inventory);
+    for (resource, devices) in &served {
+        info!(
+            resource = %resource,
+            gpus = inventory.gpus.len(),
+            devices = devices.len(),
+            replicas = config.sharing.replicas(),
+            "serving {} device(s) of {} {} GPU(s)",
+            devices.len(),
+            inventory.gpus.len(),
+            inventory.vendor
+        );
+        config.metrics.serving(resource, devices);
+    }
     let (inventory_tx, inventory_rx) = watch::channel(inventory);
     let monitor_stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let monitor = tokio::task::spawn_blocking({
         let stop = monitor_stop.0.clone();
-        let (metrics, resource) = (config.metrics.clone(), config.resource_name.clone());
+        let config = config.clone();
         move || {
             watch_health(backend.as_ref(), &inventory_tx, &stop, &|inventory| {
-                metrics.serving(&resource, inventory)
+                for (resource, devices) in config.served(inventory) {
+                    config.metrics.serving(&resource, &devices);
+                }
             })
         }
     });
 
-    let result = serve_and_register(&config, inventory_rx, shutdown).await;
+    // One shutdown for every resource's server; the first to fail stops the others.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for resource in served.into_keys() {
+        let (config, inventory, mut stop) = (config.clone(), inventory_rx.clone(), stop_rx.clone());
+        servers.spawn(async move {
+            serve_and_register(&config, &resource, inventory, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+    }
+    tokio::pin!(shutdown);
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            ended = servers.join_next() => match ended {
+                None => break,
+                Some(ended) => if let Err(e) = ended.map_err(PluginError::from).and_then(|r| r) {
+                    let _ = stop_tx.send(true);
+                    if result.is_ok() { result = Err(e); }
+                },
+            },
+            () = &mut shutdown, if !*stop_tx.borrow() => { let _ = stop_tx.send(true); }
+        }
+    }
     drop(monitor_stop);
     monitor.await?;
     result
@@ -137,6 +184,7 @@ impl Drop for StopOnDrop {
 /// The life of the plugin: serve, register, wait for the kubelet to go away, start over.
 async fn serve_and_register(
     config: &PluginConfig,
+    resource: &str,
     inventory: watch::Receiver<GpuInventory>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PluginError> {
@@ -148,8 +196,8 @@ async fn serve_and_register(
     let mut generation = 0;
     loop {
         generation += 1;
-        let endpoint = config.endpoint(generation);
-        let serving = Serving::start(config.socket_dir.join(&endpoint), inventory.clone(), config)?;
+        let endpoint = endpoint(resource, generation);
+        let serving = Serving::start(config.socket_dir.join(&endpoint), inventory.clone(), config, resource)?;
 
         // Register; while the kubelet is not (yet) listening, wait for it. A kubelet that
         // starts empties the folder, our socket with it: serve again before registering it.
@@ -159,7 +207,7 @@ async fn serve_and_register(
                 break None;
             }
             let options = plugin_options();
-            match register(&kubelet_socket, &endpoint, &config.resource_name, options).await {
+            match register(&kubelet_socket, &endpoint, resource, options).await {
                 Ok(()) => break Some(socket_identity(&kubelet_socket)),
                 Err(RegistrationError::Connect { path, reason }) => {
                     if !told {
@@ -185,9 +233,9 @@ async fn serve_and_register(
             serving.stop().await;
             continue;
         };
-        info!(resource = %config.resource_name, %endpoint, "registered with the kubelet");
-        let resource = crate::metrics::ResourceLabels { resource: config.resource_name.clone() };
-        config.metrics.registrations.get_or_create(&resource).inc();
+        info!(%resource, %endpoint, "registered with the kubelet");
+        let labels = crate::metrics::ResourceLabels { resource: resource.to_string() };
+        config.metrics.registrations.get_or_create(&labels).inc();
 
         // A restarting kubelet removes every socket in the folder and makes a new kubelet.sock.
         loop {
@@ -275,6 +323,7 @@ impl Serving {
         path: PathBuf,
         inventory: watch::Receiver<GpuInventory>,
         config: &PluginConfig,
+        resource: &str,
     ) -> Result<Self, PluginError> {
         // A socket left by a crashed run of ours would make bind fail.
         let _ = std::fs::remove_file(&path);
@@ -284,8 +333,8 @@ impl Serving {
         let service = DevicePluginService {
             inventory,
             stop: stopped.clone(),
-            resource: config.resource_name.clone(),
-            metrics: config.metrics.clone(),
+            resource: resource.to_string(),
+            config: config.clone(),
         };
         let mut signal = stopped;
         let task = tokio::spawn(
@@ -317,19 +366,26 @@ struct DevicePluginService {
     inventory: watch::Receiver<GpuInventory>,
     /// Ends open ListAndWatch streams when this start of the server stops.
     stop: watch::Receiver<bool>,
-    /// The resource served, for metrics.
+    /// The resource this server serves.
     resource: String,
-    metrics: Arc<DeviceMetrics>,
+    /// Sharing, the whole-GPU resource's name and the metrics.
+    config: PluginConfig,
 }
 
-fn device_list(inventory: &GpuInventory) -> ListAndWatchResponse {
-    let devices = inventory
-        .gpus
+impl DevicePluginService {
+    /// This resource's devices as the inventory is now.
+    fn served(&self, inventory: &GpuInventory) -> Vec<ServedDevice> {
+        self.config.served(inventory).remove(&self.resource).unwrap_or_default()
+    }
+}
+
+fn device_list(devices: &[ServedDevice]) -> ListAndWatchResponse {
+    let devices = devices
         .iter()
-        .map(|gpu| Device {
-            id: gpu.id.clone(),
-            health: gpu.health.as_str().to_string(),
-            topology: gpu.numa_node.map(|id| TopologyInfo { nodes: vec![NumaNode { id }] }),
+        .map(|device| Device {
+            id: device.id.clone(),
+            health: device.health.as_str().to_string(),
+            topology: device.numa_node.map(|id| TopologyInfo { nodes: vec![NumaNode { id }] }),
         })
         .collect();
     ListAndWatchResponse { devices }
@@ -358,12 +414,14 @@ impl DevicePlugin for DevicePluginService {
     async fn list_and_watch(&self, _: Request<Empty>) -> Result<Response<Self::ListAndWatchStream>, Status> {
         let mut inventory = self.inventory.clone();
         let mut stop = self.stop.clone();
+        let service = self.clone();
         // Each message is the whole list as it is now; changes that land while one is being
         // sent are folded into the next, which is all the kubelet needs (it keeps only the last).
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
             loop {
-                let list = device_list(&inventory.borrow_and_update());
+                let devices = service.served(&inventory.borrow_and_update());
+                let list = device_list(&devices);
                 if tx.send(Ok(list)).await.is_err() {
                     return;
                 }
@@ -382,17 +440,26 @@ impl DevicePlugin for DevicePluginService {
         request: Request<PreferredAllocationRequest>,
     ) -> Result<Response<PreferredAllocationResponse>, Status> {
         let inventory = self.inventory.borrow().clone();
+        let served = self.served(&inventory);
+        // Whole GPUs by NVLink / NUMA closeness; replicas and MIG devices packed by GPU.
+        let whole = served.iter().all(|d| d.id == d.gpu);
         let container_responses = request
             .into_inner()
             .container_requests
             .iter()
-            .map(|r| ContainerPreferredAllocationResponse {
-                device_i_ds: preferred_allocation(
-                    &inventory.gpus,
+            .map(|r| {
+                let (available, must, size) = (
                     &r.available_device_i_ds,
                     &r.must_include_device_i_ds,
                     usize::try_from(r.allocation_size).unwrap_or(0),
-                ),
+                );
+                ContainerPreferredAllocationResponse {
+                    device_i_ds: if whole {
+                        preferred_allocation(&inventory.gpus, available, must, size)
+                    } else {
+                        preferred_replicas(&served, available, must, size)
+                    },
+                }
             })
             .collect();
         Ok(Response::new(PreferredAllocationResponse { container_responses }))
@@ -403,19 +470,21 @@ impl DevicePlugin for DevicePluginService {
         request: Request<AllocateRequest>,
     ) -> Result<Response<AllocateResponse>, Status> {
         let inventory = self.inventory.borrow().clone();
+        let served = self.served(&inventory);
+        let metrics = &self.config.metrics;
         let mut container_responses = Vec::new();
         for container in request.into_inner().container_requests {
-            let response = container_allocation(&inventory, &container.devices_ids).map_err(|e| {
+            let response = served_allocation(&inventory, &served, &container.devices_ids).map_err(|e| {
                 warn!("allocation of {:?} refused: {e}", container.devices_ids);
                 let reason = match e {
                     AllocationError::Unhealthy { .. } => "unhealthy",
                     AllocationError::UnknownDevice { .. } => "unknown_device",
                     AllocationError::Empty => "empty",
                 };
-                self.metrics.allocated(&self.resource, reason);
+                metrics.allocated(&self.resource, reason);
                 refusal(e)
             })?;
-            self.metrics.allocated(&self.resource, "ok");
+            metrics.allocated(&self.resource, "ok");
             info!(devices = ?container.devices_ids, "allocated");
             container_responses.push(response);
         }

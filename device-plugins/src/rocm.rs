@@ -145,6 +145,9 @@ impl GpuBackend for RocmBackend {
                 compute: topology.gfx_target,
                 health,
                 pci_bus_id,
+                // MIG is NVIDIA's; AMD's partition modes are not served.
+                mig_enabled: false,
+                mig_devices: Vec::new(),
             });
         }
         Ok(GpuInventory { vendor: Vendor::Amd, driver_version, gpus, shared_device_nodes: None })

@@ -112,6 +112,8 @@ mod tests {
             device_nodes: vec![],
             compute: String::new(),
             health: Health::Healthy,
+            mig_enabled: false,
+            mig_devices: vec![],
         }
     }
 

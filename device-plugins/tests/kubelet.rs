@@ -319,3 +319,83 @@ async fn plugin_stops_with_the_kubelets_reason_when_refused() {
     assert_eq!(left, ["kubelet.sock"], "the plugin removed its own socket");
     kubelet.stop().await;
 }
+
+/// Time-slicing and MIG through the kubelet's API: a node of two H100s, one in MIG mode with two
+/// 1g.10gb slices, the other time-sliced four ways. Two resources register; the replicas of the
+/// shared GPU all go unhealthy with it and all come back when it heals by itself (the backend
+/// says healthy again, nothing restarts); a replica's allocation shows the GPU and says it is
+/// shared; the MIG slices follow their GPU's health too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_sliced_replicas_and_mig_devices_follow_their_gpus_health() {
+    use pictor_crds::contract::node_labels;
+    use pictor_device_plugins::sharing::SharingConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let kubelet = TestKubelet::start(dir.path(), seen_tx);
+    let mut inventory = FakeBackend::preset("h100", 2).unwrap();
+    FakeBackend::split_mig(&mut inventory, 0, &["1g.10gb", "1g.10gb"]);
+    let (mig_a, mig_b) =
+        (inventory.gpus[0].mig_devices[0].id.clone(), inventory.gpus[0].mig_devices[1].id.clone());
+    let (mig_gpu, shared_gpu) = (inventory.gpus[0].id.clone(), inventory.gpus[1].id.clone());
+    let fake = FakeBackend::new(inventory);
+    let mut config = PluginConfig::new("nvidia.com/gpu", dir.path());
+    config.poll_interval = Duration::from_millis(100);
+    config.sharing = SharingConfig::time_sliced(4);
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let running = tokio::spawn(plugin::run(config, Arc::new(fake.clone()), async {
+        let _ = shutdown_rx.await;
+    }));
+
+    let mut registered = BTreeMap::new();
+    for _ in 0..2 {
+        let r = within("registrations", seen.recv()).await.unwrap();
+        registered.insert(r.resource_name.clone(), r.endpoint);
+    }
+    assert_eq!(registered.keys().collect::<Vec<_>>(), ["nvidia.com/gpu", "nvidia.com/mig-1g.10gb"]);
+
+    let mut gpus = plugin_client(dir.path(), &registered["nvidia.com/gpu"]).await;
+    let mut replicas = gpus.list_and_watch(Empty {}).await.unwrap().into_inner();
+    let list = within("the replica list", replicas.message()).await.unwrap().unwrap();
+    let expected: Vec<String> = (0..4).map(|n| format!("{shared_gpu}::{n}")).collect();
+    assert_eq!(list.devices.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), expected);
+    let mut mig = plugin_client(dir.path(), &registered["nvidia.com/mig-1g.10gb"]).await;
+    let mut slices = mig.list_and_watch(Empty {}).await.unwrap().into_inner();
+    let list = within("the MIG list", slices.message()).await.unwrap().unwrap();
+    assert_eq!(
+        healths(&list),
+        BTreeMap::from([(mig_a, "Healthy".into()), (mig_b.clone(), "Healthy".into())])
+    );
+
+    // Two replicas to one container: the GPU once, marked time-sliced four ways.
+    let given = allocate(&mut gpus, &expected[1..3]).await.unwrap();
+    assert_eq!(given.envs["NVIDIA_VISIBLE_DEVICES"], shared_gpu);
+    assert_eq!(given.annotations[node_labels::SHARING], "time-slicing");
+    assert_eq!(given.annotations[node_labels::REPLICAS], "4");
+    let slice = allocate(&mut mig, std::slice::from_ref(&mig_b)).await.unwrap();
+    assert_eq!(slice.envs["NVIDIA_VISIBLE_DEVICES"], mig_b);
+    assert!(slice.annotations.is_empty());
+
+    // The shared GPU faults: every replica goes; it heals: every replica returns.
+    fake.set_health(&shared_gpu, Health::Unhealthy);
+    let list = until_health(&mut replicas, &expected[3], Health::Unhealthy).await;
+    assert!(list.devices.iter().all(|d| d.health == "Unhealthy"), "all replicas out: {list:?}");
+    let refused = allocate(&mut gpus, &expected[..1]).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    fake.set_health(&shared_gpu, Health::Healthy);
+    let list = until_health(&mut replicas, &expected[3], Health::Healthy).await;
+    assert!(list.devices.iter().all(|d| d.health == "Healthy"), "all replicas back: {list:?}");
+    allocate(&mut gpus, &expected[..1]).await.expect("a healed replica is allocatable");
+
+    // The MIG-mode GPU faults: both of its slices go with it.
+    fake.set_health(&mig_gpu, Health::Unhealthy);
+    let list = until_health(&mut slices, &mig_b, Health::Unhealthy).await;
+    assert!(list.devices.iter().all(|d| d.health == "Unhealthy"), "{list:?}");
+
+    shutdown.send(()).unwrap();
+    within("the plugin to stop", running).await.unwrap().unwrap();
+    for endpoint in registered.values() {
+        assert!(!dir.path().join(endpoint).exists(), "the plugin removed {endpoint}");
+    }
+    kubelet.stop().await;
+}

@@ -146,6 +146,31 @@ async fn a_malicious_member_is_refused_or_paid_nothing_it_did_not_earn() {
         "apiVersion": "pictor.network/v1alpha1", "kind": "GpuCluster", "status": inventory["status"].clone()})))
         .await
         .expect("a member reports its inventory");
+    // It inflates its time-sliced capacity past anything real: every shared-pool field is
+    // bounded, and the API server refuses the report.
+    let shared_pool = |field: &str, value: serde_json::Value| {
+        let mut pool = json!({"vendor": "nvidia", "model": H100, "memoryMib": 81559, "nodes": 1, "gpus": 1,
+            "replicas": 4, "freeReplicas": 4});
+        pool[field] = value;
+        pool
+    };
+    let inflated = [
+        ("replicas", vec![shared_pool("replicas", json!(1_000_000_000_000i64))], "sharedPools[0].replicas"),
+        ("freeReplicas", vec![shared_pool("freeReplicas", json!(-1))], "sharedPools[0].freeReplicas"),
+        ("gpus", vec![shared_pool("gpus", json!(1_000_000_000))], "sharedPools[0].gpus"),
+        ("model", vec![shared_pool("model", json!("X".repeat(129)))], "sharedPools[0].model"),
+        ("pools", vec![shared_pool("nodes", json!(1)); 65], "sharedPools"),
+    ];
+    for (what, pools, says) in inflated {
+        let result = mallory_cluster
+            .patch_status(
+                MALLORY,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"inventory": {"sharedPools": pools}}})),
+            )
+            .await;
+        assert_refused(&format!("an inflated shared {what}"), result, says);
+    }
     network::wait_for_members(&plane, Duration::from_secs(90)).await.unwrap();
 
     // 6. Forge its record: reputation, earnings and conditions are the hub's.

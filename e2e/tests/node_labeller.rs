@@ -6,15 +6,16 @@
 //! everyone else's labels be.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
-use pictor_crds::contract::node_labels;
+use pictor_crds::contract::{node_conditions, node_labels};
 use pictor_device_plugins::labeller::{FIELD_MANAGER, NodeLabeller};
 use pictor_device_plugins::metrics::DeviceMetrics;
-use pictor_device_plugins::{FakeBackend, GpuBackend};
+use pictor_device_plugins::sharing::SharingConfig;
+use pictor_device_plugins::{FakeBackend, GpuBackend, Health};
 use pictor_e2e::fake_nodes::{self, GpuModel};
-use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions};
+use pictor_e2e::{Cluster, ControlPlane, ControlPlaneOptions, ManagedProcess, workspace_binary};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,51 @@ async fn until_labels(nodes: &Api<Node>, name: &str, expected: &BTreeMap<String,
             "labels of {name} stayed {:?}, expected {expected:?}",
             gpu_labels(&node)
         );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+type Running = tokio::task::JoinHandle<Result<(), pictor_device_plugins::labeller::LabellerError>>;
+
+/// A labeller of `node` with a quick interval, running until the sender is used.
+fn start_labeller(
+    client: &kube::Client,
+    node: &str,
+    fake: &FakeBackend,
+    sharing: SharingConfig,
+) -> (tokio::sync::oneshot::Sender<()>, Running) {
+    let labeller = NodeLabeller {
+        client: client.clone(),
+        node_name: node.to_string(),
+        backend: Arc::new(fake.clone()) as Arc<dyn GpuBackend>,
+        sharing,
+        interval: Duration::from_millis(200),
+        resync: Duration::from_secs(2),
+        metrics: Arc::new(DeviceMetrics::new()),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(labeller.run(async {
+        let _ = stopped.await;
+    }));
+    (stop, running)
+}
+
+/// Polls the node until its GPU health condition has `status`; the deadline only guards
+/// against a hang.
+async fn until_condition(nodes: &Api<Node>, name: &str, status: &str) -> NodeCondition {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let node = nodes.get_status(name).await.unwrap();
+        let condition = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == node_conditions::GPU_HEALTHY);
+        if let Some(condition) = condition.as_ref().filter(|c| c.status == status) {
+            return condition.clone();
+        }
+        assert!(Instant::now() < deadline, "{name}'s GPU condition stayed {condition:?}, expected {status}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -138,18 +184,7 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     eprintln!("manifest installed, DaemonSet wants a pod on {name} ({:?})", started.elapsed());
 
     let fake = FakeBackend::new(FakeBackend::preset("h100", 8).unwrap());
-    let labeller = NodeLabeller {
-        client: client.clone(),
-        node_name: name.clone(),
-        backend: Arc::new(fake.clone()) as Arc<dyn GpuBackend>,
-        interval: Duration::from_millis(200),
-        resync: Duration::from_secs(2),
-        metrics: Arc::new(DeviceMetrics::new()),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(labeller.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, running) = start_labeller(&client, &name, &fake, SharingConfig::whole());
 
     // The labels arrive, with the catalogue's values, owned by the labeller alone.
     let expected = catalogue_labels(&h100);
@@ -160,6 +195,28 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
     keys.sort();
     assert_eq!(owned_labels(&labelled), keys);
     eprintln!("labels arrived: {expected:?}");
+
+    // The GPU health condition: True, then False naming the GPU that faulted, then True again
+    // when it heals by itself — written by the labeller's field manager on the Node's status,
+    // beside the kubelet's (here kwok's) own conditions.
+    let healthy = until_condition(&nodes, &name, "True").await;
+    assert_eq!(healthy.reason.as_deref(), Some("GPUsHealthy"));
+    let sick = fake.inventory().unwrap().gpus[5].id.clone();
+    fake.set_health(&sick, Health::Unhealthy);
+    let unhealthy = until_condition(&nodes, &name, "False").await;
+    assert_eq!(unhealthy.reason.as_deref(), Some("GPUsUnhealthy"));
+    assert!(unhealthy.message.as_deref().unwrap().contains(&sick), "{unhealthy:?}");
+    fake.set_health(&sick, Health::Healthy);
+    let healed = until_condition(&nodes, &name, "True").await;
+    let node = nodes.get_status(&name).await.unwrap();
+    let conditions = node.status.unwrap().conditions.unwrap();
+    assert!(conditions.iter().any(|c| c.type_ == "Ready"), "the node's own conditions stay: {conditions:?}");
+    let owner =
+        node.metadata.managed_fields.iter().flatten().find(|m| {
+            m.subresource.as_deref() == Some("status") && m.manager.as_deref() == Some(FIELD_MANAGER)
+        });
+    assert!(owner.is_some(), "the condition is applied by {FIELD_MANAGER}");
+    eprintln!("GPU health condition followed a fault and its recovery: {:?}", healed.message);
 
     // Somebody overwrites one by hand: the periodic re-apply puts it back, and leaves theirs be.
     let hand = serde_json::json!({"metadata": {"labels": {"team": "ml", node_labels::COUNT: "99"}}});
@@ -176,6 +233,53 @@ async fn node_labeller_keeps_a_fake_nodes_gpu_labels_current() {
         "other labels stay as others set them"
     );
     eprintln!("labels followed the inventory: {:?}", gpu_labels(&relabelled));
+
+    // A second node shares its GPUs four ways: it says so, with the count still of GPUs.
+    let shared_name = format!("{}-shared-0", member.name);
+    let mut shared_node = fake_nodes::fake_node(&shared_name, &h100);
+    shared_node.metadata.labels.as_mut().unwrap().retain(|k, _| !k.starts_with(node_labels::PREFIX));
+    plane.add_nodes(member, vec![shared_node]).await.unwrap();
+    let shared_fake = FakeBackend::new(FakeBackend::preset("h100", 8).unwrap());
+    let (stop_shared, shared_running) =
+        start_labeller(&client, &shared_name, &shared_fake, SharingConfig::time_sliced(4));
+    let mut expected_shared = catalogue_labels(&h100);
+    expected_shared.insert(node_labels::SHARING.into(), "time-slicing".into());
+    expected_shared.insert(node_labels::REPLICAS.into(), "4".into());
+    until_labels(&nodes, &shared_name, &expected_shared).await;
+    stop_shared.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), shared_running).await.unwrap().unwrap().unwrap();
+    eprintln!("a time-sliced node is labelled so: {expected_shared:?}");
+
+    // The shipped binary picks a node's sharing config by the node's label: a third node,
+    // labelled two-way, is labelled time-sliced two ways by it.
+    let picked = format!("{}-picked-0", member.name);
+    let mut picked_node = fake_nodes::fake_node(&picked, &h100);
+    let picked_labels = picked_node.metadata.labels.as_mut().unwrap();
+    picked_labels.retain(|k, _| !k.starts_with(node_labels::PREFIX));
+    picked_labels.insert(node_labels::SHARING_CONFIG.into(), "two-way".into());
+    plane.add_nodes(member, vec![picked_node]).await.unwrap();
+    let configs = plane.run_dir().join("gpu-sharing.yaml");
+    let text = "defaultConfig: whole\nconfigs:\n  whole: {}\n  two-way:\n    timeSlicing: {replicas: 2}\n";
+    std::fs::write(&configs, text).unwrap();
+    let args = [
+        format!("--node-name={picked}"),
+        "--backend=fake".into(),
+        "--fake-inventory=h100x8".into(),
+        "--no-device-plugin".into(),
+        "--label-interval=1".into(),
+        "--metrics-addr=127.0.0.1:0".into(),
+        format!("--sharing-config={}", configs.display()),
+    ];
+    let binary = workspace_binary("pictor-device-plugins", "pictor-device-plugins");
+    let env = [("KUBECONFIG", member.kubeconfig.as_path())];
+    let process =
+        ManagedProcess::spawn_with_env("picked-labeller", &binary, &args, &env, plane.run_dir()).unwrap();
+    let mut expected_picked = catalogue_labels(&h100);
+    expected_picked.insert(node_labels::SHARING.into(), "time-slicing".into());
+    expected_picked.insert(node_labels::REPLICAS.into(), "2".into());
+    until_labels(&nodes, &picked, &expected_picked).await;
+    drop(process);
+    eprintln!("the binary chose the node's two-way config by its label");
 
     // The GPUs are gone: so are the labels.
     let mut empty = FakeBackend::preset("rtx4090", 1).unwrap();

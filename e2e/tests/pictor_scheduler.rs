@@ -162,6 +162,125 @@ async fn assert_no_node_over_committed(client: &Client) {
     }
 }
 
+/// The message a pod that fits nowhere is told, once its `PodScheduled=False` condition and a
+/// `FailedScheduling` Event agree on it.
+async fn unschedulable_message(client: &Client, name: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    loop {
+        let p = pods.get(name).await.unwrap();
+        let condition = p.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| {
+            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        });
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("FailedScheduling")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+            .filter_map(|e| e.note)
+            .collect();
+        // The view may change between attempts (kwok readies nodes, the controller manager
+        // lifts its taints), so the latest condition is matched with its own Event.
+        if let Some(c) = condition
+            && let Some(note) = notes.into_iter().find(|n| Some(n.as_str()) == c.message.as_deref())
+        {
+            return note;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{name} never got its condition and Event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A kwok node as the device plugin and labeller make a node whose GPUs are time-sliced
+/// `replicas` ways: its allocatable and labels are what they would advertise and apply.
+fn time_sliced_node(name: &str, model: &str, replicas: u32) -> Node {
+    use pictor_device_plugins::FakeBackend;
+    use pictor_device_plugins::advertise::advertise;
+    use pictor_device_plugins::labeller::gpu_labels;
+    use pictor_device_plugins::sharing::SharingConfig;
+    let catalogue = fake_nodes::model(model).unwrap();
+    let inventory = FakeBackend::preset(model, catalogue.gpus as usize).unwrap();
+    let sharing = SharingConfig::time_sliced(replicas);
+    let resource = inventory.vendor.resource_name();
+    let devices = advertise(&inventory, &sharing, resource)[resource].len();
+    let mut node = fake_nodes::fake_node(name, &catalogue);
+    node.metadata.labels.as_mut().unwrap().extend(gpu_labels(&inventory, &sharing));
+    let status = node.status.as_mut().unwrap();
+    for resources in [status.allocatable.as_mut().unwrap(), status.capacity.as_mut().unwrap()] {
+        resources.insert(
+            resource.to_string(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(devices.to_string()),
+        );
+    }
+    node
+}
+
+/// Two pods that each ask half an RTX 4090's memory share the one time-sliced GPU of a shared
+/// node; a third that would overflow it waits, told why; once one of the two is gone it binds.
+/// A whole-GPU node beside it is left alone by the fractional pods and takes the whole pod.
+#[tokio::test]
+async fn fractional_pods_share_a_time_sliced_gpu_within_its_memory_and_an_overflow_waits() {
+    let plane = ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: false }).await.unwrap();
+    let member = &plane.members[0];
+    let shared = time_sliced_node("s-rtx4090-0", "rtx4090", 4);
+    let labels = shared.metadata.labels.clone().unwrap();
+    assert_eq!(
+        (labels[node_labels::SHARING].as_str(), labels[node_labels::REPLICAS].as_str()),
+        ("time-slicing", "4")
+    );
+    let whole = fake_nodes::fake_node("w-rtx4090-0", &fake_nodes::model("rtx4090").unwrap());
+    plane.add_nodes(member, vec![shared, whole]).await.unwrap();
+    let client = member.client().await.unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let allocatable = nodes.get("s-rtx4090-0").await.unwrap().status.unwrap().allocatable.unwrap();
+    assert_eq!(allocatable["nvidia.com/gpu"].0, "4", "one GPU, four replicas allocatable");
+
+    let scheduler = InProcess::start(client.clone(), KubeWriter::new(client.clone(), "t1"), config("t1"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let nv = Vendor::Nvidia.resource_name();
+    let half = |name: &str| {
+        pod(name, nv, 1, json!({"metadata": {"annotations": {annotations::GPU_MEMORY_MIB: "12000"}}}))
+    };
+    create(&pods, &half("half-a")).await;
+    create(&pods, &half("half-b")).await;
+    wait_until("both halves are bound", Duration::from_secs(30), || async {
+        placements(&pods).await.len() == 2
+    })
+    .await;
+    let placed = placements(&pods).await;
+    assert_eq!(placed["half-a"], "s-rtx4090-0", "{placed:?}");
+    assert_eq!(placed["half-b"], "s-rtx4090-0", "{placed:?}");
+
+    create(&pods, &half("half-c")).await;
+    let message = unschedulable_message(&client, "half-c").await;
+    assert_eq!(
+        message,
+        "0/2 nodes are available: 1 node(s) didn't share their GPUs, 1 node(s) had no shared GPU with the requested memory free."
+    );
+    create(&pods, &pod("whole", nv, 1, json!({}))).await;
+    wait_until("the whole-GPU pod is bound", Duration::from_secs(30), || async {
+        placements(&pods).await.contains_key("whole")
+    })
+    .await;
+    assert_eq!(placements(&pods).await["whole"], "w-rtx4090-0");
+    assert!(!placements(&pods).await.contains_key("half-c"), "half-c still waits");
+
+    pods.delete("half-a", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    wait_until("half-c is bound once half-a is gone", Duration::from_secs(30), || async {
+        placements(&pods).await.get("half-c").map(String::as_str) == Some("s-rtx4090-0")
+    })
+    .await;
+    assert_no_node_over_committed(&client).await;
+    scheduler.stop().await;
+}
+
 #[tokio::test]
 async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_fit() {
     let plane = ControlPlane::start(ControlPlaneOptions { members: 1, kube_scheduler: false }).await.unwrap();
@@ -239,34 +358,7 @@ async fn gpu_pods_land_only_where_vendor_model_memory_count_taints_and_affinity_
     assert!(!placed.contains_key("sixteen"));
 
     // The pod that fits nowhere is told why, on its condition and in an Event.
-    let events: Api<Event> = Api::namespaced(client.clone(), NS);
-    let started = Instant::now();
-    let message = loop {
-        let p = pods.get("sixteen").await.unwrap();
-        let condition = p.status.and_then(|s| s.conditions).unwrap_or_default().into_iter().find(|c| {
-            c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
-        });
-        let notes: Vec<String> = events
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| {
-                e.reason.as_deref() == Some("FailedScheduling")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("sixteen")
-            })
-            .filter_map(|e| e.note)
-            .collect();
-        // The view may change between attempts (kwok readies nodes, the controller manager
-        // lifts its taints), so the latest condition is matched with its own Event.
-        if let Some(c) = condition
-            && let Some(note) = notes.into_iter().find(|n| Some(n.as_str()) == c.message.as_deref())
-        {
-            break note;
-        }
-        assert!(started.elapsed() < Duration::from_secs(20), "sixteen never got its condition and Event");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let message = unschedulable_message(&client, "sixteen").await;
     assert!(message.starts_with("0/6 nodes are available: "), "{message}");
     assert!(message.contains("Insufficient nvidia.com/gpu"), "{message}");
     assert!(message.contains("1 node(s) were unschedulable"), "{message}");

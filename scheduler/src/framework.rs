@@ -23,6 +23,12 @@ pub enum Reason {
     GpuModel,
     /// The gang as a whole does not fit (some members might).
     GangDoesNotFit,
+    /// A fractional GPU request on a node whose GPUs are not shared.
+    GpuNotShared,
+    /// No shared GPU of the node has the memory the pod asks for free.
+    SharedGpuMemory,
+    /// A whole-GPU request on a shared node without that many GPUs nobody uses.
+    NoWholeGpu,
 }
 
 impl fmt::Display for Reason {
@@ -34,6 +40,9 @@ impl fmt::Display for Reason {
             Self::UntoleratedTaint => f.write_str("node(s) had untolerated taint"),
             Self::GpuModel => f.write_str("node(s) didn't have the requested GPU vendor, model or memory"),
             Self::GangDoesNotFit => f.write_str("node(s) left no room for the whole gang"),
+            Self::GpuNotShared => f.write_str("node(s) didn't share their GPUs"),
+            Self::SharedGpuMemory => f.write_str("node(s) had no shared GPU with the requested memory free"),
+            Self::NoWholeGpu => f.write_str("node(s) had too few shared GPUs left whole"),
         }
     }
 }
@@ -116,8 +125,14 @@ impl Profile {
                 Box::new(TaintToleration),
                 Box::new(GpuModelFit),
                 Box::new(ResourcesFit),
+                Box::new(SharedGpuFit),
             ],
-            scores: vec![Box::new(GpuBinPacking), Box::new(CpuSpread), Box::new(GangTopology)],
+            scores: vec![
+                Box::new(GpuBinPacking),
+                Box::new(SharedGpuPacking),
+                Box::new(CpuSpread),
+                Box::new(GangTopology),
+            ],
             reserve: vec![Box::new(ViewReservation)],
             permit: vec![Box::new(GangPermit { wait: gang_wait })],
         }

@@ -3,7 +3,8 @@
 //! "Gang").
 //!
 //! The layers, from pure to I/O:
-//! - [`resources`], [`view`]: plain data — what nodes have, what pods hold and ask for.
+//! - [`resources`], [`view`]: plain data — what nodes have, what pods hold and ask for;
+//!   [`shared_gpus`]: the memory of time-sliced GPUs, GPU by GPU.
 //! - [`framework`], [`plugins`]: Filter, Score, Reserve and Permit plugins over that data.
 //! - [`decision`]: where a pod or a whole gang goes, or why nothing fits.
 //! - [`scheduling`]: the state machine — queue, backoff, gangs gathering; inputs in, actions out.
@@ -19,6 +20,7 @@ pub mod plugins;
 pub mod resources;
 pub mod scheduling;
 pub mod service;
+pub mod shared_gpus;
 pub mod view;
 pub mod watch;
 

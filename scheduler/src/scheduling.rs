@@ -447,6 +447,7 @@ impl Scheduler {
                     let holder = PodInfo {
                         key: key.clone(),
                         requests: member.requests,
+                        gpu_memory_mib: member.gpu_memory_mib,
                         node_name: Some(self.view.nodes()[position].name.clone()),
                         ..Default::default()
                     };
@@ -527,6 +528,68 @@ mod tests {
         let actions = s.next_actions(now, 100);
         assert_eq!(bound(&actions).len(), 2);
         assert_eq!(reports(&actions), ["0/1 nodes are available: 1 Insufficient nvidia.com/gpu."]);
+    }
+
+    #[test]
+    fn two_pods_share_a_gpu_within_its_memory_and_a_third_waits_with_the_reason() {
+        use crate::shared_gpus::SharedGpus;
+        let mut s = scheduler();
+        let now = Instant::now();
+        // One RTX 4090 (24,564 MiB) time-sliced four ways, and an untouched whole-GPU node.
+        let shared = NodeInfo {
+            shared: Some(SharedGpus { memory_mib: 24_564, used_mib: vec![0] }),
+            ..node("shared", 4)
+        };
+        s.apply(Input::NodeApplied(shared), now);
+        s.apply(Input::NodeApplied(node("whole", 1)), now);
+        let fractional = |name: &str| PodInfo { gpu_memory_mib: Some(12_000), ..pod(name, 1) };
+        s.apply(Input::PodApplied(fractional("a")), now);
+        s.apply(Input::PodApplied(fractional("b")), now);
+        let actions = s.next_actions(now, 100);
+        assert_eq!(bound(&actions), [("a".into(), "shared".into()), ("b".into(), "shared".into())]);
+        s.apply(Input::PodApplied(fractional("c")), now);
+        let actions = s.next_actions(now, 100);
+        assert!(bound(&actions).is_empty(), "a third 12,000 MiB would overflow the GPU");
+        assert_eq!(
+            reports(&actions),
+            [
+                "0/2 nodes are available: 1 node(s) didn't share their GPUs, 1 node(s) had no shared GPU with the requested memory free."
+            ]
+        );
+        // A whole-GPU pod still finds the whole GPU: the fractional ones left it alone.
+        s.apply(Input::PodApplied(pod("w", 1)), now);
+        assert_eq!(bound(&s.next_actions(now, 100)), [("w".into(), "whole".into())]);
+    }
+
+    #[test]
+    fn fractional_pods_fill_a_shared_gpu_before_starting_another() {
+        use crate::shared_gpus::SharedGpus;
+        let mut s = scheduler();
+        let now = Instant::now();
+        for name in ["s1", "s2"] {
+            let shared = NodeInfo {
+                shared: Some(SharedGpus { memory_mib: 80_000, used_mib: vec![0, 0] }),
+                ..node(name, 8)
+            };
+            s.apply(Input::NodeApplied(shared), now);
+        }
+        for (i, mib) in [30_000, 30_000, 20_000].into_iter().enumerate() {
+            s.apply(
+                Input::PodApplied(PodInfo { gpu_memory_mib: Some(mib), ..pod(&format!("f{i}"), 1) }),
+                now,
+            );
+            let placed = bound(&s.next_actions(now, 100));
+            assert_eq!(placed.len(), 1);
+        }
+        let used: Vec<Vec<i64>> =
+            s.view.nodes().iter().map(|n| n.shared.as_ref().unwrap().used_mib.clone()).collect();
+        let mut gpus: Vec<i64> = used.concat();
+        gpus.sort_unstable();
+        assert_eq!(
+            gpus,
+            [0, 0, 0, 80_000],
+            "three pods packed onto one GPU; three GPUs left whole: {used:?}"
+        );
     }
 
     #[test]

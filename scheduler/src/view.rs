@@ -3,6 +3,7 @@
 //! read it and never call the API server.
 
 use crate::resources::Resources;
+use crate::shared_gpus::{Placement, SharedClaim, SharedGpus};
 use k8s_openapi::api::core::v1::{Node, NodeSelector, Pod, Toleration};
 use pictor_crds::contract;
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,8 @@ pub struct NodeInfo {
     pub allocatable: Resources,
     /// What bound and assumed pods hold.
     pub used: Resources,
+    /// The memory of each GPU, where they are shared by time-slicing.
+    pub shared: Option<SharedGpus>,
 }
 
 impl NodeInfo {
@@ -60,9 +63,11 @@ impl NodeInfo {
             .into_iter()
             .map(|t| Taint { key: t.key, value: t.value.unwrap_or_default(), effect: t.effect })
             .collect();
+        let labels = node.metadata.labels.clone().unwrap_or_default();
         Some(Self {
             name,
-            labels: node.metadata.labels.clone().unwrap_or_default(),
+            shared: SharedGpus::from_labels(&labels),
+            labels,
             taints,
             unschedulable: spec.unschedulable.unwrap_or(false),
             allocatable,
@@ -105,6 +110,8 @@ pub struct PodInfo {
     pub gpu_vendor: Option<String>,
     /// Least memory per GPU.
     pub gpu_min_memory_mib: Option<i64>,
+    /// Memory of one shared GPU it needs (a fractional request), MiB.
+    pub gpu_memory_mib: Option<i64>,
     /// Gang membership.
     pub gang: Option<GangRef>,
     /// `spec.nodeName` (bound).
@@ -170,6 +177,9 @@ impl PodInfo {
             gpu_vendor: annotation(contract::annotations::GPU_VENDOR).filter(|v| !v.is_empty() && v != "any"),
             gpu_min_memory_mib: annotation(contract::annotations::GPU_MIN_MEMORY_MIB)
                 .and_then(|m| m.parse().ok()),
+            gpu_memory_mib: annotation(contract::annotations::GPU_MEMORY_MIB)
+                .and_then(|m| m.parse().ok())
+                .filter(|m| *m > 0),
             gang,
             node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
             ours: spec.scheduler_name.as_deref() == Some(scheduler_name),
@@ -204,6 +214,8 @@ struct PodEntry {
     counted_on: Option<String>,
     /// Placed by this scheduler, binding not yet seen through the watch.
     assumed: bool,
+    /// Where its GPU memory is counted on a shared node.
+    shared: Placement,
 }
 
 impl ClusterView {
@@ -248,7 +260,18 @@ impl ClusterView {
         match self.node_index.get(&node.name) {
             Some(&i) => {
                 node.used = self.nodes[i].used;
+                let same_gpus = match (&node.shared, &self.nodes[i].shared) {
+                    (Some(new), Some(old)) => new.same_shape(old),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if same_gpus {
+                    node.shared = self.nodes[i].shared.clone();
+                }
                 self.nodes[i] = node;
+                if !same_gpus {
+                    self.recount_shared(i);
+                }
             }
             None => {
                 // Pods may have been seen bound to this node before the node itself.
@@ -259,7 +282,22 @@ impl ClusterView {
                     .fold(Resources::default(), |a, e| a.plus(&e.pod.requests));
                 self.node_index.insert(node.name.clone(), self.nodes.len());
                 self.nodes.push(node);
+                self.recount_shared(self.nodes.len() - 1);
             }
+        }
+    }
+
+    /// Counts afresh the GPU memory of the pods on a node whose shared GPUs are new or changed.
+    fn recount_shared(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if let Some(shared) = node.shared.as_mut() {
+            shared.used_mib.iter_mut().for_each(|u| *u = 0);
+        }
+        for entry in self.pods.values_mut().filter(|e| e.counted_on.as_deref() == Some(node.name.as_str())) {
+            entry.shared = match (node.shared.as_mut(), SharedClaim::of(&entry.pod)) {
+                (Some(shared), Some(claim)) => shared.take(claim),
+                _ => Vec::new(),
+            };
         }
     }
 
@@ -281,6 +319,10 @@ impl ClusterView {
         {
             let requests = entry.pod.requests;
             self.nodes[i].used = self.nodes[i].used.minus(&requests);
+            if let Some(shared) = self.nodes[i].shared.as_mut() {
+                shared.give_back(&entry.shared);
+            }
+            entry.shared.clear();
         }
     }
 
@@ -289,6 +331,11 @@ impl ClusterView {
             entry.counted_on = Some(node.to_string());
             if let Some(&i) = self.node_index.get(node) {
                 self.nodes[i].used = self.nodes[i].used.plus(&entry.pod.requests);
+                if let Some(shared) = self.nodes[i].shared.as_mut()
+                    && let Some(claim) = SharedClaim::of(&entry.pod)
+                {
+                    entry.shared = shared.take(claim);
+                }
             }
         }
     }
@@ -315,7 +362,10 @@ impl ClusterView {
             // Finished pods and bindings (ours confirmed, or anyone's) free or take room.
             self.generation += 1;
         }
-        self.pods.insert(key.clone(), PodEntry { pod, counted_on: None, assumed: keep_assumption });
+        self.pods.insert(
+            key.clone(),
+            PodEntry { pod, counted_on: None, assumed: keep_assumption, shared: Vec::new() },
+        );
         if let Some(node) = counted_on {
             self.count(&key, &node);
         }
@@ -443,6 +493,32 @@ pub(crate) mod tests {
         view.apply_pod(PodInfo { node_name: Some("n1".into()), ..pod("a", 2) });
         assert!(!view.is_assumed("default/a"));
         assert_eq!(view.node("n1").unwrap().used.gpus[Vendor::Nvidia], 2);
+    }
+
+    #[test]
+    fn shared_gpu_memory_is_counted_per_gpu_and_follows_the_node() {
+        let shared = |gpus: usize| NodeInfo {
+            shared: Some(SharedGpus { memory_mib: 80_000, used_mib: vec![0; gpus] }),
+            ..node("s", gpus as i64 * 4)
+        };
+        let used = |view: &ClusterView| view.node("s").unwrap().shared.as_ref().unwrap().used_mib.clone();
+        let mut view = ClusterView::default();
+        // A fractional pod bound before its node is seen is counted when the node arrives.
+        view.apply_pod(PodInfo { node_name: Some("s".into()), gpu_memory_mib: Some(30_000), ..pod("a", 1) });
+        view.apply_node(shared(2));
+        assert_eq!(used(&view), [30_000, 0]);
+        view.apply_pod(pod("b", 1));
+        view.assume("default/b", "s");
+        assert_eq!(used(&view), [30_000, 80_000], "a whole-GPU pod takes an untouched GPU whole");
+        view.forget_assumed("default/b");
+        assert_eq!(used(&view), [30_000, 0]);
+        // The node is seen again unchanged: the count stays; with a third GPU it is counted afresh.
+        view.apply_node(shared(2));
+        assert_eq!(used(&view), [30_000, 0]);
+        view.apply_node(shared(3));
+        assert_eq!(used(&view), [30_000, 0, 0]);
+        view.delete_pod("default/a");
+        assert_eq!(used(&view), [0, 0, 0]);
     }
 
     #[test]

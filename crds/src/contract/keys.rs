@@ -46,6 +46,10 @@ pub mod annotations {
     pub const GPU_VENDOR: &str = "pictor.network/gpu-vendor";
     /// On a pod, optional: the least memory per GPU, in MiB.
     pub const GPU_MIN_MEMORY_MIB: &str = "pictor.network/gpu-min-memory-mib";
+    /// On a pod, optional: the GPU memory in MiB it needs of one shared (time-sliced) GPU. A
+    /// pod with it takes one replica and pictor-scheduler packs it onto a shared GPU with that
+    /// much memory free.
+    pub const GPU_MEMORY_MIB: &str = "pictor.network/gpu-memory-mib";
     /// On an accrued unit: when it may be settled (RFC 3339, hub clock); until then the
     /// submitter may dispute it.
     pub const PAYABLE_AFTER: &str = "pictor.network/payable-after";
@@ -109,6 +113,21 @@ pub mod node_labels {
     pub const DRIVER_VERSION: &str = "pictor.network/gpu.driver-version";
     /// Compute capability (NVIDIA) or GFX target (AMD).
     pub const COMPUTE: &str = "pictor.network/gpu.compute";
+    /// How the node's GPUs are shared: `time-slicing`; absent when each GPU is whole.
+    pub const SHARING: &str = "pictor.network/gpu.sharing";
+    /// With [`SHARING`]: how many replicas (pods) each GPU is advertised as.
+    pub const REPLICAS: &str = "pictor.network/gpu.replicas";
+    /// `mixed` when some GPU is in MIG mode and its MIG devices are resources of their own.
+    pub const MIG: &str = "pictor.network/gpu.mig";
+    /// Set by the provider, not the labeller: the name of the device plugin's sharing config
+    /// this node uses (like NVIDIA's `nvidia.com/device-plugin.config`).
+    pub const SHARING_CONFIG: &str = "pictor.network/device-plugin.config";
+}
+
+/// Node conditions the node labeller writes.
+pub mod node_conditions {
+    /// `True` while every GPU of the node is healthy.
+    pub const GPU_HEALTHY: &str = "PictorGPUHealthy";
 }
 
 /// Value of [`labels::VERDICT`] for output a second provider could not reproduce.

@@ -27,7 +27,7 @@ pub mod verification;
 pub mod work_policy;
 
 pub use billing_marks::BillingState;
-pub use keys::{MISMATCH, annotations, finalizers, labels, node_labels};
+pub use keys::{MISMATCH, annotations, finalizers, labels, node_conditions, node_labels};
 pub use members::{member_namespace, member_of_namespace};
 pub use money::{APT, OCTAS_PER_APT, cost_octas, format_apt};
 pub use vendor::Vendor;

@@ -64,6 +64,13 @@ pub struct GpuClusterSpec {
     /// Takes no new work while true; running work finishes.
     #[serde(default)]
     pub cordoned: bool,
+
+    /// Price per replica-hour in octas of a time-sliced GPU (a slice of one, shared with other
+    /// pods), by GPU product name; a model missing here is not offered in slices.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(model, self[model] >= 1)").message("spec.sharedPricePerGpuHour values are whole octas per replica-hour, at least 1"))]
+    pub shared_price_per_gpu_hour: BTreeMap<String, i64>,
 }
 
 /// GPUs of one vendor and model in a member.
@@ -88,6 +95,34 @@ pub struct GpuPool {
     pub largest_free_on_node: i64,
 }
 
+/// GPUs of one vendor and model shared by time-slicing (on nodes labelled
+/// `pictor.network/gpu.sharing`): counted here, apart from the whole GPUs of `pools`, so a
+/// replica is never taken for a GPU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedGpuPool {
+    /// `nvidia` or `amd`.
+    pub vendor: GpuVendor,
+    /// Product name, as `pictor.network/gpu.product`.
+    #[schemars(length(max = 128))]
+    pub model: String,
+    /// Memory of one GPU, in MiB: what its replicas share.
+    #[schemars(range(min = 0, max = 16_777_216))]
+    pub memory_mib: i64,
+    /// Nodes with this model shared.
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub nodes: i64,
+    /// Physical GPUs shared.
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub gpus: i64,
+    /// Replicas they are advertised as: how many pods can share them.
+    #[schemars(range(min = 0, max = 64_000_000))]
+    pub replicas: i64,
+    /// Replicas no bound pod holds.
+    #[schemars(range(min = 0, max = 64_000_000))]
+    pub free_replicas: i64,
+}
+
 /// What a member has, summarised by its agent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -102,6 +137,10 @@ pub struct GpuInventory {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub pools: Vec<GpuPool>,
+    /// Time-sliced GPUs by vendor and model, in none of the counts above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub shared_pools: Vec<SharedGpuPool>,
 }
 
 /// What the member runs, as its provider set it (the chart's `work` values): the agent refuses

@@ -8,6 +8,8 @@ mod gpu_model_fit;
 mod node_affinity;
 mod node_unschedulable;
 mod resources_fit;
+mod shared_gpu_fit;
+mod shared_gpu_packing;
 mod taint_toleration;
 mod view_reservation;
 
@@ -19,5 +21,7 @@ pub use gpu_model_fit::GpuModelFit;
 pub use node_affinity::NodeAffinity;
 pub use node_unschedulable::NodeUnschedulable;
 pub use resources_fit::ResourcesFit;
+pub use shared_gpu_fit::SharedGpuFit;
+pub use shared_gpu_packing::SharedGpuPacking;
 pub use taint_toleration::{TaintToleration, tolerates};
 pub use view_reservation::ViewReservation;
