@@ -5,15 +5,17 @@
 //! the nodes go Ready with the plugin's GPUs in capacity and the labeller's labels; a pod gets
 //! the GPU that Allocate chose (its env and device file, seen from inside the container); a GPU
 //! turned unhealthy leaves allocatable and comes back; the plugin registers again after a
-//! kubelet restart; a gang of two binds whole on a real node; then a RenderJob renders real
+//! kubelet restart; a gang of two binds whole on a real node; the GPUs time-sliced two ways
+//! are four replicas, two half-GPU pods run on one GPU, a GPU's fault takes both its replicas
+//! and the PictorGPUHealthy condition with it and healing brings them back; then a RenderJob renders real
 //! frames with Blender on one member's node, verification re-renders on the other member's,
 //! and a frame altered in storage after its render is caught. Last, nothing of the nodes is
 //! left on the machine.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use pictor_crds::contract::verification::{Finding, Judgement};
-use pictor_crds::contract::{annotations, labels, node_labels};
+use pictor_crds::contract::{annotations, labels, node_conditions, node_labels};
 use pictor_crds::v1alpha1::{RenderJob, RenderJobPhase, WorkUnit, WorkUnitPhase};
 use pictor_e2e::network::{self, eventually, start_scheduler};
 use pictor_e2e::real_node::{HostSnapshot, NODE_ROOT, NVML, RENDER_WORKER_IMAGE, RealNodeSpec, RealNodes};
@@ -157,16 +159,7 @@ async fn device_plugin_phases(member: &Cluster, nodes: &mut RealNodes) {
     };
     let turned = Instant::now();
     set_health(1, "Unhealthy");
-    let allocatable = |want: &'static str| {
-        let (api, name) = (node_api.clone(), name.clone());
-        async move {
-            eventually(&format!("allocatable nvidia.com/gpu {want}"), Duration::from_secs(60), || async {
-                let n = api.get(&name).await.ok()?;
-                (gpu_count(&n, "allocatable").as_deref() == Some(want)).then_some(())
-            })
-            .await
-        }
-    };
+    let allocatable = allocatable_of(&node_api, &name);
     allocatable("1").await;
     println!("unhealthy GPU left the node's allocatable in {:.2} s", turned.elapsed().as_secs_f64());
     let node = node_api.get(&name).await.unwrap();
@@ -225,6 +218,109 @@ async fn device_plugin_phases(member: &Cluster, nodes: &mut RealNodes) {
     for pod in ["one-gpu", "after-restart", "pair-0", "pair-1"] {
         let _ = pods.delete(pod, &DeleteParams::default()).await;
     }
+    time_sliced_phase(member, nodes).await;
+}
+
+/// Waits until the node's allocatable `nvidia.com/gpu` is `want`.
+fn allocatable_of(
+    api: &Api<Node>,
+    name: &str,
+) -> impl Fn(&'static str) -> futures::future::BoxFuture<'static, ()> {
+    let (api, name) = (api.clone(), name.to_string());
+    move |want| {
+        let (api, name) = (api.clone(), name.clone());
+        Box::pin(async move {
+            eventually(&format!("allocatable nvidia.com/gpu {want}"), Duration::from_secs(60), || async {
+                let n = api.get(&name).await.ok()?;
+                (gpu_count(&n, "allocatable").as_deref() == Some(want)).then_some(())
+            })
+            .await
+        })
+    }
+}
+
+/// The node's GPUs time-sliced two ways through the real kubelet: the plugin restarted with a
+/// sharing config its Node's label picks advertises four replicas of the two GPUs, the labeller
+/// says so, two pods asking half a GPU's memory each run on one GPU, a GPU turning unhealthy
+/// takes both its replicas out and the PictorGPUHealthy condition with it, and healing brings
+/// them back. Then the plugin serves whole GPUs again for the phases after this one.
+async fn time_sliced_phase(member: &Cluster, nodes: &mut RealNodes) {
+    let client = member.client().await.unwrap();
+    let node_api: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::namespaced(client, WORK);
+    let name = real_node_name(member);
+    let allocatable = allocatable_of(&node_api, &name);
+    let sharing = nodes.node(&name).dir.join("gpu-sharing.yaml");
+    std::fs::write(&sharing, "configs:\n  whole: {}\n  two-way:\n    timeSlicing: {replicas: 2}\n").unwrap();
+    let label = |value: Option<&str>| json!({"metadata": {"labels": {node_labels::SHARING_CONFIG: value}}});
+    node_api.patch(&name, &PatchParams::default(), &Patch::Merge(label(Some("two-way")))).await.unwrap();
+    nodes.node_mut(&name).restart_device_plugin(Some(&sharing)).unwrap();
+    allocatable("4").await;
+    let labels = eventually("the time-slicing labels", Duration::from_secs(30), || async {
+        let labels = node_api.get(&name).await.ok()?.metadata.labels?;
+        (labels.get(node_labels::REPLICAS).map(String::as_str) == Some("2")).then_some(labels)
+    })
+    .await;
+    assert_eq!(labels[node_labels::SHARING], "time-slicing");
+    assert_eq!(labels[node_labels::COUNT], GPUS.to_string(), "the count stays the GPUs");
+    println!("time-sliced two ways: {} GPUs allocatable as 4 replicas", GPUS);
+
+    // Two pods asking half a GPU's memory each: both bound and run, on the same GPU.
+    let half = (labels[node_labels::MEMORY_MIB].parse::<i64>().unwrap() / 2).to_string();
+    let mut seen = vec![];
+    for i in 0..2 {
+        let pod_name = format!("half-{i}");
+        let fractional = json!({"annotations": {annotations::GPU_MEMORY_MIB: half}});
+        let pod = shell_pod(&pod_name, "echo $NVIDIA_VISIBLE_DEVICES", 1, fractional);
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        seen.push(succeeded_log(member, &pods, &pod_name).await.trim().to_string());
+    }
+    assert_eq!(seen[0], seen[1], "both halves ran on one GPU: {seen:?}");
+    println!("two half-GPU pods ran on {}", seen[0]);
+
+    // A shared GPU faults: both its replicas leave allocatable, the condition turns False.
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&nodes.node(&name).inventory_file).unwrap()).unwrap();
+    let set_health = |health: &str| {
+        let mut inv = inventory.clone();
+        inv["gpus"][1]["health"] = json!(health);
+        std::fs::write(&nodes.node(&name).inventory_file, serde_json::to_vec(&inv).unwrap()).unwrap();
+    };
+    let condition = |status: &'static str| {
+        let (api, name) = (node_api.clone(), name.clone());
+        async move {
+            eventually(&format!("PictorGPUHealthy {status}"), Duration::from_secs(60), || async {
+                let n = api.get_status(&name).await.ok()?;
+                let conditions = n.status?.conditions?;
+                conditions.into_iter().find(|c| c.type_ == node_conditions::GPU_HEALTHY && c.status == status)
+            })
+            .await
+        }
+    };
+    condition("True").await;
+    set_health("Unhealthy");
+    allocatable("2").await;
+    let sick = condition("False").await;
+    assert!(
+        sick.message.as_deref().unwrap_or_default().contains(inventory["gpus"][1]["id"].as_str().unwrap())
+    );
+    set_health("Healthy");
+    allocatable("4").await;
+    condition("True").await;
+    println!("an unhealthy shared GPU took both its replicas out; healed, they came back");
+
+    // Whole GPUs again for what follows.
+    for pod in ["half-0", "half-1"] {
+        let _ = pods.delete(pod, &DeleteParams::default()).await;
+    }
+    node_api.patch(&name, &PatchParams::default(), &Patch::Merge(label(Some("whole")))).await.unwrap();
+    nodes.node_mut(&name).restart_device_plugin(Some(&sharing)).unwrap();
+    allocatable("2").await;
+    eventually("the time-slicing labels gone", Duration::from_secs(30), || async {
+        let labels = node_api.get(&name).await.ok()?.metadata.labels?;
+        (!labels.contains_key(node_labels::SHARING)).then_some(())
+    })
+    .await;
 }
 
 const SCENE: &str = "s3://renders/scenes/anim.blend";

@@ -67,6 +67,8 @@ pub struct RealNode {
     containerd: Option<ManagedProcess>,
     kubelet: Option<ManagedProcess>,
     device_plugin: Option<ManagedProcess>,
+    /// The device plugin reads the machine's GPUs through NVML, not a fake inventory.
+    nvml: bool,
 }
 
 impl RealNode {
@@ -96,13 +98,14 @@ impl RealNode {
             containerd: None,
             kubelet: None,
             device_plugin: None,
+            nvml: spec.gpu_model == NVML,
         };
         node.lay_out(spec, index)?;
         node.start_namespace()?;
         node.start_containerd()?;
         node.import(images)?;
         node.start_kubelet()?;
-        node.start_device_plugin(spec.gpu_model == NVML)?;
+        node.start_device_plugin(None)?;
         Ok(node)
     }
 
@@ -420,7 +423,15 @@ fileCheckFrequency: 5s
         self.kubelet = None;
     }
 
-    fn start_device_plugin(&mut self, nvml: bool) -> Result<(), RealNodeError> {
+    /// Stops the device plugin and starts it again, with `sharing_config` (a file of named GPU
+    /// sharing configs; the Node's label picks one) or without (whole GPUs).
+    pub fn restart_device_plugin(&mut self, sharing_config: Option<&Path>) -> Result<(), RealNodeError> {
+        self.device_plugin = None;
+        self.start_device_plugin(sharing_config)
+    }
+
+    fn start_device_plugin(&mut self, sharing_config: Option<&Path>) -> Result<(), RealNodeError> {
+        let nvml = self.nvml;
         let binary = workspace_binary("pictor-device-plugins", "pictor-device-plugins");
         let mut args = vec![
             format!("--node-name={}", self.name),
@@ -428,6 +439,9 @@ fileCheckFrequency: 5s
             "--label-interval=2".into(),
             "--metrics-addr=127.0.0.1:0".into(),
         ];
+        if let Some(config) = sharing_config {
+            args.push(format!("--sharing-config={}", config.display()));
+        }
         if nvml {
             args.push("--backend=nvml".into());
         } else {
