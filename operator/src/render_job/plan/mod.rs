@@ -93,6 +93,13 @@ pub struct RenderSettings {
     pub verification_key: VerificationKey,
 }
 
+impl RenderSettings {
+    /// The image a job's workers run: its own, or the network's default.
+    pub fn image_of<'a>(&'a self, job: &'a RenderJob) -> &'a str {
+        job.spec.renderer.image.as_deref().unwrap_or(&self.default_image)
+    }
+}
+
 /// Whether the job runs for real on a local network that plays pods on kwok
 /// ([`pictor_crds::contract::annotations::REAL_RUN`]).
 pub fn runs_for_real(job: &RenderJob) -> bool {
@@ -143,7 +150,7 @@ impl UnitPlacer<'_> {
     /// The member for one unit of the job's GPUs, on none of the `excluded` members.
     fn place(&self, excluded: &[String], claims: &Claims) -> Result<Placement, NoMemberFits> {
         let spec = &self.job.spec;
-        let image = spec.renderer.image.as_deref().unwrap_or(&self.settings.default_image);
+        let image = self.settings.image_of(self.job);
         let need = Need {
             gpu: &spec.gpu,
             pods: 1,

@@ -22,7 +22,7 @@ fn worker_pod(job: &RenderJob, name: &str, vendor: GpuVendor, settings: &RenderS
     }
     PodTemplate {
         name: name.into(),
-        image: spec.renderer.image.clone().unwrap_or_else(|| settings.default_image.clone()),
+        image: settings.image_of(job).to_string(),
         command: vec!["pictor-render-worker".into(), name.into()],
         args: vec![],
         env: vec![],
